@@ -1,0 +1,38 @@
+# cutlight: every target bootstraps .venv on first use.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.cutlight-installed
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup train test test-fast lint bench fid-weights clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install $(TORCH)
+	$(BIN)/pip install -e '.[dev]'
+	@touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m cutlight.train experiment=builtin_cpu
+
+test: $(STAMP) fid-weights
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+bench: $(STAMP)
+	$(BIN)/python -m cutlight.bench --quick
+
+fid-weights: $(STAMP)
+	$(BIN)/python -m cutlight.metrics.inception_weights
+
+clean:
+	rm -rf outputs multirun lightning_logs .pytest_cache

@@ -1,0 +1,101 @@
+"""CUT losses in plain PyTorch: PatchNCE (multilayer, patchwise InfoNCE) and GAN objectives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEGATIVES = ("image", "batch")
+GAN_MODES = ("lsgan", "vanilla", "nonsaturating", "hinge")
+
+# The reference masks a query's own positive among the negatives with this logit (before the temperature);
+# exp(-10 / 0.07) is ~1e-62 of the other terms, i.e. the positive is excluded from the negatives.
+_DIAGONAL_LOGIT = -10.0
+
+
+def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+
+
+def patch_nce_loss(
+    feat_q: torch.Tensor, feat_k: torch.Tensor, temperature: float = 0.07, negatives: str = "image"
+) -> torch.Tensor:
+    """Patchwise InfoNCE loss of every query, no reduction.
+
+    Args:
+        feat_q: (B, S, C) projected patches of the translated image (queries; gradients flow through them).
+        feat_k: (B, S, C) projected patches of the source image at the same positions (keys; treated as constants).
+        temperature: tau; logits are dot products / tau.
+        negatives: ``"image"``: each query's negatives are the other S-1 keys of its own image (internal, the
+            paper's default); ``"batch"``: the other B*S-1 keys of the whole batch (external).
+
+    Returns:
+        (B, S) cross-entropy of [q.k+, q.k-_1, ...] / tau with target 0.
+    """
+    _check("negatives", negatives, NEGATIVES)
+    if feat_q.dim() != 3 or feat_q.shape != feat_k.shape:
+        raise ValueError(
+            f"feat_q and feat_k must both be (B, S, C); got {tuple(feat_q.shape)} and {tuple(feat_k.shape)}"
+        )
+    b, s, c = feat_q.shape
+    feat_k = feat_k.detach()
+    l_pos = (feat_q * feat_k).sum(-1, keepdim=True)  # (B, S, 1)
+    if negatives == "batch":
+        q, k = feat_q.reshape(1, b * s, c), feat_k.reshape(1, b * s, c)  # one group of B*S patches
+    else:
+        q, k = feat_q, feat_k  # B groups of S patches
+    n = q.shape[1]
+    l_neg = torch.bmm(q, k.transpose(1, 2))  # (G, n, n): every query against every key of its group
+    diagonal = torch.eye(n, dtype=torch.bool, device=q.device)
+    l_neg = l_neg.masked_fill(diagonal, _DIAGONAL_LOGIT).reshape(b, s, n)  # (B, S, n)
+    logits = torch.cat([l_pos, l_neg], dim=-1) / temperature  # (B, S, 1 + n)
+    target = torch.zeros(b * s, dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits.reshape(b * s, n + 1).float(), target, reduction="none").reshape(b, s)
+
+
+class PatchNCELoss(nn.Module):
+    """Multilayer PatchNCE: mean over queries, then mean over layers.
+
+    ``forward(feats_q, feats_k)`` takes lists of (B, S_l, C) tensors (one per layer) and returns a scalar.
+    """
+
+    def __init__(self, temperature: float = 0.07, negatives: str = "image"):
+        super().__init__()
+        _check("negatives", negatives, NEGATIVES)
+        self.temperature = temperature
+        self.negatives = negatives
+
+    def forward(self, feats_q: Sequence[torch.Tensor], feats_k: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(feats_q) != len(feats_k) or not feats_q:
+            raise ValueError(f"need the same non-zero number of layers; got {len(feats_q)} and {len(feats_k)}")
+        per_layer = [
+            patch_nce_loss(q, k, self.temperature, self.negatives).mean() for q, k in zip(feats_q, feats_k)
+        ]
+        return torch.stack(per_layer).mean()
+
+
+def _gan_term(pred: torch.Tensor, real: bool, gan_mode: str) -> torch.Tensor:
+    if gan_mode == "lsgan":
+        return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+    if gan_mode in ("vanilla", "nonsaturating"):
+        # BCE with logits; for the generator's "real" target this is the non-saturating -log D(G(x)).
+        return F.binary_cross_entropy_with_logits(pred, torch.full_like(pred, 1.0 if real else 0.0))
+    return F.relu(1.0 - pred).mean() if real else F.relu(1.0 + pred).mean()  # hinge (discriminator side)
+
+
+def discriminator_loss(pred_real: torch.Tensor, pred_fake: torch.Tensor, gan_mode: str = "lsgan") -> torch.Tensor:
+    """0.5 * (loss(real -> real) + loss(fake -> fake)); predictions are D's raw outputs (logits)."""
+    _check("gan_mode", gan_mode, GAN_MODES)
+    return 0.5 * (_gan_term(pred_real, True, gan_mode) + _gan_term(pred_fake, False, gan_mode))
+
+
+def generator_loss(pred_fake: torch.Tensor, gan_mode: str = "lsgan") -> torch.Tensor:
+    """Adversarial loss of the generator on D's outputs for translated images."""
+    _check("gan_mode", gan_mode, GAN_MODES)
+    if gan_mode == "hinge":
+        return -pred_fake.mean()
+    return _gan_term(pred_fake, True, gan_mode)

@@ -1,0 +1,23 @@
+"""CUT networks in plain PyTorch: generator (G), PatchGAN discriminator (D), patch sampler with MLP heads (H)."""
+
+from .discriminator import PatchDiscriminator
+from .generator import ResnetGenerator
+from .init import INIT_TYPES, init_weights
+from .layers import NORMS, BlurDownsample, BlurUpsample, ResnetBlock
+from .sampler import PatchSampler, l2_normalize
+from .weights import load_network_weights, strip_prefix
+
+__all__ = [
+    "INIT_TYPES",
+    "NORMS",
+    "BlurDownsample",
+    "BlurUpsample",
+    "PatchDiscriminator",
+    "PatchSampler",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "init_weights",
+    "l2_normalize",
+    "load_network_weights",
+    "strip_prefix",
+]

@@ -1,0 +1,94 @@
+"""Patch sampler with per-layer MLP heads (the paper's H; the reference implementation's netF)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .init import init_weights
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Divide each row (last dim) by its L2 norm + eps, as the reference does."""
+    return x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+
+
+class PatchSampler(nn.Module):
+    """Samples the same S spatial positions from a list of feature maps and projects each with its own
+    2-layer MLP (Linear(C_l, mlp_dim), ReLU, Linear(mlp_dim, mlp_dim)); rows are L2-normalised.
+
+    The heads are built here from ``in_channels`` (use ``ResnetGenerator.feature_channels(nce_layers)``),
+    so the sampler owns all its parameters from construction on.
+    State-dict keys: ``mlp_{i}.0.*`` and ``mlp_{i}.2.*`` for i = 0..len(in_channels)-1.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        mlp_dim: int = 256,
+        use_mlp: bool = True,
+        init_type: str = "xavier",
+        init_gain: float = 0.02,
+    ):
+        super().__init__()
+        self.in_channels = [int(c) for c in in_channels]
+        if not self.in_channels:
+            raise ValueError("in_channels must list the channel count of at least one feature layer")
+        self.use_mlp = use_mlp
+        self.mlp_dim = mlp_dim
+        if use_mlp:
+            for i, c in enumerate(self.in_channels):
+                mlp = nn.Sequential(nn.Linear(c, mlp_dim), nn.ReLU(inplace=True), nn.Linear(mlp_dim, mlp_dim))
+                setattr(self, f"mlp_{i}", mlp)
+            init_weights(self, init_type, init_gain)
+
+    @property
+    def out_channels(self) -> list[int]:
+        return [self.mlp_dim] * len(self.in_channels) if self.use_mlp else list(self.in_channels)
+
+    @staticmethod
+    def draw_patch_ids(feat: torch.Tensor, num_patches: int | None) -> torch.Tensor:
+        """Random positions into the row-major H*W grid of ``feat`` (torch RNG, on ``feat``'s device).
+
+        ``num_patches`` None -> every position in order; larger than H*W -> every position, shuffled.
+        """
+        hw = feat.shape[-2] * feat.shape[-1]
+        if num_patches is None:
+            return torch.arange(hw, device=feat.device)
+        return torch.randperm(hw, device=feat.device)[: min(int(num_patches), hw)]
+
+    def forward(
+        self,
+        feats: Sequence[torch.Tensor],
+        num_patches: int | None = 256,
+        patch_ids: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Sample and project.
+
+        Args:
+            feats: one (B, C_l, H_l, W_l) map per layer.
+            num_patches: S, positions per layer (ignored when ``patch_ids`` is given).
+            patch_ids: positions to reuse (e.g. the ones returned for the source image), one 1-D LongTensor per layer.
+
+        Returns:
+            (samples, patch_ids): samples[l] is (B, S_l, D) with unit-norm rows; patch_ids[l] is (S_l,).
+        """
+        if len(feats) != len(self.in_channels):
+            raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(feats)}")
+        if patch_ids is not None and len(patch_ids) != len(feats):
+            raise ValueError(f"expected {len(feats)} patch_ids tensors, got {len(patch_ids)}")
+        samples, ids_out = [], []
+        for i, feat in enumerate(feats):
+            if feat.shape[1] != self.in_channels[i]:
+                raise ValueError(
+                    f"feature map {i} has {feat.shape[1]} channels; the head was built for {self.in_channels[i]}"
+                )
+            ids = self.draw_patch_ids(feat, num_patches) if patch_ids is None else patch_ids[i].to(feat.device)
+            x = feat.flatten(2).index_select(2, ids).transpose(1, 2)  # (B, S, C_l): only the sampled columns
+            if self.use_mlp:
+                x = getattr(self, f"mlp_{i}")(x)  # (B, S, D)
+            samples.append(l2_normalize(x))
+            ids_out.append(ids)
+        return samples, ids_out
