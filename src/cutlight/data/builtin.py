@@ -1,0 +1,148 @@
+"""Built-in synthetic dataset "shapes": warm flat shapes on cream (A) -> cool striped shapes on navy (B).
+
+The images (see :mod:`cutlight.data.shapes` for what they look like and for the translation score
+:func:`shapes_score`) are generated deterministically from fixed seeds (torch + PIL only) on first use, as PNGs in
+the standard layout ``trainA/ trainB/ testA/ testB/`` under ``<cache>/shapes-<size>px-<num_train>train-<num_test>test-v1``
+where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
+to a temporary folder next to the target and renames it into place, so a folder that exists is complete; a
+present folder is reused. Each image has its own seed, so the same (split, domain, index) is the same image for
+any ``num_train`` / ``num_test``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from cutlight.data.datamodule import UnpairedDataModule
+from cutlight.data.shapes import pil_to_batch, random_layout, render, shapes_score
+
+__all__ = ["BuiltinDataModule", "builtin_root", "ensure_builtin_dataset", "generate_image", "score_domains",
+           "shapes_score"]
+
+logger = logging.getLogger(__name__)
+
+NAME = "shapes"
+VERSION = 1
+_SPLITS = {"train": 0, "test": 1}
+_DOMAINS = {"A": 0, "B": 1}
+
+
+def _seed(split: str, domain: str, index: int) -> int:
+    return 7919 * 1_000_003 * (1 + 2 * _SPLITS[split] + _DOMAINS[domain]) + index
+
+
+def generate_image(split: str, domain: str, index: int, size: int = 64) -> Image.Image:
+    """The ``index``-th image of ``split`` ("train"/"test") and ``domain`` ("A"/"B"): an RGB ``size`` x ``size``."""
+    if split not in _SPLITS or domain not in _DOMAINS:
+        raise ValueError(f"unknown split/domain {split!r}/{domain!r}; expected train|test and A|B")
+    generator = torch.Generator().manual_seed(_seed(split, domain, index))
+    return render(random_layout(generator, size), domain, size)
+
+
+def builtin_root(size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None) -> Path:
+    """Folder that holds (or will hold) the dataset with these parameters."""
+    base = cache_dir or os.environ.get("CUTLIGHT_CACHE") or Path.home() / ".cache" / "cutlight" / "builtin"
+    return Path(base).expanduser() / f"{NAME}-{size}px-{num_train}train-{num_test}test-v{VERSION}"
+
+
+def ensure_builtin_dataset(
+    size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None
+) -> Path:
+    """Generate the dataset unless it is already there; returns its root (``trainA``, ``trainB``, ``testA``, ``testB``)."""
+    for name, value, low in (("size", size, 16), ("num_train", num_train, 1), ("num_test", num_test, 0)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    root = builtin_root(size, num_train, num_test, cache_dir)
+    if root.is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        for split, count in (("train", num_train), ("test", num_test)):
+            if count == 0:
+                continue
+            for domain in _DOMAINS:
+                folder = tmp / f"{split}{domain}"
+                folder.mkdir()
+                for index in range(count):
+                    generate_image(split, domain, index, size).save(folder / f"{index:05d}.png", format="PNG")
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not root.is_dir():  # not a concurrent writer that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("generated built-in dataset '%s'", root)
+    return root
+
+
+def score_domains(size: int = 64, num: int = 64) -> dict[str, dict[str, float]]:
+    """Reference :func:`shapes_score` numbers on the first ``num`` built-in test images.
+
+    Returns ``{"identity": ..., "real_b": ..., "oracle": ...}``: fake_b = real_a (the "before" number), fake_b =
+    the unpaired real B test images, fake_b = the ideal translation (each A layout rendered in B's style).
+    """
+    layouts = [random_layout(torch.Generator().manual_seed(_seed("test", "A", i)), size) for i in range(num)]
+    real_a = pil_to_batch([render(layout, "A", size) for layout in layouts])  # (num, 3, size, size)
+    oracle = pil_to_batch([render(layout, "B", size) for layout in layouts])  # (num, 3, size, size)
+    real_b = pil_to_batch([generate_image("test", "B", i, size) for i in range(num)])  # (num, 3, size, size)
+    return {
+        "identity": shapes_score(real_a, real_a),
+        "real_b": shapes_score(real_a, real_b),
+        "oracle": shapes_score(real_a, oracle),
+    }
+
+
+class BuiltinDataModule(UnpairedDataModule):
+    """:class:`UnpairedDataModule` over the built-in "shapes" dataset, generated by ``prepare_data()``.
+
+    ``load_size`` and ``crop_size`` default to ``size``; ``preprocess`` defaults to ``crop`` (a no-op crop at
+    full size, or a random crop when ``crop_size < size``). Validation uses the ``num_test`` test images per domain
+    (disabled when ``num_test == 0``).
+    """
+
+    def __init__(
+        self,
+        size: int = 64,
+        num_train: int = 400,
+        num_test: int = 64,
+        cache_dir: str | None = None,
+        batch_size: int = 1,
+        val_batch_size: int = 4,
+        num_workers: int = 0,
+        load_size: int | None = None,
+        crop_size: int | None = None,
+        preprocess: str = "crop",
+        flip: bool = True,
+        serial_batches: bool = False,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        max_dataset_size: int | None = None,
+        max_val_images: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        self.size, self.num_train, self.num_test, self.cache_dir = size, num_train, num_test, cache_dir
+        super().__init__(
+            root=str(builtin_root(size, num_train, num_test, cache_dir)),
+            batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
+            load_size=size if load_size is None else load_size, crop_size=size if crop_size is None else crop_size,
+            preprocess=preprocess, flip=flip, serial_batches=serial_batches, input_nc=input_nc,
+            output_nc=output_nc, max_dataset_size=max_dataset_size, max_val_images=max_val_images,
+            pin_memory=pin_memory,
+        )
+
+    def prepare_data(self) -> None:
+        """Generate the PNGs into the cache (no-op when present)."""
+        ensure_builtin_dataset(self.size, self.num_train, self.num_test, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # idempotent; covers setup() called without prepare_data()
+        super().setup(stage)

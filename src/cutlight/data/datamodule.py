@@ -1,0 +1,165 @@
+"""``UnpairedDataModule``: training pairs from two folders, validation from two test folders."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
+from cutlight.data.sampler import UnpaddedDistributedSampler
+from cutlight.data.transforms import TrainTransform
+
+logger = logging.getLogger(__name__)
+
+
+class UnpairedDataModule(pl.LightningDataModule):
+    """Unpaired A -> B data.
+
+    Folders come either from ``root`` in the standard layout (``root/trainA``, ``root/trainB`` for training,
+    ``root/testA``, ``root/testB`` for validation) or from explicit ``dir_a``/``dir_b`` (and optionally
+    ``val_dir_a``/``val_dir_b``); explicit folders override the ones derived from ``root``. Validation is absent
+    (``val_dataloader()`` returns ``[]``) when the test folders derived from ``root`` do not exist; explicit
+    validation folders must exist.
+
+    Training (``train_dataloader``): :class:`UnpairedImageDataset`, shuffled unless ``serial_batches`` (as in
+    the reference implementation, ``serial_batches`` means "in order"), ``drop_last=True``, persistent workers
+    when ``num_workers > 0``. Batches: ``{"A": (B, input_nc, crop, crop), "B": (B, output_nc, crop, crop),
+    "A_path": list[str], "B_path": list[str]}``.
+
+    Validation (``val_dataloader``): a list of two loaders, ``[A images to translate, real B images]``, each over
+    a :class:`SingleFolderDataset` resized to ``crop_size`` (no shuffle, no drop_last). Batches:
+    ``{"image": (B, C, crop, crop), "path": list[str], "index": (B,)}``. Under an initialized
+    ``torch.distributed`` process group each loader uses :class:`UnpaddedDistributedSampler`, so every image is
+    seen exactly once across ranks (no padding duplicates in FID/KID) and Lightning does not replace it.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        dir_a: str | None = None,
+        dir_b: str | None = None,
+        val_dir_a: str | None = None,
+        val_dir_b: str | None = None,
+        batch_size: int = 1,
+        val_batch_size: int = 4,
+        num_workers: int = 0,
+        load_size: int = 286,
+        crop_size: int = 256,
+        preprocess: str = "resize_and_crop",
+        flip: bool = True,
+        serial_batches: bool = False,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        max_dataset_size: int | None = None,
+        max_val_images: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if (dir_a is None) != (dir_b is None):
+            raise ValueError(f"give both dir_a and dir_b or neither; got dir_a={dir_a!r}, dir_b={dir_b!r}")
+        if (val_dir_a is None) != (val_dir_b is None):
+            raise ValueError(
+                f"give both val_dir_a and val_dir_b or neither; got val_dir_a={val_dir_a!r}, val_dir_b={val_dir_b!r}"
+            )
+        if root is None and dir_a is None:
+            raise ValueError(
+                "no training data: give root (with trainA/, trainB/ and optionally testA/, testB/) "
+                "or explicit dir_a and dir_b"
+            )
+        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        TrainTransform(preprocess, load_size, crop_size, flip, input_nc)  # fail early on a bad transform config
+        self.save_hyperparameters()
+        base = Path(root).expanduser() if root is not None else None
+        self.dir_a = Path(dir_a).expanduser() if dir_a is not None else base / "trainA"
+        self.dir_b = Path(dir_b).expanduser() if dir_b is not None else base / "trainB"
+        self.val_explicit = val_dir_a is not None
+        if self.val_explicit:
+            self.val_dir_a, self.val_dir_b = Path(val_dir_a).expanduser(), Path(val_dir_b).expanduser()
+        elif base is not None:
+            self.val_dir_a, self.val_dir_b = base / "testA", base / "testB"
+        else:
+            self.val_dir_a = self.val_dir_b = None
+        self.train_kwargs = dict(
+            load_size=load_size, crop_size=crop_size, preprocess=preprocess, flip=flip,
+            serial_batches=serial_batches, input_nc=input_nc, output_nc=output_nc,
+            max_dataset_size=max_dataset_size,
+        )
+        self.val_size, self.max_val_images = crop_size, max_val_images
+        self.input_nc, self.output_nc, self.serial_batches = input_nc, output_nc, serial_batches
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_dataset: UnpairedImageDataset | None = None
+        self.val_dataset_a: SingleFolderDataset | None = None
+        self.val_dataset_b: SingleFolderDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build ``train_dataset`` and (when the test folders exist) ``val_dataset_a`` / ``val_dataset_b``."""
+        if self.train_dataset is None:
+            self.train_dataset = UnpairedImageDataset(self.dir_a, self.dir_b, **self.train_kwargs)
+        if self.val_dataset_a is None and self._has_validation():
+            self.val_dataset_a = SingleFolderDataset(self.val_dir_a, self.val_size, self.input_nc, self.max_val_images)
+            self.val_dataset_b = SingleFolderDataset(self.val_dir_b, self.val_size, self.output_nc, self.max_val_images)
+
+    def _has_validation(self) -> bool:
+        if self.val_dir_a is None:
+            return False
+        if self.val_explicit:
+            return True  # missing explicit folders raise in SingleFolderDataset
+        exists = [self.val_dir_a.is_dir(), self.val_dir_b.is_dir()]
+        if exists == [True, False] or exists == [False, True]:
+            logger.warning(
+                "validation disabled: '%s' exists but '%s' does not",
+                *((self.val_dir_a, self.val_dir_b) if exists[0] else (self.val_dir_b, self.val_dir_a)),
+            )
+        return all(exists)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (unless ``serial_batches``) batches of unpaired A and B images, dropping the last partial batch."""
+        dataset = self._require(self.train_dataset, "train_dataset")
+        if len(dataset) < self.batch_size:
+            raise ValueError(
+                f"the training set has {len(dataset)} image(s), fewer than batch_size {self.batch_size}; "
+                "with drop_last=True no batch would be produced"
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=not self.serial_batches,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """``[loader over the A test images, loader over the B test images]``, or ``[]`` without validation."""
+        if self.val_dataset_a is None:
+            return []
+        return [self._eval_loader(self.val_dataset_a), self._eval_loader(self.val_dataset_b)]
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        distributed = dist.is_available() and dist.is_initialized()
+        return DataLoader(
+            dataset,
+            batch_size=self.val_batch_size,
+            shuffle=False,
+            sampler=UnpaddedDistributedSampler(dataset) if distributed else None,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    @staticmethod
+    def _require(dataset: Dataset | None, name: str) -> Dataset:
+        if dataset is None:
+            raise RuntimeError(f"{name} is not built; call setup() first (the Trainer does this)")
+        return dataset

@@ -1,0 +1,97 @@
+"""Folder datasets: unpaired (A, B) training pairs and a deterministic single-folder validation set."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import Dataset
+
+from cutlight.data.folder import list_images, load_image
+from cutlight.data.transforms import EvalTransform, TrainTransform
+
+
+class UnpairedImageDataset(Dataset):
+    """Unpaired images from two folders, for training A -> B.
+
+    The epoch length is ``max(|A|, |B|)``. Item ``i`` is ``A[i % |A|]`` together with ``B[i % |B|]`` when
+    ``serial_batches`` is true, otherwise with a B image drawn uniformly at random with torch's RNG (seeded per
+    DataLoader worker by PyTorch, so ``seed_everything`` makes the pairing reproducible). A and B get independent
+    random crops and flips (see :class:`~cutlight.data.transforms.TrainTransform`).
+
+    Args:
+        dir_a, dir_b: folders searched recursively for images (see :func:`~cutlight.data.folder.list_images`).
+        load_size, crop_size, preprocess, flip: the training transform.
+        serial_batches: pair A and B by index instead of drawing B at random.
+        input_nc, output_nc: channel count (1 or 3) of the A and of the B images.
+        max_dataset_size: keep only the first N files (sorted by path) of each domain.
+
+    Returns (``dataset[i]``): ``{"A": (input_nc, H, W), "B": (output_nc, H, W)`` float32 in [-1, 1],
+    ``"A_path": str, "B_path": str}``.
+    """
+
+    def __init__(
+        self,
+        dir_a: str | os.PathLike,
+        dir_b: str | os.PathLike,
+        load_size: int = 286,
+        crop_size: int = 256,
+        preprocess: str = "resize_and_crop",
+        flip: bool = True,
+        serial_batches: bool = False,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        max_dataset_size: int | None = None,
+    ) -> None:
+        self.paths_a = list_images(dir_a, max_dataset_size)
+        self.paths_b = list_images(dir_b, max_dataset_size)
+        self.serial_batches = serial_batches
+        self.input_nc = input_nc
+        self.output_nc = output_nc
+        self.transform_a = TrainTransform(preprocess, load_size, crop_size, flip, input_nc)
+        self.transform_b = TrainTransform(preprocess, load_size, crop_size, flip, output_nc)
+
+    def __len__(self) -> int:
+        return max(len(self.paths_a), len(self.paths_b))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of length {len(self)}")
+        path_a = self.paths_a[index % len(self.paths_a)]
+        if self.serial_batches:
+            index_b = index % len(self.paths_b)
+        else:
+            index_b = int(torch.randint(len(self.paths_b), (1,)).item())
+        path_b = self.paths_b[index_b]
+        real_a = self.transform_a(load_image(path_a, self.input_nc), str(path_a))  # (input_nc, H, W)
+        real_b = self.transform_b(load_image(path_b, self.output_nc), str(path_b))  # (output_nc, H, W)
+        return {"A": real_a, "B": real_b, "A_path": str(path_a), "B_path": str(path_b)}
+
+
+class SingleFolderDataset(Dataset):
+    """Deterministic images of one folder (validation / evaluation): resize to ``size`` x ``size``, no crop or flip.
+
+    Args:
+        folder: searched recursively; files sorted by relative path.
+        size: output side length.
+        channels: 1 or 3.
+        max_images: keep only the first N files.
+
+    Returns (``dataset[i]``): ``{"image": (channels, size, size)`` float32 in [-1, 1], ``"path": str,
+    "index": int}``.
+    """
+
+    def __init__(
+        self, folder: str | os.PathLike, size: int, channels: int = 3, max_images: int | None = None
+    ) -> None:
+        self.paths = list_images(folder, max_images)
+        self.channels = channels
+        self.transform = EvalTransform(size, channels)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str | int]:
+        path = self.paths[index]
+        image = self.transform(load_image(path, self.channels))  # (C, size, size)
+        return {"image": image, "path": str(path), "index": index}

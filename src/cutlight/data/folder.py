@@ -1,0 +1,105 @@
+"""Listing and decoding image files.
+
+* :func:`list_images` walks a folder recursively and returns the image files sorted by their path relative to
+  the folder. Files with other extensions are skipped with a ``logging`` warning (count and one example), never
+  silently. A missing folder raises ``FileNotFoundError``; a folder without images raises ``ValueError``.
+* :func:`load_image` decodes one file into a PIL image with the requested channel count. Decoding failures raise
+  ``ValueError`` naming the file.
+
+Channel conversion (:func:`convert_channels`):
+
+* palette (``P``) images are expanded to RGB, or to RGBA when they carry a transparency entry;
+* images with alpha (``RGBA``, ``LA``, ``PA``) are alpha-composited **on a white background** (a transparent
+  pixel becomes white, not the colour hidden under alpha 0);
+* 16-bit grayscale (``I;16*``, ``I``) is scaled by 1/256 to 8 bits (Pillow's own conversion would clip);
+* the result is ``L`` for ``channels=1`` and ``RGB`` for ``channels=3`` (grayscale is replicated to 3 channels).
+
+EXIF orientation tags are applied (camera JPEGs come out upright).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when the file name ends with one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: str | os.PathLike, max_images: int | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted by relative path, at most ``max_images`` of them.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        NotADirectoryError: ``folder`` is a file.
+        ValueError: no image file under ``folder`` or ``max_images`` < 1.
+    """
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder '{root}' does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder '{root}' is not a directory")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be a positive integer or None, got {max_images!r}")
+
+    images: list[Path] = []
+    skipped: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            (images if is_image_file(name) else skipped).append(path)
+    if skipped:
+        skipped.sort()
+        logger.warning(
+            "skipped %d non-image file(s) in '%s' (e.g. '%s'); accepted extensions: %s",
+            len(skipped), root, skipped[0], ", ".join(IMAGE_EXTENSIONS),
+        )
+    if not images:
+        raise ValueError(
+            f"image folder '{root}' contains no image files (looked recursively for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    images.sort(key=lambda p: p.relative_to(root).as_posix())
+    return images[:max_images] if max_images is not None else images
+
+
+def convert_channels(image: Image.Image, channels: int) -> Image.Image:
+    """Convert a PIL image of any common mode to ``L`` (``channels=1``) or ``RGB`` (``channels=3``)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in _SIXTEEN_BIT_MODES:
+        image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if image.mode in _ALPHA_MODES:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
+    """Decode ``path`` into a PIL image with ``channels`` (1 or 3) channels.
+
+    Raises:
+        ValueError: the file cannot be decoded as an image (the message names the file).
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
+    return convert_channels(image, channels)

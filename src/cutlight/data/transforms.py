@@ -1,0 +1,132 @@
+"""Image transforms (torchvision.transforms.v2): PIL image -> (C, H, W) float32 tensor in [-1, 1].
+
+``preprocess`` modes (the reference CUT implementation's names):
+
+==================  ===============================================================================================
+``resize_and_crop``  resize to ``load_size`` x ``load_size`` (bicubic), then random crop ``crop_size`` x ``crop_size``
+``crop``             random crop ``crop_size`` x ``crop_size`` from the image at its own size
+``scale_width``      resize width to ``load_size`` keeping the aspect ratio, then random crop ``crop_size``
+``none``             keep the size, except that H and W are resized *down* to the nearest multiple of 4
+                     (the generator downsamples twice by 2); images in a batch must then share one size
+==================  ===============================================================================================
+
+With ``flip=True`` a random horizontal flip (p = 0.5) follows. Randomness comes from torch's global RNG (that of
+the DataLoader worker), so ``seed_everything`` makes it reproducible. Images smaller than the crop after the
+resize raise ``ValueError`` naming the file, its size and the crop size (no silent upscaling or padding).
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "none")
+_CROPPING = ("resize_and_crop", "crop", "scale_width")
+
+
+def to_normalized_tensor(channels: int) -> v2.Compose:
+    """PIL image with ``channels`` channels -> plain (C, H, W) float32 tensor in [-1, 1]."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=[0.5] * channels, std=[0.5] * channels),
+            v2.ToPureTensor(),
+        ]
+    )
+
+
+def resize(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Bicubic (antialiased) resize to ``width`` x ``height``; a no-op when the size already matches."""
+    if image.size == (width, height):
+        return image
+    return TF.resize(image, [height, width], interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+
+class TrainTransform:
+    """Random training transform: resize per ``preprocess``, random crop, random flip, scale to [-1, 1].
+
+    Args:
+        preprocess: one of :data:`PREPROCESS_CHOICES`.
+        load_size: resize target (side for ``resize_and_crop``, width for ``scale_width``).
+        crop_size: side of the square random crop (unused for ``none``).
+        flip: random horizontal flip with p = 0.5.
+        channels: 1 or 3; the input image must already have this many channels.
+
+    Call: ``transform(image, path) -> (channels, H, W)`` float32 tensor in [-1, 1]; ``path`` only names the file
+    in errors.
+    """
+
+    def __init__(self, preprocess: str, load_size: int, crop_size: int, flip: bool, channels: int) -> None:
+        if preprocess not in PREPROCESS_CHOICES:
+            raise ValueError(f"unknown preprocess {preprocess!r}; expected one of {', '.join(PREPROCESS_CHOICES)}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        for name, value in (("load_size", load_size), ("crop_size", crop_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if preprocess == "resize_and_crop" and load_size < crop_size:
+            raise ValueError(
+                f"load_size {load_size} is smaller than crop_size {crop_size} for preprocess 'resize_and_crop'; "
+                "expected load_size >= crop_size"
+            )
+        self.preprocess = preprocess
+        self.load_size = load_size
+        self.crop_size = crop_size
+        self.channels = channels
+        self.crop = v2.RandomCrop(crop_size) if preprocess in _CROPPING else None
+        self.flip = v2.RandomHorizontalFlip(p=0.5) if flip else None
+        self.to_tensor = to_normalized_tensor(channels)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of an image of size ``width`` x ``height`` after the resize step (before the crop)."""
+        if self.preprocess == "resize_and_crop":
+            return self.load_size, self.load_size
+        if self.preprocess == "scale_width":
+            return self.load_size, max(1, round(height * self.load_size / width))
+        if self.preprocess == "none":
+            return width // 4 * 4, height // 4 * 4
+        return width, height
+
+    def __call__(self, image: Image.Image, path: str = "<image>") -> torch.Tensor:
+        width, height = self.resized_size(*image.size)
+        need = self.crop_size if self.crop is not None else 4
+        if width < need or height < need:
+            what = f"crop_size {self.crop_size}" if self.crop is not None else "the minimum size 4"
+            raise ValueError(
+                f"image '{path}' is {image.size[0]}x{image.size[1]} (WxH), {width}x{height} after preprocess "
+                f"'{self.preprocess}' (load_size {self.load_size}), smaller than {what}"
+            )
+        image = resize(image, width, height)
+        if self.crop is not None:
+            image = self.crop(image)
+        if self.flip is not None:
+            image = self.flip(image)
+        return self.to_tensor(image)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainTransform(preprocess={self.preprocess!r}, load_size={self.load_size}, crop_size={self.crop_size}, "
+            f"flip={self.flip is not None}, channels={self.channels})"
+        )
+
+
+class EvalTransform:
+    """Deterministic transform: bicubic resize to ``size`` x ``size``, scale to [-1, 1].
+
+    Call: ``transform(image) -> (channels, size, size)`` float32 tensor in [-1, 1].
+    """
+
+    def __init__(self, size: int, channels: int) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        self.size = size
+        self.channels = channels
+        self.to_tensor = to_normalized_tensor(channels)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.to_tensor(resize(image, self.size, self.size))

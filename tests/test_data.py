@@ -1,0 +1,350 @@
+"""Tests for cutlight.data: folders, transforms, datasets, the datamodule, the sampler and the built-in dataset."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.utils.data import DistributedSampler, RandomSampler
+
+from cutlight.data import (
+    BuiltinDataModule,
+    SingleFolderDataset,
+    UnpaddedDistributedSampler,
+    UnpairedDataModule,
+    UnpairedImageDataset,
+    ensure_builtin_dataset,
+    list_images,
+    load_image,
+    score_domains,
+    shapes_score,
+)
+from cutlight.data.builtin import builtin_root, generate_image
+from cutlight.data.shapes import pil_to_batch, random_layout, render
+
+
+def save_gradient(path: Path, size=(32, 32), value: int = 0, mode: str = "RGB") -> Path:
+    """An image whose left half has red = ``value`` and right half red = 255: flips are visible."""
+    width, height = size
+    image = Image.new("RGB", size, (value, 60, 120))
+    image.paste((255, 60, 120), (width // 2, 0, width, height))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.convert(mode).save(path)
+    return path
+
+
+def make_folder(folder: Path, count: int, size=(32, 32), start: int = 0) -> list[Path]:
+    return [save_gradient(folder / f"img{start + i:03d}.png", size, value=10 * (start + i)) for i in range(count)]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    make_folder(tmp_path / "trainA", 3)
+    make_folder(tmp_path / "trainB", 5, start=10)
+    make_folder(tmp_path / "testA", 5)
+    make_folder(tmp_path / "testB", 2, start=10)
+    return tmp_path
+
+
+def small(**kwargs) -> dict:
+    return dict(load_size=32, crop_size=32, preprocess="crop", **kwargs)
+
+
+# ---------------------------------------------------------------- folders and decoding
+def test_listing_is_recursive_sorted_case_insensitive_and_logs_skips(tmp_path, caplog):
+    for name in ["b.PNG", "a.jpg", "sub/c.JpEg", "sub/deeper/d.webp", "e.bmp", "f.TIFF"]:
+        save_gradient(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "sub" / "labels.csv").write_text("x")
+    with caplog.at_level(logging.WARNING, logger="cutlight.data.folder"):
+        paths = list_images(tmp_path)
+    rel = [p.relative_to(tmp_path).as_posix() for p in paths]
+    assert rel == ["a.jpg", "b.PNG", "e.bmp", "f.TIFF", "sub/c.JpEg", "sub/deeper/d.webp"]
+    assert "skipped 2 non-image file(s)" in caplog.text and "notes.txt" in caplog.text
+    assert [p.name for p in list_images(tmp_path, max_images=2)] == ["a.jpg", "b.PNG"]
+
+
+def test_missing_and_empty_folders_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.md").write_text("no images")
+    with pytest.raises(ValueError, match="empty"):
+        list_images(tmp_path / "empty")
+    make_folder(tmp_path / "a", 1)
+    with pytest.raises(ValueError, match="empty"):
+        UnpairedImageDataset(tmp_path / "a", tmp_path / "empty", **small())
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    make_folder(tmp_path / "A", 1)
+    make_folder(tmp_path / "B", 1)
+    (tmp_path / "A" / "zz_broken.png").write_bytes(b"\x89PNG not really a png at all")
+    dataset = UnpairedImageDataset(tmp_path / "A", tmp_path / "B", serial_batches=True, **small())
+    dataset[0]
+    with pytest.raises(ValueError, match="zz_broken.png"):
+        dataset[1]
+
+
+def test_channel_conversion_grayscale_rgba_palette_16bit(tmp_path):
+    gray = save_gradient(tmp_path / "g.png", value=0, mode="L")
+    rgb = load_image(gray, 3)
+    assert rgb.mode == "RGB" and rgb.getpixel((0, 0))[0] == rgb.getpixel((0, 0))[1] == rgb.getpixel((0, 0))[2]
+
+    rgba = Image.new("RGBA", (8, 8), (200, 10, 10, 0))  # fully transparent red
+    rgba.putpixel((0, 0), (200, 10, 10, 255))
+    rgba.save(tmp_path / "t.png")
+    out = load_image(tmp_path / "t.png", 3)
+    assert out.getpixel((1, 1)) == (255, 255, 255)  # composited on white
+    assert out.getpixel((0, 0)) == (200, 10, 10)
+
+    palette = Image.new("RGB", (8, 8), (0, 128, 255)).quantize(colors=4)
+    assert palette.mode == "P"
+    palette.save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png", 3).getpixel((3, 3)) == (0, 128, 255)
+    assert load_image(tmp_path / "p.png", 1).mode == "L"
+
+    deep = Image.new("I;16", (8, 8), 32768)
+    deep.save(tmp_path / "d.png")
+    assert load_image(tmp_path / "d.png", 1).getpixel((0, 0)) == 128  # scaled, not clipped to 255
+
+    make_folder(tmp_path / "B", 1)
+    dataset = UnpairedImageDataset(tmp_path / "B", tmp_path / "B", input_nc=1, output_nc=3, **small())
+    item = dataset[0]
+    assert item["A"].shape == (1, 32, 32) and item["B"].shape == (3, 32, 32)
+
+
+# ---------------------------------------------------------------- transforms
+@pytest.mark.parametrize(
+    "preprocess, size, load, crop, expected",
+    [
+        ("resize_and_crop", (40, 24), 32, 16, (16, 16)),
+        ("crop", (40, 24), 99, 24, (24, 24)),
+        ("scale_width", (48, 24), 40, 16, (16, 16)),
+        ("none", (37, 22), 99, 99, (20, 36)),  # (H, W) down to multiples of 4
+        ("none", (32, 24), 99, 99, (24, 32)),
+    ],
+)
+def test_preprocess_modes_shapes_and_range(tmp_path, preprocess, size, load, crop, expected):
+    make_folder(tmp_path / "A", 2, size=size)
+    make_folder(tmp_path / "B", 1, size=size)
+    dataset = UnpairedImageDataset(tmp_path / "A", tmp_path / "B", load_size=load, crop_size=crop,
+                                   preprocess=preprocess, flip=False)
+    item = dataset[1]
+    for key in ("A", "B"):
+        assert type(item[key]) is torch.Tensor and item[key].dtype == torch.float32
+        assert item[key].shape == (3, *expected)
+        assert item[key].min() >= -1 and item[key].max() <= 1
+    if preprocess == "none":  # no crop: both halves are there; uint8 v -> v / 127.5 - 1
+        assert item["A"][0, 0, 0].item() == pytest.approx(10 / 127.5 - 1) and item["A"][0, 0, -1].item() == 1
+    assert item["A_path"].endswith("img001.png") and item["B_path"].endswith("img000.png")
+
+
+def test_bad_preprocess_and_too_small_images(tmp_path):
+    make_folder(tmp_path / "A", 1, size=(40, 20))
+    make_folder(tmp_path / "B", 1, size=(40, 40))
+    with pytest.raises(ValueError, match="'fancy'.*resize_and_crop, crop, scale_width, none"):
+        UnpairedImageDataset(tmp_path / "A", tmp_path / "B", preprocess="fancy")
+    with pytest.raises(ValueError, match="load_size 16 is smaller than crop_size 32"):
+        UnpairedDataModule(dir_a=str(tmp_path / "A"), dir_b=str(tmp_path / "B"), load_size=16, crop_size=32)
+    dataset = UnpairedImageDataset(tmp_path / "A", tmp_path / "B", crop_size=32, preprocess="crop")
+    with pytest.raises(ValueError, match=r"img000.png' is 40x20.*smaller than crop_size 32"):
+        dataset[0]
+    dataset = UnpairedImageDataset(tmp_path / "A", tmp_path / "B", load_size=48, crop_size=32,
+                                   preprocess="scale_width")
+    with pytest.raises(ValueError, match=r"48x24 after preprocess 'scale_width'.*crop_size 32"):
+        dataset[0]
+
+
+def test_flip_is_random_and_reproducible_with_seed(tmp_path):
+    make_folder(tmp_path / "A", 1)
+    make_folder(tmp_path / "B", 1)
+    dataset = UnpairedImageDataset(tmp_path / "A", tmp_path / "B", **small())
+
+    def left_is_dark(seed):
+        torch.manual_seed(seed)
+        return [bool(dataset[0]["A"][0, 0, 0] < 0) for _ in range(16)]
+
+    assert left_is_dark(3) == left_is_dark(3)
+    assert set(left_is_dark(3)) == {True, False}
+    no_flip = UnpairedImageDataset(tmp_path / "A", tmp_path / "B", flip=False, **small())
+    assert all(no_flip[0]["A"][0, 0, 0] < 0 for _ in range(8))
+
+
+# ---------------------------------------------------------------- datasets
+def test_length_and_serial_versus_random_pairing(layout):
+    serial = UnpairedImageDataset(layout / "trainA", layout / "trainB", serial_batches=True, **small())
+    assert len(serial) == 5  # max(3, 5)
+    assert [Path(serial[i]["A_path"]).name for i in range(5)] == [f"img00{i % 3}.png" for i in range(5)]
+    assert [Path(serial[i]["B_path"]).name for i in range(5)] == [f"img0{10 + i}.png" for i in range(5)]
+
+    randomized = UnpairedImageDataset(layout / "trainA", layout / "trainB", **small())
+
+    def pairing(seed):
+        torch.manual_seed(seed)
+        return [randomized[i % 5]["B_path"] for i in range(40)]
+
+    assert pairing(0) == pairing(0)
+    assert pairing(0) != pairing(1)
+    assert len(set(pairing(0))) == 5
+    with pytest.raises(IndexError):
+        randomized[5]
+
+
+def test_random_pairing_reproducible_with_workers(layout):
+    dm = UnpairedDataModule(root=str(layout), batch_size=2, num_workers=2, **small())
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers and isinstance(loader.sampler, RandomSampler) and loader.drop_last
+
+    def epoch(seed):
+        pl.seed_everything(seed, workers=True, verbose=False)
+        return [(tuple(b["A_path"]), tuple(b["B_path"])) for b in dm.train_dataloader()]
+
+    first = epoch(5)
+    assert len(first) == 2  # 5 items, batch 2, drop_last
+    assert first == epoch(5)
+
+
+def test_single_folder_dataset_is_deterministic(tmp_path):
+    make_folder(tmp_path, 3, size=(40, 24))
+    dataset = SingleFolderDataset(tmp_path, size=16, channels=3)
+    first, second = dataset[2], dataset[2]
+    assert first["image"].shape == (3, 16, 16) and torch.equal(first["image"], second["image"])
+    assert first["index"] == 2 and first["path"].endswith("img002.png")
+    assert len(SingleFolderDataset(tmp_path, size=16, max_images=2)) == 2
+
+
+# ---------------------------------------------------------------- datamodule
+def test_datamodule_root_layout_and_val_loaders(layout):
+    dm = UnpairedDataModule(root=str(layout), val_batch_size=2, **small())
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 5 and len(dm.val_dataset_a) == 5 and len(dm.val_dataset_b) == 2
+    loaders = dm.val_dataloader()
+    assert len(loaders) == 2
+    runs = [[(tuple(b["path"]), b["image"]) for b in loader] for loader in loaders]
+    again = [[(tuple(b["path"]), b["image"]) for b in loader] for loader in dm.val_dataloader()]
+    assert [len(r) for r in runs] == [3, 1]  # 5 A images in batches of 2, no drop_last
+    for run, rerun in zip(runs, again, strict=True):
+        for (paths, images), (paths2, images2) in zip(run, rerun, strict=True):
+            assert paths == paths2 and torch.equal(images, images2)
+    assert [Path(p).name for batch in runs[0] for p in batch[0]] == [f"img00{i}.png" for i in range(5)]
+    limited = UnpairedDataModule(root=str(layout), max_val_images=1, **small())
+    limited.setup()
+    assert len(limited.val_dataset_a) == 1
+
+
+def test_datamodule_explicit_dirs_missing_validation_and_errors(layout, tmp_path_factory):
+    dm = UnpairedDataModule(dir_a=str(layout / "trainB"), dir_b=str(layout / "testB"), **small())
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 5 and dm.val_dataloader() == []
+    explicit_val = UnpairedDataModule(root=str(layout), val_dir_a=str(layout / "trainA"),
+                                      val_dir_b=str(layout / "trainB"), **small())
+    explicit_val.setup()
+    assert len(explicit_val.val_dataset_a) == 3
+    no_test = tmp_path_factory.mktemp("only_train")
+    make_folder(no_test / "trainA", 2)
+    make_folder(no_test / "trainB", 2)
+    dm = UnpairedDataModule(root=str(no_test), **small())
+    dm.setup()
+    assert dm.val_dataloader() == [] and dm.val_dataset_a is None
+    with pytest.raises(ValueError, match="root.*dir_a"):
+        UnpairedDataModule()
+    with pytest.raises(ValueError, match="dir_b=None"):
+        UnpairedDataModule(dir_a=str(layout / "trainA"))
+    with pytest.raises(FileNotFoundError, match="missing_val"):
+        UnpairedDataModule(root=str(layout), val_dir_a=str(layout / "missing_val"), val_dir_b=str(layout),
+                           **small()).setup()
+    too_big = UnpairedDataModule(root=str(layout), batch_size=8, **small())
+    too_big.setup()
+    with pytest.raises(ValueError, match="fewer than batch_size 8"):
+        too_big.train_dataloader()
+
+
+def test_val_loaders_use_unpadded_sampler_under_distributed(layout, tmp_path):
+    dm = UnpairedDataModule(root=str(layout), **small())
+    dm.setup()
+    assert not isinstance(dm.val_dataloader()[0].sampler, DistributedSampler)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        samplers = [loader.sampler for loader in dm.val_dataloader()]
+    finally:
+        dist.destroy_process_group()
+    assert all(isinstance(s, UnpaddedDistributedSampler) for s in samplers)
+    assert list(samplers[0]) == list(range(5))
+
+
+# ---------------------------------------------------------------- sampler
+@pytest.mark.parametrize("length, world", [(10, 3), (7, 2), (2, 3), (6, 1)])
+def test_unpadded_sampler_shards_without_padding(length, world):
+    data = list(range(length))
+    shards = [list(UnpaddedDistributedSampler(data, num_replicas=world, rank=r)) for r in range(world)]
+    for rank, shard in enumerate(shards):
+        assert shard == list(range(rank, length, world))
+        assert len(UnpaddedDistributedSampler(data, num_replicas=world, rank=rank)) == len(shard)
+    assert sorted(i for shard in shards for i in shard) == data  # every index exactly once
+    assert isinstance(UnpaddedDistributedSampler(data, num_replicas=world, rank=0), DistributedSampler)
+    with pytest.raises(ValueError):
+        UnpaddedDistributedSampler(data, num_replicas=world, rank=world)
+
+
+# ---------------------------------------------------------------- built-in dataset and metric
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_builtin_generation_is_deterministic_and_cached(tmp_path, monkeypatch):
+    first = ensure_builtin_dataset(size=32, num_train=6, num_test=3, cache_dir=str(tmp_path / "one"))
+    second = ensure_builtin_dataset(size=32, num_train=6, num_test=3, cache_dir=str(tmp_path / "two"))
+    files = tree_bytes(first)
+    assert sorted({Path(k).parent.as_posix() for k in files}) == ["testA", "testB", "trainA", "trainB"]
+    assert len(files) == 18 and files == tree_bytes(second)
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp folder left behind
+    stamp = os.stat(first / "trainA" / "00000.png").st_mtime_ns
+    assert ensure_builtin_dataset(size=32, num_train=6, num_test=3, cache_dir=str(tmp_path / "one")) == first
+    assert os.stat(first / "trainA" / "00000.png").st_mtime_ns == stamp  # reused, not regenerated
+    monkeypatch.setenv("CUTLIGHT_CACHE", str(tmp_path / "env"))
+    assert builtin_root(size=32).parent == tmp_path / "env"
+    a0, b0 = (Image.open(first / f"train{d}" / "00000.png") for d in "AB")
+    assert a0.size == (32, 32) and a0.mode == "RGB" and a0.tobytes() != b0.tobytes()
+
+
+def test_builtin_datamodule(tmp_path):
+    dm = BuiltinDataModule(size=32, num_train=4, num_test=3, cache_dir=str(tmp_path), batch_size=2)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["A"].shape == (2, 3, 32, 32) and batch["B"].shape == (2, 3, 32, 32)
+    assert [len(loader.dataset) for loader in dm.val_dataloader()] == [3, 3]
+
+
+def test_shapes_score_properties():
+    scores = score_domains(size=64, num=16)
+    identity, real_b, oracle = scores["identity"], scores["real_b"], scores["oracle"]
+    assert identity["content_iou"] > 0.99 and identity["style"] < 0.05 and identity["score"] < 0.05
+    assert real_b["style_colour"] > 0.99 and real_b["style_texture"] > 0.9 and real_b["content_iou"] < 0.3
+    assert oracle["content_iou"] > 0.99 and oracle["style"] > 0.95 and oracle["score"] > 0.95
+
+
+def test_shapes_score_random_layout_flat_colours_and_blank():
+    generator = torch.Generator().manual_seed(0)
+    layouts = [random_layout(generator, 64) for _ in range(16)]
+    real_a = pil_to_batch([render(layout, "A", 64) for layout in layouts])  # (16, 3, 64, 64)
+    shuffled = pil_to_batch([render(layout, "B", 64) for layout in layouts[1:] + layouts[:1]])
+    assert shapes_score(real_a, shuffled)["content_iou"] < 0.3
+    assert shapes_score(real_a, torch.full_like(real_a, -1))["content_iou"] == 0  # black: all background
+    # Recolouring A's shapes with B's flat colours on B's background: colour yes, texture no.
+    flat = pil_to_batch([generate_image("test", "A", 0, 64)])
+    mask = (flat - pil_to_batch([render([], "A", 64)])).abs().sum(1, keepdim=True) > 0.1  # (1, 1, 64, 64)
+    recoloured = torch.where(mask, torch.tensor([38, 108, 226]).view(1, 3, 1, 1) / 127.5 - 1,
+                             torch.tensor([16, 22, 36]).view(1, 3, 1, 1) / 127.5 - 1)
+    result = shapes_score(flat, recoloured)
+    assert result["content_iou"] > 0.99 and result["style_colour"] > 0.99 and result["style_texture"] < 0.05
+    with pytest.raises(ValueError, match="equal shape"):
+        shapes_score(real_a, real_a[:, :1])
