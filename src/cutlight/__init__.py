@@ -1,0 +1,41 @@
+"""cutlight: contrastive unpaired image-to-image translation (CUT, FastCUT) for PyTorch Lightning.
+
+The core (``cutlight.networks``, ``cutlight.losses``, ``cutlight.objective``) is plain PyTorch; ``CUTModule`` and
+``UnpairedDataModule`` (which need Lightning) are imported lazily from the package root.
+"""
+
+from .losses import PatchNCELoss, discriminator_loss, generator_loss, patch_nce_loss
+from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
+from .objective import CUTObjective
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "CUTModule": ("cutlight.module", "CUTModule"),
+    "UnpairedDataModule": ("cutlight.data", "UnpairedDataModule"),
+    "BuiltinDataModule": ("cutlight.data", "BuiltinDataModule"),
+    "load_generator": ("cutlight.inference", "load_generator"),
+    "translate_folder": ("cutlight.inference", "translate_folder"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'cutlight' has no attribute {name!r}")
+
+
+__all__ = [
+    "CUTObjective",
+    "PatchDiscriminator",
+    "PatchNCELoss",
+    "PatchSampler",
+    "ResnetGenerator",
+    "discriminator_loss",
+    "generator_loss",
+    "patch_nce_loss",
+    *_LAZY,
+]

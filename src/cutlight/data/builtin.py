@@ -146,3 +146,8 @@ class BuiltinDataModule(UnpairedDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers setup() called without prepare_data()
         super().setup(stage)
+
+    @staticmethod
+    def translation_score(real_a, fake_b) -> dict[str, float]:
+        """The dataset's translation metric (:func:`shapes_score`), used by ``callbacks.TranslationScore``."""
+        return shapes_score(real_a, fake_b)

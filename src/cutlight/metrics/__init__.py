@@ -25,9 +25,11 @@ from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.kid import KernelInceptionDistance
 
 __all__ = [
+    "SharedFeatures",
     "TinyFeatureExtractor",
     "build_fid",
     "build_kid",
+    "build_metrics",
     "inception_extractor",
     "kid_subset_size",
     "to_uint8",
@@ -163,3 +165,47 @@ class TinyFeatureExtractor(nn.Module):
         x = F.adaptive_avg_pool2d(x, 16)  # (B, 3, 16, 16)
         x = F.conv2d(x, self.weight, stride=4)  # (B, F, 4, 4)
         return torch.tanh(x).mean(dim=(2, 3))  # (B, F)
+
+
+class SharedFeatures(nn.Module):
+    """Wraps a feature extractor so that FID and KID updated with the same uint8 batch (the same tensor object)
+    run the network once: the features of the last input are reused."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.num_features = net.num_features
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        if self._last is not None and self._last[0] is imgs:
+            return self._last[1]
+        feats = self.net(imgs)
+        self._last = (imgs, feats)
+        return feats
+
+    def clear(self) -> None:
+        self._last = None
+
+
+def build_metrics(
+    fid: bool = True,
+    kid: bool = True,
+    kid_subset_size: int = 1000,
+    feature: int = 2048,
+    antialias: bool = True,
+    weights_path: str | os.PathLike | None = None,
+    feature_extractor: nn.Module | None = None,
+) -> dict[str, FrechetInceptionDistance | KernelInceptionDistance]:
+    """``{"fid": ..., "kid": ...}`` (those requested) sharing one feature network: update both with the same
+    uint8 tensor and Inception runs once per batch. Arguments as in ``build_fid`` / ``build_kid``."""
+    if not (fid or kid):
+        return {}
+    net = feature_extractor if feature_extractor is not None else inception_extractor(feature, antialias, weights_path)
+    shared = SharedFeatures(net)
+    metrics: dict = {}
+    if fid:
+        metrics["fid"] = build_fid(feature_extractor=shared)
+    if kid:
+        metrics["kid"] = build_kid(kid_subset_size, feature_extractor=shared)
+    return metrics

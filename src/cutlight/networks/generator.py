@@ -136,7 +136,7 @@ class ResnetGenerator(nn.Module):
         for idx, layer in enumerate(self.model):
             x = layer(x)
             if idx in wanted:
-                found[idx] = x
+                found[idx] = self._keep(idx, x)
         return x, [found[i] for i in layers]
 
     def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
@@ -151,10 +151,15 @@ class ResnetGenerator(nn.Module):
         for idx, layer in enumerate(self.model):
             x = layer(x)
             if idx in wanted:
-                found[idx] = x
+                found[idx] = self._keep(idx, x)
             if idx == last:
                 break
         return [found[i] for i in layers]
+
+    def _keep(self, idx: int, x: torch.Tensor) -> torch.Tensor:
+        """A feature map to hand out: cloned when the next layer would overwrite it in place (ReLU(inplace))."""
+        nxt = self.model[idx + 1] if idx + 1 < len(self.model) else None
+        return x.clone() if getattr(nxt, "inplace", False) else x
 
     def feature_channels(self, layers: Sequence[int]) -> list[int]:
         """Channel counts of the feature maps at ``layers``, without running the network."""

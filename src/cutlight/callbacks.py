@@ -1,0 +1,218 @@
+"""Logger-agnostic callbacks: image grids, loss-curve plots, timing/memory and the built-in dataset's score.
+
+Pictures are always written as PNG files under the run directory and, when the trainer has loggers that
+accept images (W&B's ``log_image``, TensorBoard's ``add_image``), logged there too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torchvision.utils import make_grid, save_image
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(trainer: pl.Trainer, dirpath: str | None, sub: str) -> Path:
+    path = Path(dirpath) if dirpath else Path(trainer.default_root_dir) / sub
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) -> None:
+    """Send a (3, H, W) uint8 image to every logger that takes images."""
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):  # W&B
+            logger.log_image(key=key, images=[image_u8.permute(1, 2, 0).cpu().numpy()], step=step)
+        elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+            logger.experiment.add_image(key, image_u8, global_step=step)
+
+
+def batches_done(trainer: pl.Trainer) -> int:
+    """Training batches processed so far (``global_step`` counts optimizer steps: 2 per CUT iteration)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+class ImageGrid(pl.Callback):
+    """Every ``every_n_steps`` batches (and at the end of training) translate a fixed set of validation images:
+    rows of ``real A | G(A) | real B | G(B) (identity)``, saved to ``images/step_XXXXXX.png`` and logged."""
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None):
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self.dirpath = dirpath
+        self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_path: Path | None = None
+
+    def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self._fixed is None:
+            dm = trainer.datamodule
+            a, b = getattr(dm, "val_dataset_a", None), getattr(dm, "val_dataset_b", None)
+            if a is None or b is None:
+                a = b = getattr(dm, "train_dataset", None)
+                if a is None:
+                    return None
+                pick = [a[i] for i in range(min(self.num_images, len(a)))]
+                self._fixed = (torch.stack([p["A"] for p in pick]), torch.stack([p["B"] for p in pick]))
+            else:
+                n = min(self.num_images, len(a), len(b))
+                self._fixed = (torch.stack([a[i]["image"] for i in range(n)]),
+                               torch.stack([b[i]["image"] for i in range(n)]))
+        return self._fixed
+
+    @torch.no_grad()
+    def write(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        images = self._images(trainer)
+        if images is None:
+            return
+        was_training = module.training
+        module.eval()
+        real_a, real_b = (x.to(module.device) for x in images)
+        fake_b, idt_b = module(real_a).float(), module(real_b).float()
+        module.train(was_training)
+        rows = torch.stack([real_a, fake_b, real_b, idt_b], dim=1).flatten(0, 1)  # (4N, C, H, W)
+        grid = make_grid(rows.cpu(), nrow=4, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
+        step = batches_done(trainer)
+        path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
+        save_image(grid, path)
+        self.last_path = path
+        log_image(trainer, "samples/realA_fakeB_realB_idtB", (grid * 255).round().to(torch.uint8), step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps > 0 and batches_done(trainer) % self.every_n_steps == 0:
+            self.write(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.write(trainer, pl_module)
+        if self.last_path is not None:
+            log.info("image grids (rows: real A | translation | real B | identity): %s", self.last_path.parent)
+
+
+class LossCurves(pl.Callback):
+    """Collects ``train/*`` losses each batch and ``val/*`` metrics each validation; plots them at the end
+    of training to ``plots/loss_curves.png`` (moving average over ``smooth`` batches drawn on top)."""
+
+    def __init__(self, smooth: int = 25, dirpath: str | None = None):
+        self.smooth = smooth
+        self.dirpath = dirpath
+        self.train: dict[str, list[tuple[int, float]]] = {}
+        self.val: dict[str, list[tuple[int, float]]] = {}
+        self.path: Path | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = batches_done(trainer)
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/loss"):
+                self.train.setdefault(key, []).append((step, float(value)))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/") and not key.endswith("_std"):
+                self.val.setdefault(key, []).append((batches_done(trainer), float(value)))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not self.train:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [(k, v) for k, v in sorted(self.train.items())] + sorted(self.val.items())
+        cols = 3
+        rows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+        for ax, (key, series) in zip(axes.flat, panels):
+            steps, values = zip(*series)
+            ax.plot(steps, values, lw=0.6, alpha=0.4 if key.startswith("train/") else 1.0,
+                    marker=None if key.startswith("train/") else "o")
+            if key.startswith("train/") and len(values) >= self.smooth:
+                k = self.smooth
+                avg = torch.tensor(values).unfold(0, k, 1).mean(1).tolist()
+                ax.plot(steps[k - 1:], avg, lw=1.5)
+            ax.set_title(key)
+            ax.set_xlabel("batch")
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.tight_layout()
+        self.path = run_dir(trainer, self.dirpath, "plots") / "loss_curves.png"
+        fig.savefig(self.path, dpi=110)
+        plt.close(fig)
+        from PIL import Image
+
+        image = torch.from_numpy(__import__("numpy").asarray(Image.open(self.path).convert("RGB"))).permute(2, 0, 1)
+        log_image(trainer, "plots/loss_curves", image, batches_done(trainer))
+        log.info("loss curves: %s", self.path)
+
+
+class PerfMonitor(pl.Callback):
+    """Logs ``perf/sec_per_iter`` (wall time between consecutive training batches) and ``perf/peak_mem_mb``
+    (max allocated CUDA memory on GPU, peak process RSS on CPU) every batch."""
+
+    def __init__(self):
+        self._last: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = None  # do not count validation / epoch boundaries as iteration time
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            pl_module.log("perf/sec_per_iter", now - self._last, prog_bar=True, batch_size=1)
+        self._last = now
+        pl_module.log("perf/peak_mem_mb", peak_memory_mb(pl_module.device), batch_size=1)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+class TranslationScore(pl.Callback):
+    """At each validation end, scores the translation of the validation A images with the datamodule's
+    ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``."""
+
+    def __init__(self, max_images: int = 64):
+        self.max_images = max_images
+        self.history: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def score(self, trainer, pl_module) -> dict[str, float] | None:
+        dm = trainer.datamodule
+        score_fn = getattr(dm, "translation_score", None)
+        dataset = getattr(dm, "val_dataset_a", None)
+        if score_fn is None or dataset is None:
+            return None
+        n = min(self.max_images, len(dataset))
+        real_a = torch.stack([dataset[i]["image"] for i in range(n)]).to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        fake_b = torch.cat([pl_module(chunk).float() for chunk in real_a.split(16)])
+        pl_module.train(was_training)
+        scores = score_fn(real_a.cpu(), fake_b.cpu())
+        self.history.append(scores)
+        return scores
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        scores = self.score(trainer, pl_module)  # "before" numbers: the untrained (or resumed) generator
+        if scores:
+            log.info("translation score before training: %s", {k: round(v, 4) for k, v in scores.items()})
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        scores = self.score(trainer, pl_module)
+        if scores:
+            pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)

@@ -1,0 +1,177 @@
+"""One CUT / FastCUT training iteration as plain PyTorch: translation, the D loss and the G + heads loss.
+
+``CUTObjective`` holds the method's hyperparameters (the ``loss`` config group mirrors its constructor) and
+computes exactly the reference algorithm's losses with less work:
+
+* one generator forward on cat(real_a, real_b) that also returns the source features at ``nce_layers``; these
+  are the PatchNCE keys (constants), so the sources are never encoded a second time and no autograd graph is
+  built for the keys (heads applied under ``no_grad``);
+* one encoder pass over cat(fake_b, idt_b) for the queries;
+* patches gathered directly at the sampled positions (see ``PatchSampler``).
+
+With FastCUT's flip-equivariance the generator sees a flipped input; its features are then not the source
+features of the reference algorithm (convolutions are not flip-equivariant), so on flipped iterations the
+keys are re-encoded from the unflipped sources, still without a graph.
+
+With ``norm="batch"`` or dropout in the generator, features taken from the joint forward differ from a separate
+encoding (batch statistics, dropout masks); the reference behaviour is matched for the paper's settings
+(instance norm, no dropout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
+
+
+@dataclass
+class Translation:
+    """Outputs of ``CUTObjective.translate`` for a batch of B source images."""
+
+    fake_b: torch.Tensor  # (B, C, H, W) G(real_a)
+    idt_b: torch.Tensor | None  # (B, C, H, W) G(real_b), when identity NCE is on
+    keys: list[torch.Tensor]  # per layer (B or 2B, C_l, H_l, W_l): source features, detached
+    flipped: bool  # the generator saw horizontally flipped inputs
+
+
+class CUTObjective(nn.Module):
+    """CUT's losses. ``CUTObjective()`` is CUT; FastCUT is ``lambda_nce=10, nce_idt=False, flip_equivariance=True``.
+
+    Args:
+        lambda_gan: weight of the adversarial term.
+        lambda_nce: weight of PatchNCE (lambda_X, and lambda_Y for the identity term).
+        nce_idt: identity PatchNCE on (y, G(y)); the two NCE terms are then averaged.
+        nce_layers: generator layer indices whose features enter PatchNCE.
+        num_patches: sampled positions per layer (S).
+        nce_temperature: tau.
+        negatives: ``image`` (internal negatives) or ``batch`` (external negatives).
+        flip_equivariance: FastCUT's augmentation (flip the input with p=0.5, flip query features back).
+        gan_mode: ``lsgan``, ``vanilla``, ``nonsaturating`` or ``hinge``.
+    """
+
+    def __init__(
+        self,
+        lambda_gan: float = 1.0,
+        lambda_nce: float = 1.0,
+        nce_idt: bool = True,
+        nce_layers: Sequence[int] = (0, 4, 8, 12, 16),
+        num_patches: int = 256,
+        nce_temperature: float = 0.07,
+        negatives: str = "image",
+        flip_equivariance: bool = False,
+        gan_mode: str = "lsgan",
+    ):
+        super().__init__()
+        for name, value, choices in (("negatives", negatives, NEGATIVES), ("gan_mode", gan_mode, GAN_MODES)):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        if not nce_layers:
+            raise ValueError("nce_layers must list at least one generator layer index")
+        if num_patches < 1:
+            raise ValueError(f"num_patches must be >= 1, got {num_patches}")
+        self.lambda_gan = float(lambda_gan)
+        self.lambda_nce = float(lambda_nce)
+        self.nce_idt = bool(nce_idt)
+        self.nce_layers = [int(i) for i in nce_layers]
+        self.num_patches = int(num_patches)
+        self.nce_temperature = float(nce_temperature)
+        self.negatives = negatives
+        self.flip_equivariance = bool(flip_equivariance)
+        self.gan_mode = gan_mode
+
+    def translate(self, generator: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor) -> Translation:
+        """Generator forward for the iteration: G(cat(real_a, real_b)) (real_b only with identity NCE)."""
+        b = real_a.shape[0]
+        real = torch.cat([real_a, real_b]) if self.nce_idt else real_a  # (B or 2B, C, H, W)
+        flipped = self.flip_equivariance and self.training and bool(torch.rand(()) < 0.5)
+        if flipped:
+            real = real.flip(3)
+        fake, feats = generator.forward_with_features(real, self.nce_layers)
+        if flipped:  # the features above belong to flipped sources: re-encode the originals (no graph)
+            with torch.no_grad():
+                src = torch.cat([real_a, real_b]) if self.nce_idt else real_a
+                keys = generator.encode(src, self.nce_layers)
+        else:
+            keys = [f.detach() for f in feats]
+        return Translation(fake[:b], fake[b:] if self.nce_idt else None, keys, flipped)
+
+    def discriminator_loss(self, discriminator: nn.Module, real_b: torch.Tensor, fake_b: torch.Tensor) -> torch.Tensor:
+        """D loss 0.5 * (fake + real) on detached translations (scalar)."""
+        pred_fake = discriminator(fake_b.detach())
+        pred_real = discriminator(real_b)
+        return discriminator_loss(pred_real, pred_fake, self.gan_mode)
+
+    def generator_losses(
+        self, discriminator: nn.Module, generator: nn.Module, sampler: nn.Module, out: Translation
+    ) -> dict[str, torch.Tensor]:
+        """G + heads loss and its terms: ``loss_g``, ``loss_g_gan``, ``loss_nce`` and ``loss_nce_idt``.
+
+        Call after the D step (the GAN term uses the updated D).
+        """
+        zero = out.fake_b.new_zeros(())
+        terms = {"loss_g_gan": zero, "loss_nce": zero, "loss_nce_idt": zero}
+        if self.lambda_gan > 0:
+            terms["loss_g_gan"] = generator_loss(discriminator(out.fake_b), self.gan_mode) * self.lambda_gan
+        nce_total = zero
+        if self.lambda_nce > 0:
+            b = out.fake_b.shape[0]
+            fakes = torch.cat([out.fake_b, out.idt_b]) if self.nce_idt else out.fake_b  # (B or 2B, C, H, W)
+            queries = generator.encode(fakes, self.nce_layers)
+            if out.flipped:
+                queries = [q.flip(3) for q in queries]
+            terms["loss_nce"] = self.nce(sampler, [q[:b] for q in queries], [k[:b] for k in out.keys])
+            nce_total = terms["loss_nce"]
+            if self.nce_idt:
+                terms["loss_nce_idt"] = self.nce(sampler, [q[b:] for q in queries], [k[b:] for k in out.keys])
+                nce_total = 0.5 * (terms["loss_nce"] + terms["loss_nce_idt"])
+        terms["loss_g"] = terms["loss_g_gan"] + nce_total
+        return terms
+
+    def nce(self, sampler: nn.Module, queries: list[torch.Tensor], keys: list[torch.Tensor]) -> torch.Tensor:
+        """lambda_nce * mean over layers of the mean PatchNCE loss; keys are projected without a graph."""
+        with torch.no_grad():
+            feats_k, ids = sampler(keys, self.num_patches)  # (B, S, D) per layer
+        feats_q, _ = sampler(queries, patch_ids=ids)
+        per_layer = [
+            patch_nce_loss(q, k, self.nce_temperature, self.negatives).mean() for q, k in zip(feats_q, feats_k)
+        ]
+        return torch.stack(per_layer).mean() * self.lambda_nce
+
+    def iteration(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        sampler: nn.Module,
+        real_a: torch.Tensor,
+        real_b: torch.Tensor,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        backward=None,
+    ) -> dict[str, torch.Tensor]:
+        """One full training iteration: translate, D step, then G + heads step (``opt_g`` owns G and the heads).
+
+        ``backward(loss)`` defaults to ``loss.backward()`` (Lightning passes ``manual_backward``).
+        Returns the detached loss terms (``loss_d``, ``loss_g``, ``loss_g_gan``, ``loss_nce``, ``loss_nce_idt``).
+        """
+        backward = backward or torch.Tensor.backward
+        out = self.translate(generator, real_a, real_b)
+        if self.lambda_gan > 0:
+            discriminator.requires_grad_(True)
+            loss_d = self.discriminator_loss(discriminator, real_b, out.fake_b)
+            opt_d.zero_grad(set_to_none=True)
+            backward(loss_d)
+            opt_d.step()
+        else:
+            loss_d = out.fake_b.new_zeros(())
+        discriminator.requires_grad_(False)  # the G step must not produce D gradients
+        terms = self.generator_losses(discriminator, generator, sampler, out)
+        opt_g.zero_grad(set_to_none=True)
+        backward(terms["loss_g"])
+        opt_g.step()
+        discriminator.requires_grad_(True)
+        return {"loss_d": loss_d.detach(), **{k: v.detach() for k, v in terms.items()}}

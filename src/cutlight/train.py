@@ -1,0 +1,104 @@
+"""Hydra training entrypoint: ``python -m cutlight.train [group=option ...] [key=value ...]``.
+
+Composes ``conf/train.yaml`` (groups data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
+instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, and
+prints where the run's outputs are. This is the only module that sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger("cutlight.train")
+
+CONF_DIR = os.environ.get("CUTLIGHT_CONF_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
+
+if not OmegaConf.has_resolver("add"):
+    OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
+
+
+def _instantiate_all(node: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` child of a group node (``logger``, ``callbacks``); null entries are off."""
+    if not node:
+        return []
+    return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
+
+
+def _name_wandb_run(cfg: DictConfig) -> None:
+    """W&B: multirun jobs share a group (the sweep folder) and are named after their overrides."""
+    if "wandb" not in (cfg.get("logger") or {}) or not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    with open_dict(cfg):
+        wb = cfg.logger.wandb
+        if hc.mode == RunMode.MULTIRUN:
+            wb.group = wb.group or Path(hc.sweep.dir).name
+            wb.name = wb.name or (hc.job.override_dirname or f"job{hc.job.num}")
+        wb.name = wb.name or Path(hc.runtime.output_dir).name
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train from a composed config; returns the final callback metrics as floats."""
+    pl.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    _name_wandb_run(cfg)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:  # the composed config next to the metrics (W&B: the run's config panel)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        _print_summary(trainer, out, metrics)
+    return metrics
+
+
+def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float]) -> None:
+    from .callbacks import ImageGrid, LossCurves, TranslationScore
+
+    lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
+    for cb in trainer.callbacks:
+        if isinstance(cb, ImageGrid) and cb.last_path:
+            lines.append(f"  image grids (real A | G(A) | real B | G(B)): {cb.last_path.parent}")
+        if isinstance(cb, LossCurves) and cb.path:
+            lines.append(f"  loss curves:        {cb.path}")
+        if isinstance(cb, TranslationScore) and cb.history:
+            before, after = cb.history[0], cb.history[-1]
+            lines.append("  built-in score (before training -> after): " + ", ".join(
+                f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ("content_iou", "style", "score")))
+    for logger in trainer.loggers:
+        if logger.log_dir and (Path(logger.log_dir) / "metrics.csv").exists():
+            lines.append(f"  metrics CSV:        {Path(logger.log_dir) / 'metrics.csv'}")
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.dirpath:
+        lines.append(f"  checkpoints:        {ckpt.dirpath}")
+    shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "perf/"))}
+    if shown:
+        lines.append("  final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+    lines.append("=" * 72)
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+if __name__ == "__main__":
+    main()
