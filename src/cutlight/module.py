@@ -154,16 +154,24 @@ class CUTModule(pl.LightningModule):
             self._build_metrics()
 
     def on_fit_start(self) -> None:
-        self._reals_done = False  # real statistics: computed once per fit
+        # Real statistics are computed once per fit: drop any left by an earlier fit or ``trainer.validate``
+        # (``reset_real_features=False`` keeps them through ``reset()``), else the reals would be counted twice.
         for metric in self._metrics.values():
+            metric.reset_real_features = True
+            metric.reset()
+            metric.reset_real_features = False
             metric.to(self.device)
+        self._metric_counts = {"fake": 0, "real": 0}
+        self._reals_done = False
 
     def _update_metrics(self, images: torch.Tensor, real: bool) -> None:
         from .metrics import to_uint8
 
         with torch.autocast(device_type=self.device.type, enabled=False):
-            images_u8 = to_uint8(images.float())
+            images_u8 = to_uint8(images.float())  # (B, 3, H, W) uint8
             for metric in self._metrics.values():
+                if metric.device != images_u8.device:  # trainer.validate has no on_fit_start to move them
+                    metric.to(images_u8.device)
                 metric.update(images_u8, real=real)
         self._metric_counts["real" if real else "fake"] += images.shape[0]
 
@@ -176,6 +184,8 @@ class CUTModule(pl.LightningModule):
             self._update_metrics(batch["image"], real=True)
 
     def on_validation_epoch_end(self) -> None:
+        from .evaluate import KID_SEED
+
         if not self._metrics or self.trainer.sanity_checking:
             return
         counts = torch.tensor([self._metric_counts["fake"], self._metric_counts["real"]], device=self.device)
@@ -184,11 +194,22 @@ class CUTModule(pl.LightningModule):
             raise RuntimeError(f"FID/KID need >= 2 images per side; validation gave {n_fake} fake, {n_real} real")
         values = {}
         if "fid" in self._metrics:
-            values["val/fid"] = self._metrics["fid"].compute()
+            values["val/fid"] = self._metrics["fid"].compute()  # sum states: synced across ranks in compute
         if "kid" in self._metrics:
             kid = self._metrics["kid"]
+            # KID's feature lists sync with one all_gather per list element (dist_reduce_fx=None): ranks with
+            # different numbers of updates (the unpadded validation sampler) would issue mismatched collectives.
+            # Keep exactly one (N_rank, F) float64 tensor per list on every rank, empty included.
+            for name in ("real_features", "fake_features"):
+                feats = getattr(kid, name)
+                empty = torch.zeros(0, kid.inception.num_features, dtype=torch.float64, device=self.device)
+                setattr(kid, name, [torch.cat([f.double() for f in feats]) if feats else empty])
             kid.subset_size = min(self.metric_settings["kid_subset_size"], n_fake, n_real)
-            values["val/kid"], values["val/kid_std"] = kid.compute()
+            # Fixed seed (as in cutlight.evaluate): the same subsets on every rank, reproducible numbers, and the
+            # training RNG stream (patch positions) is not advanced by validation.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(KID_SEED)
+                values["val/kid"], values["val/kid_std"] = kid.compute()
         for metric in self._metrics.values():
             metric.reset()  # fake statistics only (reset_real_features=False)
         self._metric_counts["fake"] = 0
