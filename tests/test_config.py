@@ -1,0 +1,153 @@
+"""Every YAML in conf/ composes and instantiates; presets set the documented flags; the entrypoint runs."""
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf, open_dict
+
+import cutlight.train  # noqa: F401  (registers the ${add:...} resolver)
+from cutlight import CUTObjective, PatchDiscriminator, PatchSampler, ResnetGenerator
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+
+
+def compose_cfg(overrides, tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path / "run")
+        del cfg.hydra
+    return cfg
+
+
+def folder_root(tmp_path):
+    from cutlight.data import ensure_builtin_dataset
+
+    return ensure_builtin_dataset(size=32, num_train=4, num_test=2, cache_dir=str(tmp_path / "cache"))
+
+
+def options():
+    for group in GROUPS:
+        for f in sorted((CONF / group).glob("*.yaml")):
+            yield group, f.stem
+
+
+@pytest.mark.parametrize("group,option", list(options()))
+def test_every_yaml_composes_and_instantiates(group, option, tmp_path):
+    root = folder_root(tmp_path)
+    cfg = compose_cfg([f"{group}={option}"], tmp_path)
+    with open_dict(cfg):
+        if cfg.data._target_.endswith("UnpairedDataModule"):
+            cfg.data.root = str(root)
+        else:
+            cfg.data.cache_dir = str(tmp_path / "cache")
+        if cfg.model.get("val_metrics"):
+            cfg.model.val_metrics.extractor = "tiny"
+    OmegaConf.resolve(cfg)
+    instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    assert isinstance(model.generator, ResnetGenerator)
+    for node in list((cfg.get("callbacks") or {}).values()) + list((cfg.get("logger") or {}).values()):
+        if node is not None and node.get("_target_", "").endswith("WandbLogger"):
+            sig = inspect.signature(get_class(node._target_))
+            sig.bind_partial(**{k: v for k, v in node.items() if k != "_target_"})
+        elif node is not None:
+            instantiate(node)
+    trainer_cls = get_class(cfg.trainer._target_)
+    kwargs = {k: v for k, v in cfg.trainer.items() if k != "_target_"}
+    inspect.signature(trainer_cls).bind(**kwargs)  # every key is a Trainer argument
+    if cfg.trainer.accelerator == "cpu":
+        instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+
+
+def test_yaml_nodes_mirror_constructor_signatures(tmp_path):
+    cfg = compose_cfg([], tmp_path)
+    for key, cls in (("generator", ResnetGenerator), ("discriminator", PatchDiscriminator),
+                     ("objective", CUTObjective)):
+        assert set(cfg.model[key]) == set(inspect.signature(cls).parameters), key
+    assert set(cfg.model.sampler) | {"in_channels"} == set(inspect.signature(PatchSampler).parameters)
+    data_cls = get_class(cfg.data._target_)
+    assert set(cfg.data) - {"_target_"} == set(inspect.signature(data_cls).parameters)
+
+
+def test_cut_and_fastcut_presets(tmp_path):
+    cut = compose_cfg(["loss=cut"], tmp_path).model
+    fast = compose_cfg(["loss=fastcut"], tmp_path).model
+    assert (cut.objective.lambda_nce, cut.objective.nce_idt, cut.objective.flip_equivariance) == (1.0, True, False)
+    assert (fast.objective.lambda_nce, fast.objective.nce_idt, fast.objective.flip_equivariance) == (10.0, False, True)
+    assert (cut.n_epochs, cut.n_epochs_decay, fast.n_epochs, fast.n_epochs_decay) == (200, 200, 150, 50)
+    for m in (cut, fast):
+        assert m.objective.lambda_gan == 1.0 and list(m.objective.nce_layers) == [0, 4, 8, 12, 16]
+        assert m.objective.num_patches == 256 and m.objective.nce_temperature == 0.07
+    ablations = {
+        "cut_no_idt": ("nce_idt", False),
+        "cut_last_layer": ("nce_layers", [16]),
+        "cut_external_negatives": ("negatives", "batch"),
+        "cut_patches": ("num_patches", 64),
+    }
+    for option, (key, value) in ablations.items():
+        obj = compose_cfg([f"loss={option}"], tmp_path).model.objective
+        got = obj[key]
+        assert (list(got) if key == "nce_layers" else got) == value, option
+
+
+def test_max_epochs_is_constant_plus_decay(tmp_path):
+    cfg = compose_cfg(["loss=fastcut"], tmp_path)
+    OmegaConf.resolve(cfg)
+    assert cfg.trainer.max_epochs == 200
+    cfg = compose_cfg(["experiment=builtin_cpu"], tmp_path)
+    OmegaConf.resolve(cfg)
+    assert cfg.trainer.max_epochs == cfg.model.n_epochs + cfg.model.n_epochs_decay
+
+
+def run_entrypoint(args, tmp_path, timeout=300):
+    env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
+           "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, "-m", "cutlight.train", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_entrypoint_fast_dev_run(tmp_path):
+    res = run_entrypoint(["debug=tiny", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()  # the composed config is saved with the run
+    assert (tmp_path / "run" / "config_resolved.yaml").exists()
+
+
+@pytest.mark.slow
+def test_entrypoint_tiny_run_writes_outputs(tmp_path):
+    run = tmp_path / "run"
+    res = run_entrypoint(["debug=tiny", f"hydra.run.dir={run}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "cutlight run finished" in res.stdout
+    assert list((run / "images").glob("step_*.png"))
+    assert (run / "plots" / "loss_curves.png").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("train/loss_d", "train/loss_g_gan", "train/loss_nce", "train/loss_nce_idt", "val/fid", "val/kid",
+                "perf/sec_per_iter", "perf/peak_mem_mb", "val/score"):
+        assert key in header, key
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any("inception" in k for k in ckpt["state_dict"])
+
+
+@pytest.mark.slow
+def test_multirun_sweeps_loss_presets(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_entrypoint(["-m", "debug=tiny", "loss=cut,fastcut", "trainer.limit_train_batches=2",
+                          "model.n_epochs=1", "model.n_epochs_decay=0", f"hydra.sweep.dir={sweep}"], tmp_path,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "config_resolved.yaml").exists())
+    assert len(runs) == 2 and "loss=cut," in runs[0] and "loss=fastcut," in runs[1], runs
+    fast = OmegaConf.load(sweep / runs[1] / "config_resolved.yaml")
+    assert fast.model.objective.flip_equivariance is True

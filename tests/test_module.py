@@ -1,0 +1,201 @@
+import copy
+
+import pytest
+import torch
+
+from cutlight.module import linear_decay_factor
+from cutlight.objective import CUTObjective
+from helpers import tiny_data, tiny_module, tiny_trainer
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def test_one_training_step_updates_all_three_networks(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_module()
+    before = snapshot(model)
+    tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=tiny_data(tmp_path))
+    after = snapshot(model)
+    for prefix in ("generator.", "discriminator.", "sampler."):
+        changed = [k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])]
+        total = [k for k in before if k.startswith(prefix)]
+        assert len(changed) == len(total), f"{prefix}: only {len(changed)}/{len(total)} parameters changed"
+
+
+def test_heads_train_and_discriminator_gets_no_gradient_from_g_step():
+    torch.manual_seed(0)
+    model = tiny_module()
+    obj = model.objective
+    a, b = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    out = obj.translate(model.generator, a, b)
+    model.discriminator.requires_grad_(False)
+    terms = obj.generator_losses(model.discriminator, model.generator, model.sampler, out)
+    terms["loss_g"].backward()
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.sampler.parameters())
+    assert model.generator.model[1].weight.grad.abs().sum() > 0
+
+
+def test_iteration_leaves_d_grads_from_d_step_only():
+    """After a full iteration D's .grad holds exactly the D-step gradient (nothing added by the G step)."""
+    torch.manual_seed(0)
+    model = tiny_module()
+    opt_g, opt_d = (torch.optim.SGD(p, lr=0.0) for p in
+                    ([*model.generator.parameters(), *model.sampler.parameters()], model.discriminator.parameters()))
+    a, b = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    torch.manual_seed(1)
+    model.objective.iteration(model.generator, model.discriminator, model.sampler, a, b, opt_g, opt_d)
+    got = [p.grad.clone() for p in model.discriminator.parameters()]
+    torch.manual_seed(1)
+    fake = model.objective.translate(model.generator, a, b).fake_b
+    model.discriminator.zero_grad(set_to_none=True)
+    model.objective.discriminator_loss(model.discriminator, b, fake).backward()
+    for g, p in zip(got, model.discriminator.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_identity_nce_concatenates_and_averages():
+    torch.manual_seed(0)
+    model = tiny_module()
+    sizes = []
+    model.generator.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    seen = []
+    orig = model.generator.forward_with_features
+    model.generator.forward_with_features = lambda x, layers: (seen.append(x.shape[0]), orig(x, layers))[1]
+    a, b = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    out = model.objective.translate(model.generator, a, b)
+    assert seen == [4] and out.fake_b.shape[0] == 2 and out.idt_b.shape[0] == 2
+    # the generator forward ran on cat(real_a, real_b): its outputs equal separate translations
+    torch.testing.assert_close(out.fake_b, model.generator(a))
+    torch.testing.assert_close(out.idt_b, model.generator(b))
+    terms = model.objective.generator_losses(model.discriminator, model.generator, model.sampler, out)
+    torch.testing.assert_close(terms["loss_g"], terms["loss_g_gan"] + 0.5 * (terms["loss_nce"] + terms["loss_nce_idt"]))
+    assert terms["loss_nce_idt"] > 0
+    no_idt = CUTObjective(nce_idt=False, num_patches=16)
+    out = no_idt.translate(model.generator, a, b)
+    assert out.idt_b is None and seen[-1] == 2
+    terms = no_idt.generator_losses(model.discriminator, model.generator, model.sampler, out)
+    torch.testing.assert_close(terms["loss_g"], terms["loss_g_gan"] + terms["loss_nce"])
+    assert terms["loss_nce_idt"] == 0
+
+
+def test_flip_equivariance_flips_input_and_features_back(monkeypatch):
+    torch.manual_seed(0)
+    model = tiny_module(objective={"num_patches": 16, "nce_idt": False, "flip_equivariance": True,
+                                   "lambda_nce": 10.0})
+    a, b = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    monkeypatch.setattr(torch, "rand", lambda *s, **k: torch.zeros(()))  # always flip
+    out = model.objective.translate(model.generator, a, b)
+    assert out.flipped
+    torch.testing.assert_close(out.fake_b, model.generator(a.flip(3)))
+    keys = model.generator.encode(a, model.objective.nce_layers)  # keys are the unflipped source's features
+    for k, ref in zip(out.keys, keys):
+        torch.testing.assert_close(k, ref)
+    model.objective.eval()
+    assert not model.objective.translate(model.generator, a, b).flipped  # no augmentation outside training
+
+
+def test_single_adam_for_g_and_heads_equals_separate_adams():
+    torch.manual_seed(0)
+    g, h = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+    g2, h2 = copy.deepcopy(g), copy.deepcopy(h)
+    joint = torch.optim.Adam([*g.parameters(), *h.parameters()], lr=0.01, betas=(0.5, 0.999))
+    sep = [torch.optim.Adam(m.parameters(), lr=0.01, betas=(0.5, 0.999)) for m in (g2, h2)]
+    for _ in range(3):
+        x = torch.randn(8, 4)
+        for opt in [joint, *sep]:
+            opt.zero_grad()
+        h(g(x)).pow(2).sum().backward()
+        h2(g2(x)).pow(2).sum().backward()
+        joint.step()
+        for opt in sep:
+            opt.step()
+    for p, q in zip([*g.parameters(), *h.parameters()], [*g2.parameters(), *h2.parameters()]):
+        torch.testing.assert_close(p, q)
+
+
+def test_lr_schedule_constant_then_linear_decay():
+    # the reference's rule: n_epochs at full lr, then n_epochs_decay epochs at d/(d+1), ..., 1/(d+1)
+    factors = [linear_decay_factor(e, 3, 4) for e in range(8)]
+    assert factors == pytest.approx([1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+
+
+def test_lr_is_stepped_per_epoch_in_training(tmp_path):
+    model = tiny_module(n_epochs=1, n_epochs_decay=2)
+    trainer = tiny_trainer(tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=0)
+    lrs = []
+
+    import pytorch_lightning as pl
+
+    class LR(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer.callbacks.append(LR())
+    trainer.fit(model, datamodule=tiny_data(tmp_path))
+    assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 * 1 / 3])
+
+
+def test_checkpoint_resume_continues_with_identical_optimizer_state(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    dm = tiny_data(tmp_path)
+    ckpt_cb = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0,
+                           enable_checkpointing=True, callbacks=[ckpt_cb])
+    model = tiny_module(n_epochs=1, n_epochs_decay=1)
+    trainer.fit(model, datamodule=dm)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 6  # 2 optimizer steps per CUT iteration
+
+    resumed = tiny_module(n_epochs=1, n_epochs_decay=1)
+    states = {}
+
+    import pytorch_lightning as pl
+
+    class Grab(pl.Callback):
+        def on_train_start(self, trainer, module):
+            states["step"] = trainer.global_step
+            states["epoch"] = trainer.current_epoch
+            states["opt"] = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
+            states["sched"] = [s.scheduler.state_dict() for s in trainer.lr_scheduler_configs]
+            states["params"] = snapshot(module)
+
+    t2 = tiny_trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0, callbacks=[Grab()])
+    t2.fit(resumed, datamodule=dm, ckpt_path=str(last))
+    assert states["step"] == 6 and states["epoch"] == 1
+    for got, ref in zip(states["opt"], saved["optimizer_states"]):
+        for pid, st in ref["state"].items():
+            torch.testing.assert_close(got["state"][pid]["exp_avg"], st["exp_avg"])
+            torch.testing.assert_close(got["state"][pid]["exp_avg_sq"], st["exp_avg_sq"])
+            assert float(got["state"][pid]["step"]) == float(st["step"]) == 3
+    assert states["sched"][0]["last_epoch"] == 1
+    for k, v in saved["state_dict"].items():
+        if k in states["params"]:
+            torch.testing.assert_close(states["params"][k], v)
+    assert t2.global_step == 12
+
+
+def test_load_from_checkpoint_without_arguments_and_translate(tmp_path):
+    from cutlight import CUTModule, load_generator
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0, enable_checkpointing=True,
+                           callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    model = tiny_module()
+    trainer.fit(model, datamodule=tiny_data(tmp_path))
+    path = tmp_path / "ckpt" / "last.ckpt"
+    loaded = CUTModule.load_from_checkpoint(path)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+        gen = load_generator(path)
+        y = gen(x)
+    torch.testing.assert_close(y, model(x))
+    assert y.shape == (1, 3, 32, 32) and y.abs().max() <= 1
