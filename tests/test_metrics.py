@@ -155,7 +155,7 @@ def test_evaluate_folders_errors(tmp_path):
     good = _write_folder(tmp_path / "good", list(_images(3, 0)))
     (tmp_path / "empty").mkdir()
     tiny = TinyFeatureExtractor()
-    with pytest.raises(ValueError, match="no images in .*empty"):
+    with pytest.raises(ValueError, match="empty. contains no image files"):
         ev.evaluate_folders(tmp_path / "empty", good, feature_extractor=tiny)
     with pytest.raises(FileNotFoundError, match="nope' does not exist"):
         ev.evaluate_folders(good, tmp_path / "nope", feature_extractor=tiny)

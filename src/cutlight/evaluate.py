@@ -26,26 +26,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from cutlight.data.folder import list_images
 from cutlight.metrics import build_fid, build_kid, inception_extractor
 from cutlight.metrics import kid_subset_size as default_kid_subset_size
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 KID_SEED = 0  # KID draws random subsets; a fixed seed makes the evaluator's output reproducible
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted by relative path; raises if missing, a file or empty."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise FileNotFoundError(f"image folder '{folder}' does not exist")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"'{folder}' is not a folder; expected a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(
-            f"no images in '{folder}' (searched recursively); expected files ending in {IMAGE_EXTENSIONS}"
-        )
-    return files
 
 
 def read_image(path: Path) -> torch.Tensor:
