@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	@touch $(STAMP)
 
-train: $(STAMP)
+train: $(STAMP) fid-weights
 	$(BIN)/python -m cutlight.train experiment=builtin_cpu
 
 test: $(STAMP) fid-weights
