@@ -181,8 +181,9 @@ def test_checkpoint_resume_continues_with_identical_optimizer_state(tmp_path):
 
 
 def test_load_from_checkpoint_without_arguments_and_translate(tmp_path):
-    from cutlight import CUTModule, load_generator
     from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from cutlight import CUTModule, load_generator
 
     torch.manual_seed(0)
     trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0, enable_checkpointing=True,

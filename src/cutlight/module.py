@@ -6,7 +6,6 @@ manual optimization, logs, steps the learning-rate schedule and evaluates FID/KI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
