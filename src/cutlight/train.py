@@ -34,9 +34,10 @@ def _instantiate_all(node: DictConfig | None) -> list:
 
 
 def _name_wandb_run(cfg: DictConfig) -> None:
-    """W&B: multirun jobs share a group (the sweep folder) and are named after their overrides."""
-    if "wandb" not in (cfg.get("logger") or {}) or not HydraConfig.initialized():
-        return
+    """W&B: multirun jobs share a group (the sweep folder), are named after their overrides, and each gets its
+    own run (the jobs of a local multirun share one process)."""
+    if not (cfg.get("logger") or {}).get("wandb") or not HydraConfig.initialized():
+        return  # no W&B logger (absent or logger.wandb=null), or not run by Hydra
     hc = HydraConfig.get()
     with open_dict(cfg):
         wb = cfg.logger.wandb
@@ -44,6 +45,11 @@ def _name_wandb_run(cfg: DictConfig) -> None:
             wb.group = wb.group or Path(hc.sweep.dir).name
             wb.name = wb.name or (hc.job.override_dirname or f"job{hc.job.num}")
         wb.name = wb.name or Path(hc.runtime.output_dir).name
+    if hc.mode == RunMode.MULTIRUN:
+        import wandb
+
+        if wandb.run is not None:  # the previous job's run: WandbLogger would silently log this job into it
+            wandb.finish()
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
