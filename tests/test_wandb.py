@@ -25,8 +25,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 LOGGED = ["train/loss_d", "train/loss_g", "train/loss_g_gan", "train/loss_nce", "train/loss_nce_idt",
           "val/fid", "val/kid", "perf/sec_per_iter", "perf/peak_mem_mb"]
@@ -100,6 +98,7 @@ def multirun(tmp_path_factory) -> dict:
     return dict(sweep=sweep, jobs=jobs, runs=[parse_run(j) for j in jobs])
 
 
+@pytest.mark.slow
 def test_offline_run_has_metrics_images_and_hyperparameters(multirun):
     job, run = multirun["jobs"][0], multirun["runs"][0]
     assert run["n_runs"] == 1 and "exit" in run["kinds"]  # a finished run
@@ -140,6 +139,7 @@ def test_offline_run_has_metrics_images_and_hyperparameters(multirun):
     assert config["val_metrics"]["extractor"] == "tiny"
 
 
+@pytest.mark.slow
 def test_multirun_jobs_are_separate_runs_in_one_group(multirun):
     sweep, runs = multirun["sweep"], multirun["runs"]
     ids = {r["run"].run_id for r in runs}
