@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.cutlight-installed
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup train test test-fast lint bench fid-weights clean
+.PHONY: setup train test test-fast lint bench fid-weights notebooks clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ bench: $(STAMP)
 
 fid-weights: $(STAMP)
 	$(BIN)/python -m cutlight.metrics.inception_weights
+
+notebooks: $(STAMP)
+	$(BIN)/pip install -q nbclient nbformat ipykernel
+	$(BIN)/python -c "import nbformat, nbclient, glob; \
+	[nbformat.write(nbclient.NotebookClient(nb := nbformat.read(f, 4), timeout=1800, \
+	 resources={'metadata': {'path': 'notebooks'}}).execute() or nb, f) for f in sorted(glob.glob('notebooks/*.ipynb'))]"
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache
