@@ -1,0 +1,171 @@
+"""Same math, less work: ``CUTObjective.iteration`` equals the straightforward CUT iteration.
+
+Two straightforward versions run from identical weights, inputs and RNG state (hence identical patch positions):
+``straightforward_step`` below, written from the paper's / reference pseudo-code on our modules, and
+``cutlight.bench.ReferenceStep``, the benchmark's reference-style step with its own layer implementations.
+Losses and parameter updates must agree to 1e-5 in fp32.
+
+Exception: a conv bias feeding straight into an instance norm has an exact gradient of zero (the norm removes
+it), so its fp32 gradient is round-off, which Adam (eps 1e-8) scales to a +-lr step of arbitrary sign. For
+those biases we check that both gradients are round-off-sized and the parameters moved at most lr per step.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cutlight.bench import RefDiscriminator, ReferenceStep, RefGenerator
+from cutlight.losses import patch_nce_loss
+from cutlight.networks import PatchDiscriminator, PatchSampler, ResnetGenerator
+from cutlight.objective import CUTObjective
+
+ADAM = {"lr": 2e-4, "betas": (0.5, 0.999)}
+SIZE, ITERS = 32, 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These networks are tiny: one thread avoids OpenMP spin-waits when other processes load the CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def straightforward_step(obj, G, D, H, opt_g, opt_d, real_a, real_b):
+    """The paper's iteration: G on cat(a, b); D step on (b, fake.detach()); G step with the updated D and
+    PatchNCE on re-encoded sources (keys with a graph, then detached in the loss)."""
+    b = real_a.shape[0]
+    real = torch.cat([real_a, real_b]) if obj.nce_idt else real_a
+    flipped = obj.flip_equivariance and bool(torch.rand(()) < 0.5)
+    if flipped:
+        real = real.flip(3)
+    fake = G(real)
+    fake_b, idt_b = fake[:b], fake[b:]
+
+    D.requires_grad_(True)
+    opt_d.zero_grad()
+    pred_fake, pred_real = D(fake_b.detach()), D(real_b)
+    loss_d = 0.5 * (F.mse_loss(pred_fake, torch.zeros_like(pred_fake))
+                    + F.mse_loss(pred_real, torch.ones_like(pred_real)))
+    loss_d.backward()
+    opt_d.step()
+
+    D.requires_grad_(False)
+    opt_g.zero_grad()
+    pred = D(fake_b)
+    loss_gan = F.mse_loss(pred, torch.ones_like(pred)) * obj.lambda_gan
+
+    def nce(src, tgt):
+        feat_q = G.encode(tgt, obj.nce_layers)
+        if flipped:
+            feat_q = [f.flip(3) for f in feat_q]
+        feat_k = G.encode(src, obj.nce_layers)
+        k_pool, ids = H(feat_k, obj.num_patches)
+        q_pool, _ = H(feat_q, patch_ids=ids)
+        per_layer = [patch_nce_loss(q, k.detach(), obj.nce_temperature, obj.negatives).mean() * obj.lambda_nce
+                     for q, k in zip(q_pool, k_pool)]
+        return sum(per_layer) / len(per_layer)
+
+    loss_nce = nce(real_a, fake_b)
+    loss_nce_idt = nce(real_b, idt_b) if obj.nce_idt else torch.zeros(())
+    loss_g = loss_gan + (0.5 * (loss_nce + loss_nce_idt) if obj.nce_idt else loss_nce)
+    loss_g.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    out = {"loss_d": loss_d, "loss_g": loss_g, "loss_g_gan": loss_gan, "loss_nce": loss_nce,
+           "loss_nce_idt": loss_nce_idt}
+    return {k: v.detach() for k, v in out.items()}
+
+
+def null_space_biases(net: nn.Module, keep: set[str] = frozenset()) -> set[str]:
+    """Names of conv biases directly followed by an InstanceNorm2d (found on the reference-style copies, whose
+    layers are plain torch modules), except the conv layers named in ``keep`` (PatchNCE features)."""
+    names = set()
+    for prefix, seq in net.named_modules():
+        if isinstance(seq, nn.Sequential):
+            for i in range(len(seq) - 1):
+                name = f"{prefix}.{i}"
+                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.InstanceNorm2d) and name not in keep:
+                    names.add(f"{name}.bias")
+    return names
+
+
+CASES = {
+    "cut_b1": ({}, 1, None),
+    "cut_b2": ({}, 2, None),
+    "fastcut_flipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.25),
+    "fastcut_unflipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.75),
+    "external_negatives": ({"negatives": "batch"}, 2, None),
+}
+
+
+def close(a, b, where: str, **tol) -> None:
+    torch.testing.assert_close(a, b, msg=lambda m: f"{where}: {m}", **tol)
+
+
+def sync(src_nets, src_opts, dst_nets, dst_opts):
+    """Give the destination networks and optimizers the source's weights and Adam state."""
+    for src, dst in zip(src_nets, dst_nets):
+        dst.load_state_dict(copy.deepcopy(src.state_dict()))
+    for src, dst in zip(src_opts, dst_opts):
+        dst.load_state_dict(copy.deepcopy(src.state_dict()))
+
+
+def assert_same_update(net, mine, other, before, null):
+    """Parameters (and gradients) of ``mine`` and ``other`` after one step from the same state ``before``."""
+    theirs = dict(other.named_parameters())
+    for name, p in mine.named_parameters():
+        q, g = theirs[name], p.grad
+        if name in null:
+            step = 1.5 * ADAM["lr"]  # Adam moves a parameter by about lr at most
+            assert (p - before[name]).abs().max() <= step and (q - before[name]).abs().max() <= step
+            weight_grad = dict(mine.named_parameters())[name[: -len("bias")] + "weight"].grad.abs().max()
+            assert g.abs().max() < 1e-3 * weight_grad and q.grad.abs().max() < 1e-3 * weight_grad, f"{net}.{name}"
+            continue
+        close(p, q, f"{net}.{name}", atol=1e-5, rtol=0)
+        if name.endswith("weight"):  # (bias gradients are sums with heavy cancellation: round-off dominated)
+            tol = 1e-4 * g.abs().max().item()
+            close(g, q.grad, f"grad {net}.{name}", atol=tol, rtol=1e-3)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_iteration_equals_straightforward(case, monkeypatch):
+    kwargs, batch, flip_draw = CASES[case]
+    if flip_draw is not None:  # force the flip decision in all three implementations
+        monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor(flip_draw))
+    torch.manual_seed(0)
+    obj = CUTObjective(**kwargs)
+    G, D = ResnetGenerator(ngf=8, n_blocks=6), PatchDiscriminator(ndf=8)
+    H = PatchSampler(G.feature_channels(obj.nce_layers), mlp_dim=32)
+    ref = ReferenceStep(obj, G, D, H)  # reference-style copies, built before any update
+    plain = [copy.deepcopy(m) for m in (G, D, H)]
+    opt = lambda *nets: torch.optim.Adam([p for n in nets for p in n.parameters()], **ADAM)  # noqa: E731
+    ours_opts, plain_opts = (opt(G, H), opt(D)), (opt(plain[0], plain[2]), opt(plain[1]))
+
+    nce_convs = {f"model.{i}" for i in obj.nce_layers}
+    null = {"G": null_space_biases(RefGenerator(G.state_dict()), nce_convs),
+            "D": null_space_biases(RefDiscriminator(D.state_dict())), "H": set()}
+    assert len(null["G"]) == 1 + 2 * 6 + 2 and len(null["D"]) == 3  # conv1, 2 per block, 2 up-convs; D's 3
+
+    for it in range(ITERS):  # each iteration from one shared state (weights + Adam state) on all three
+        sync((G, D, H), ours_opts, plain, plain_opts)
+        sync((G, D, H), ours_opts, (ref.G, ref.D, ref.F), (ref.opt_g, ref.opt_d))
+        before = {name: copy.deepcopy(net.state_dict()) for name, net in (("G", G), ("D", D), ("H", H))}
+        real_a, real_b = torch.randn(batch, 3, SIZE, SIZE).tanh(), torch.randn(batch, 3, SIZE, SIZE).tanh()
+        torch.manual_seed(100 + it)
+        got = obj.iteration(G, D, H, real_a, real_b, *ours_opts)
+        torch.manual_seed(100 + it)
+        want = straightforward_step(obj, *plain, *plain_opts, real_a, real_b)
+        torch.manual_seed(100 + it)
+        want_ref = ref.step(real_a, real_b)
+        for name in got:
+            for other in (want, want_ref):
+                close(got[name], other[name], f"{name}, iteration {it}", atol=1e-5, rtol=1e-5)
+        for (net, mine), others in zip((("G", G), ("D", D), ("H", H)), zip(plain, (ref.G, ref.D, ref.F))):
+            for other in others:
+                assert_same_update(net, mine, other, before[net], null[net])
+
