@@ -113,7 +113,8 @@ class LossCurves(pl.Callback):
             if key.startswith("train/loss"):
                 self.train.setdefault(key, []).append((step, float(value)))
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # after the module's on_validation_epoch_end: this epoch's val/* are in callback_metrics by now
         if trainer.sanity_checking:
             return
         for key, value in trainer.callback_metrics.items():
@@ -149,9 +150,10 @@ class LossCurves(pl.Callback):
         self.path = run_dir(trainer, self.dirpath, "plots") / "loss_curves.png"
         fig.savefig(self.path, dpi=110)
         plt.close(fig)
+        import numpy as np
         from PIL import Image
 
-        image = torch.from_numpy(__import__("numpy").asarray(Image.open(self.path).convert("RGB"))).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(Image.open(self.path).convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
         log_image(trainer, "plots/loss_curves", image, batches_done(trainer))
         log.info("loss curves: %s", self.path)
 

@@ -67,14 +67,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:  # the composed config next to the metrics (W&B: the run's config panel)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    before = {}
+    if cfg.get("validate_before_fit") and not cfg.get("ckpt_path"):
+        # FID/KID of the untrained generator: the "before" numbers (reals are recomputed at fit start)
+        before = {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule, verbose=False)[0].items()}
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
-        _print_summary(trainer, out, metrics)
+        _print_summary(trainer, out, metrics, before)
+    for logger in loggers:
+        if hasattr(logger, "log_image") and trainer.is_global_zero:  # W&B: close the run (next one starts fresh)
+            logger.experiment.finish()
     return metrics
 
 
-def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float]) -> None:
+def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float]) -> None:
     from .callbacks import ImageGrid, LossCurves, TranslationScore
 
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
@@ -84,15 +91,18 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float]) ->
         if isinstance(cb, LossCurves) and cb.path:
             lines.append(f"  loss curves:        {cb.path}")
         if isinstance(cb, TranslationScore) and cb.history:
-            before, after = cb.history[0], cb.history[-1]
+            first, last = cb.history[0], cb.history[-1]
             lines.append("  built-in score (before training -> after): " + ", ".join(
-                f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ("content_iou", "style", "score")))
+                f"{k} {first[k]:.3f} -> {last[k]:.3f}" for k in ("content_iou", "style", "score")))
     for logger in trainer.loggers:
         if logger.log_dir and (Path(logger.log_dir) / "metrics.csv").exists():
             lines.append(f"  metrics CSV:        {Path(logger.log_dir) / 'metrics.csv'}")
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.dirpath:
         lines.append(f"  checkpoints:        {ckpt.dirpath}")
+    for key in ("val/fid", "val/kid"):
+        if key in before and key in metrics:
+            lines.append(f"  {key} (before training -> after): {before[key]:.4g} -> {metrics[key]:.4g}")
     shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "perf/"))}
     if shown:
         lines.append("  final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
