@@ -29,6 +29,11 @@ from torch import nn
 from .losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
 
 
+def _has_batch_stats(net: nn.Module) -> bool:
+    """Whether ``net`` normalises with batch statistics (its outputs then depend on the batch composition)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 @dataclass
 class Translation:
     """Outputs of ``CUTObjective.translate`` for a batch of B source images."""
@@ -101,9 +106,17 @@ class CUTObjective(nn.Module):
         return Translation(fake[:b], fake[b:] if self.nce_idt else None, keys, flipped)
 
     def discriminator_loss(self, discriminator: nn.Module, real_b: torch.Tensor, fake_b: torch.Tensor) -> torch.Tensor:
-        """D loss 0.5 * (fake + real) on detached translations (scalar)."""
-        pred_fake = discriminator(fake_b.detach())
-        pred_real = discriminator(real_b)
+        """D loss 0.5 * (fake + real) on detached translations (scalar).
+
+        A discriminator without batch statistics treats every image on its own, so fakes and reals go through
+        it in one batched call (same outputs, fewer and larger kernels); with batch norm, in two calls.
+        """
+        fake_b = fake_b.detach()
+        if _has_batch_stats(discriminator) or fake_b.shape[1:] != real_b.shape[1:]:
+            pred_fake, pred_real = discriminator(fake_b), discriminator(real_b)
+        else:
+            pred = discriminator(torch.cat([fake_b, real_b]))  # (B_fake + B_real, 1, H', W')
+            pred_fake, pred_real = pred[: fake_b.shape[0]], pred[fake_b.shape[0]:]
         return discriminator_loss(pred_real, pred_fake, self.gan_mode)
 
     def generator_losses(

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .init import init_weights
-from .layers import BlurDownsample, BlurUpsample, ResnetBlock, conv_bias, make_norm
+from .layers import BlurDownsample, BlurUpsample, ChannelsLastConv2d, ResnetBlock, conv_bias, make_norm
 
 N_DOWNSAMPLING = 2
 
@@ -90,7 +90,7 @@ class ResnetGenerator(nn.Module):
                     make_norm(norm, c_out),
                     nn.ReLU(True),
                 ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), ChannelsLastConv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self, init_type, init_gain)
 

@@ -2,6 +2,10 @@
 
 Everything here is plain PyTorch. The blur filters are persistent buffers named ``filt`` so that state dicts
 match the reference implementation's layout (see ``docs``/reference-checkpoints).
+
+Some layers compute the reference's function with a faster formulation (equal up to fp32 round-off; see
+``cutlight.bench`` and ``tests/test_same_math.py``): instance norm as a group norm with one group per channel,
+the blur upsampling as bilinear interpolation.
 """
 
 from __future__ import annotations
@@ -20,11 +24,27 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """Instance norm without affine parameters or running statistics, (B, C, H, W) -> same shape.
+
+    Computed as ``group_norm`` with one group per channel: the same normalisation (biased variance, ``eps``
+    inside the square root), about twice as fast on CPU as ``instance_norm``, whose output is a view (an
+    in-place ReLU on it makes autograd copy the whole base tensor). It also keeps the gradient right for
+    channels-last tensors, where torch 2.14's CPU ``instance_norm`` backward is wrong at batch size 1.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__(num_features, eps=eps, affine=False, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, self.num_features, eps=self.eps)
+
+
 def make_norm(norm: str, channels: int) -> nn.Module:
     """Normalisation layer by name: ``instance`` (no affine, no running stats), ``batch`` or ``none``."""
     check_choice("norm", norm, NORMS)
     if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return InstanceNorm(channels)
     if norm == "batch":
         return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
     return nn.Identity()
@@ -58,6 +78,10 @@ class BlurUpsample(nn.Module):
     """Anti-aliased x2 upsampling: replicate-pad 1, depthwise transposed conv (stride 2) with the 4x4 filter
     [1,3,3,1]^T[1,3,3,1] normalised to sum 4, cropped by one pixel on each side.
 
+    Per axis that gives out[2i] = (x[i-1] + 3 x[i]) / 4 and out[2i+1] = (3 x[i] + x[i+1]) / 4 with edge
+    replication, which is exactly bilinear interpolation (align_corners=False), so ``forward`` calls
+    ``F.interpolate`` (2-3x faster on CPU, less memory). ``filt`` stays as a buffer for the state-dict layout.
+
     (B, C, H, W) -> (B, C, 2H, 2W).
     """
 
@@ -70,9 +94,21 @@ class BlurUpsample(nn.Module):
         self.register_buffer("filt", filt[None, None].repeat(channels, 1, 1, 1))  # (C, 1, 4, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, H+2, W+2)
-        y = F.conv_transpose2d(x, self.filt, stride=2, padding=2, groups=self.channels)  # (B, C, 2H+2, 2W+2)
-        return y[:, :, 1:-1, 1:-1]
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+
+class ChannelsLastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes in channels-last layout on CPU and returns a contiguous (NCHW) output.
+
+    For convolutions with few output channels (the generator's last 7x7 conv, ngf -> 3) oneDNN is about 1.7x
+    faster in channels-last (forward + backward) on CPU. Elsewhere it is a plain ``nn.Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class ResnetBlock(nn.Module):
