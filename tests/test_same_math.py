@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cutlight.bench import RefDiscriminator, ReferenceStep, RefGenerator
+from cutlight import bench
+from cutlight.bench import RefDiscriminator, RefDownsample, ReferenceStep, RefGenerator, RefUpsample
 from cutlight.losses import patch_nce_loss
-from cutlight.networks import PatchDiscriminator, PatchSampler, ResnetGenerator
+from cutlight.networks import BlurDownsample, BlurUpsample, PatchDiscriminator, PatchSampler, ResnetGenerator
+from cutlight.networks.layers import ChannelsLastConv2d, InstanceNorm
 from cutlight.objective import CUTObjective
 
 ADAM = {"lr": 2e-4, "betas": (0.5, 0.999)}
@@ -169,3 +171,36 @@ def test_iteration_equals_straightforward(case, monkeypatch):
             for other in others:
                 assert_same_update(net, mine, other, before[net], null[net])
 
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_layers_equal_reference_layers(batch, channels_last):
+    """Our layer formulations against the reference ones (forward and input gradient), incl. channels-last."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(batch, 8, 10, 14) * 3 + 1).contiguous(memory_format=fmt)
+    pairs = [
+        (InstanceNorm(8), lambda t: F.instance_norm(t.contiguous())),
+        (BlurUpsample(8), RefUpsample(8, BlurUpsample(8).filt)),
+        (BlurDownsample(8), RefDownsample(8, BlurDownsample(8).filt)),
+    ]
+    conv = ChannelsLastConv2d(8, 3, 7)
+    pairs.append((conv, lambda t: F.conv2d(t, conv.weight, conv.bias)))
+    for ours, ref in pairs:
+        x1, x2 = x.clone().requires_grad_(), x.clone().contiguous().requires_grad_()
+        y1, y2 = ours(x1), ref(x2)
+        g = torch.randn_like(y2)
+        close(y1, y2, type(ours).__name__, atol=1e-5, rtol=1e-5)
+        close(torch.autograd.grad(y1, x1, g)[0], torch.autograd.grad(y2, x2, g)[0], f"grad {type(ours).__name__}",
+              atol=1e-5, rtol=1e-5)
+
+
+def test_bench_worker_and_table():
+    cfg = {"preset": "FastCUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
+           "impls": ["ours", "reference"], "warmup": 0, "iters": 1, "inference_reps": 1}
+    out = bench.worker(cfg)
+    assert len(out["times"]["ours"]) == 1 and out["images_per_s"] > 0
+    row = {**{k: cfg[k] for k in ("preset", "size", "batch", "precision")}, "images_per_s": 1.0, "ratio": 0.9,
+           "ours": {"sec_per_iter": 1.0, "peak_mb": 10.0}, "reference": {"sec_per_iter": 1.1, "peak_mb": 11.0}}
+    assert "FastCUT" in bench.format_table([row])

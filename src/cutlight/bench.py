@@ -11,6 +11,16 @@ updates from the same RNG state (``tests/test_same_math.py``) and can be timed s
 
 from __future__ import annotations
 
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -240,3 +250,203 @@ class ReferenceStep:
         out = {"loss_d": loss_d, "loss_g": loss_g, "loss_g_gan": loss_g_gan, "loss_nce": loss_nce,
                "loss_nce_idt": loss_nce_idt}
         return {k: v.detach() for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- measurement
+
+PRESETS = {"CUT": {}, "FastCUT": {"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}}
+PRECISIONS = {"cpu": ["fp32", "bf16-mixed"], "cuda": ["fp32", "bf16-mixed", "bf16-cl-compile", "16-mixed"]}
+
+
+class _ScaledOptimizer:
+    """Routes ``step`` through a shared GradScaler (16-mixed with two optimizers: one scaler, ``update`` once)."""
+
+    def __init__(self, opt, scaler):
+        self.opt, self.scaler = opt, scaler
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        self.scaler.step(self.opt)
+
+
+def _setup(cfg: dict, impl: str):
+    """Networks at the paper's sizes, seeded, and a ``step(i)`` closure running one training iteration."""
+    from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
+    from .objective import CUTObjective
+
+    device, precision = torch.device(cfg["device"]), cfg["precision"]
+    torch.manual_seed(0)
+    obj = CUTObjective(**PRESETS[cfg["preset"]])
+    G, D = ResnetGenerator(), PatchDiscriminator()
+    H = PatchSampler(G.feature_channels(obj.nce_layers))
+    shape = (cfg["batch"], 3, cfg["size"], cfg["size"])
+    real_a, real_b = torch.randn(shape).tanh().to(device), torch.randn(shape).tanh().to(device)
+    dtype = {"bf16-mixed": torch.bfloat16, "bf16-cl-compile": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    if impl == "reference":
+        ref = ReferenceStep(obj, G, D, H, device)
+        run = ref.step
+    else:
+        G, D, H = G.to(device), D.to(device), H.to(device)
+        if precision == "bf16-cl-compile":
+            G, D, H = (m.to(memory_format=torch.channels_last) for m in (G, D, H))
+            real_a, real_b = (x.contiguous(memory_format=torch.channels_last) for x in (real_a, real_b))
+            for layer in G.model:  # G runs layer by layer (features for PatchNCE): compile each layer
+                layer.compile()
+            D.compile()
+        adam = {"lr": 2e-4, "betas": (0.5, 0.999), "fused": device.type == "cuda"}
+        opt_g = torch.optim.Adam([*G.parameters(), *H.parameters()], **adam)
+        opt_d = torch.optim.Adam(D.parameters(), **adam)
+        scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+        if scaler is not None:
+            opt_g, opt_d = _ScaledOptimizer(opt_g, scaler), _ScaledOptimizer(opt_d, scaler)
+
+        def run(a, b):
+            backward = (lambda loss: scaler.scale(loss).backward()) if scaler is not None else None
+            out = obj.iteration(G, D, H, a, b, opt_g, opt_d, backward=backward)
+            if scaler is not None:
+                scaler.update()
+            return out
+
+    def step(i: int) -> float:
+        torch.manual_seed(1000 + i)  # same flips and patches for every implementation
+        _sync(device)
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            run(real_a, real_b)
+        _sync(device)
+        return time.perf_counter() - t
+
+    return step, G, real_a
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _inference_rate(G, x, reps: int) -> float:
+    """Generator images per second (eval mode, inference_mode)."""
+    was_training = G.training
+    G.eval()
+    with torch.inference_mode():
+        G(x)
+        _sync(x.device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            G(x)
+        _sync(x.device)
+        rate = reps * x.shape[0] / (time.perf_counter() - t)
+    G.train(was_training)
+    return rate
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def worker(cfg: dict) -> dict:
+    """Runs in a fresh process. ``time``: the implementations interleaved, iteration by iteration;
+    ``mem``: one implementation, for its peak memory (RSS on CPU, max allocated on GPU)."""
+    device = torch.device(cfg["device"])
+    impls = cfg["impls"]
+    steps = {impl: _setup(cfg, impl) for impl in impls}
+    times = {impl: [] for impl in impls}
+    for i in range(cfg["warmup"] + cfg["iters"]):
+        for impl in impls:
+            dt = steps[impl][0](i)
+            if i >= cfg["warmup"]:
+                times[impl].append(dt)
+        _log(f"    iter {i + 1}/{cfg['warmup'] + cfg['iters']}: "
+             + ", ".join(f"{impl} {times[impl][-1] if times[impl] else dt:.3f}s" for impl in impls))
+    out = {"times": times}
+    if cfg["mode"] == "mem":
+        out["peak_mb"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                          else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    elif "ours" in impls:
+        _, G, x = steps["ours"]
+        out["images_per_s"] = _inference_rate(G, x, reps=cfg["inference_reps"])
+    return out
+
+
+def _configs(device: str, quick: bool) -> list[dict]:
+    grid = [(256, 1)] if quick else [(256, 1), (256, 4), (128, 1), (128, 4)]
+    out = []
+    for size, batch in grid:
+        for preset in PRESETS:
+            for precision in PRECISIONS[device]:
+                with_ref = precision == "fp32" or (not quick and precision == "bf16-mixed")
+                out.append({"preset": preset, "size": size, "batch": batch, "precision": precision,
+                            "device": device, "impls": ["ours", "reference"] if with_ref else ["ours"],
+                            "warmup": 1 if quick else 3, "iters": (6 if with_ref else 3) if quick else 20,
+                            "inference_reps": 3 if quick else 10})
+    return out
+
+
+def _spawn(cfg: dict) -> dict:
+    res = subprocess.run([sys.executable, "-m", "cutlight.bench", "--worker", json.dumps(cfg)],
+                         stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run_config(cfg: dict) -> dict:
+    """Timing (implementations interleaved in one process), then peak memory of each in its own process."""
+    _log(f"{cfg['preset']} {cfg['size']}px batch {cfg['batch']} {cfg['precision']}: timing {' vs '.join(cfg['impls'])}")
+    timed = _spawn({**cfg, "mode": "time"})
+    row = {k: cfg[k] for k in ("preset", "size", "batch", "precision", "device")}
+    row["images_per_s"] = timed.get("images_per_s")
+    for impl in cfg["impls"]:
+        _log(f"  peak memory of {impl}")
+        mem = _spawn({**cfg, "mode": "mem", "impls": [impl], "warmup": 0, "iters": 2})
+        ts = timed["times"][impl]
+        row[impl] = {"sec_per_iter": statistics.median(ts), "all_sec": ts, "peak_mb": mem["peak_mb"]}
+    if "reference" in cfg["impls"]:
+        pairs = zip(timed["times"]["ours"], timed["times"]["reference"])
+        row["ratio"] = statistics.median(o / r for o, r in pairs)  # median of per-iteration ratios
+    _log(f"  -> ours {row['ours']['sec_per_iter']:.3f} s/iter" + (f", ratio to reference {row['ratio']:.3f}"
+                                                                   if "ratio" in row else ""))
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'preset':8s} {'size':>4s} {'batch':>5s} {'precision':16s} {'ours s/it':>9s} {'ref s/it':>8s} "
+            f"{'ratio':>6s} {'ours MB':>8s} {'ref MB':>7s} {'G img/s':>8s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ref = r.get("reference")
+        lines.append(
+            f"{r['preset']:8s} {r['size']:4d} {r['batch']:5d} {r['precision']:16s} "
+            f"{r['ours']['sec_per_iter']:9.3f} {ref['sec_per_iter'] if ref else float('nan'):8.3f} "
+            f"{r.get('ratio', float('nan')):6.3f} {r['ours']['peak_mb']:8.0f} "
+            f"{ref['peak_mb'] if ref else float('nan'):7.0f} {r['images_per_s'] or float('nan'):8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="256x256 batch 1 only, fewer iterations")
+    parser.add_argument("--device", default="cpu", choices=sorted(PRECISIONS))
+    parser.add_argument("--out", default=None, help="JSON path (default bench_results/bench-<device>.json)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))), flush=True)
+        return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    rows = [run_config(cfg) for cfg in _configs(args.device, args.quick)]
+    table = format_table(rows)
+    print(table)
+    out = Path(args.out or f"bench_results/bench-{args.device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(), "quick": args.quick,
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            "memory": "peak RSS (MB)" if args.device == "cpu" else "torch.cuda.max_memory_allocated (MB)"}
+    out.write_text(json.dumps({**meta, "results": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
