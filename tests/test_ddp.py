@@ -26,20 +26,13 @@ import torch
 from cutlight import CUTModule
 from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
+from helpers import TINY_MODEL
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGY = "ddp_spawn_find_unused_parameters_true"  # as conf/trainer/ddp_cpu.yaml
-TINY = dict(
-    generator={"ngf": 8, "n_blocks": 1},
-    discriminator={"ndf": 8, "n_layers": 2},
-    sampler={"mlp_dim": 16},
-    objective={"num_patches": 16},
-    n_epochs=1,
-    n_epochs_decay=1,
-    val_metrics={"extractor": "tiny", "feature": 16},
-)
+TINY = TINY_MODEL
 N_TRAIN, N_VAL_A, N_VAL_B = 6, 5, 7  # 3 training steps per rank; odd validation sets (uneven shards)
 
 

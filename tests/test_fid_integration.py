@@ -24,16 +24,10 @@ from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
 from cutlight.evaluate import evaluate_folders
 from cutlight.metrics import TinyFeatureExtractor, build_fid, to_uint8
+from helpers import TINY_MODEL
 
-TINY_NETS = dict(
-    generator={"ngf": 8, "n_blocks": 1},
-    discriminator={"ndf": 8, "n_layers": 2},
-    sampler={"mlp_dim": 16},
-    objective={"num_patches": 16},
-    n_epochs=1,
-    n_epochs_decay=1,
-)
-TINY_METRICS = {"extractor": "tiny", "feature": 16}
+TINY_NETS = {k: v for k, v in TINY_MODEL.items() if k != "val_metrics"}
+TINY_METRICS = TINY_MODEL["val_metrics"]
 N_VAL_A, N_VAL_B = 5, 7  # odd and unequal: partial last batches, KID subset < n_real
 
 
