@@ -6,8 +6,12 @@ computes exactly the reference algorithm's losses with less work:
 * one generator forward on cat(real_a, real_b) that also returns the source features at ``nce_layers``; these
   are the PatchNCE keys (constants), so the sources are never encoded a second time and no autograd graph is
   built for the keys (heads applied under ``no_grad``);
-* one encoder pass over cat(fake_b, idt_b) for the queries;
-* patches gathered directly at the sampled positions (see ``PatchSampler``).
+* one encoder pass over cat(fake_b, idt_b) for the queries, and both PatchNCE terms sampled, projected and
+  scored in one pass (patches gathered directly at the sampled positions, see ``PatchSampler``);
+* one discriminator call on cat(fake_b, real_b) in the D step.
+
+``tests/test_same_math.py`` checks losses and updates against the straightforward algorithm; ``cutlight.bench``
+times both.
 
 With FastCUT's flip-equivariance the generator sees a flipped input; its features are then not the source
 features of the reference algorithm (convolutions are not flip-equivariant), so on flipped iterations the
@@ -132,28 +136,48 @@ class CUTObjective(nn.Module):
             terms["loss_g_gan"] = generator_loss(discriminator(out.fake_b), self.gan_mode) * self.lambda_gan
         nce_total = zero
         if self.lambda_nce > 0:
-            b = out.fake_b.shape[0]
             fakes = torch.cat([out.fake_b, out.idt_b]) if self.nce_idt else out.fake_b  # (B or 2B, C, H, W)
             queries = generator.encode(fakes, self.nce_layers)
             if out.flipped:
                 queries = [q.flip(3) for q in queries]
-            terms["loss_nce"] = self.nce(sampler, [q[:b] for q in queries], [k[:b] for k in out.keys])
-            nce_total = terms["loss_nce"]
+            losses = self.nce_losses(sampler, queries, out.keys, parts=2 if self.nce_idt else 1)
+            terms["loss_nce"] = nce_total = losses[0]
             if self.nce_idt:
-                terms["loss_nce_idt"] = self.nce(sampler, [q[b:] for q in queries], [k[b:] for k in out.keys])
-                nce_total = 0.5 * (terms["loss_nce"] + terms["loss_nce_idt"])
+                terms["loss_nce_idt"] = losses[1]
+                nce_total = 0.5 * (losses[0] + losses[1])
         terms["loss_g"] = terms["loss_g_gan"] + nce_total
         return terms
 
-    def nce(self, sampler: nn.Module, queries: list[torch.Tensor], keys: list[torch.Tensor]) -> torch.Tensor:
-        """lambda_nce * mean over layers of the mean PatchNCE loss; keys are projected without a graph."""
+    def nce_losses(
+        self, sampler: nn.Module, queries: list[torch.Tensor], keys: list[torch.Tensor], parts: int = 1
+    ) -> list[torch.Tensor]:
+        """lambda_nce * PatchNCE (mean over queries, then over layers) of each of ``parts`` equal slices of the
+        batch: e.g. [(fake_b, real_a) term, (idt_b, real_b) term].
+
+        Args:
+            queries, keys: per layer (N, C_l, H_l, W_l), N = parts * B; keys are constants (no graph is built).
+        Returns:
+            ``parts`` scalars. Patch positions are drawn part after part (all layers of part 0, then part 1: the
+            RNG order of separate calls); sampling, heads and losses then run once over the whole batch.
+        """
+        b = keys[0].shape[0] // parts
+        draws = [[sampler.draw_patch_ids(k, self.num_patches) for k in keys] for _ in range(parts)]  # [part][layer]
+        if parts == 1:
+            ids = draws[0]  # (S,) per layer
+        else:
+            ids = [torch.cat([d[layer].expand(b, -1) for d in draws]) for layer in range(len(keys))]  # (N, S)
         with torch.no_grad():
-            feats_k, ids = sampler(keys, self.num_patches)  # (B, S, D) per layer
+            feats_k, _ = sampler(keys, patch_ids=ids)  # (N, S, D) per layer
         feats_q, _ = sampler(queries, patch_ids=ids)
-        per_layer = [
-            patch_nce_loss(q, k, self.nce_temperature, self.negatives).mean() for q, k in zip(feats_q, feats_k)
-        ]
-        return torch.stack(per_layer).mean() * self.lambda_nce
+        per_layer = []  # (parts,) per layer
+        for q, k in zip(feats_q, feats_k):
+            if self.negatives == "image":  # each image's own patches: one call for all parts
+                loss = patch_nce_loss(q, k, self.nce_temperature, "image").view(parts, -1).mean(1)
+            else:  # the negatives of a part are the patches of that part's images only
+                loss = torch.stack([patch_nce_loss(qp, kp, self.nce_temperature, "batch").mean()
+                                    for qp, kp in zip(q.chunk(parts), k.chunk(parts))])
+            per_layer.append(loss)
+        return list(torch.stack(per_layer).mean(0) * self.lambda_nce)
 
     def iteration(
         self,

@@ -70,10 +70,12 @@ class PatchSampler(nn.Module):
         Args:
             feats: one (B, C_l, H_l, W_l) map per layer.
             num_patches: S, positions per layer (ignored when ``patch_ids`` is given).
-            patch_ids: positions to reuse (e.g. the ones returned for the source image), one 1-D LongTensor per layer.
+            patch_ids: positions to reuse (e.g. the ones returned for the source image), one LongTensor per layer:
+                (S_l,) for every image of the batch, or (B, S_l) with positions per image.
 
         Returns:
-            (samples, patch_ids): samples[l] is (B, S_l, D) with unit-norm rows; patch_ids[l] is (S_l,).
+            (samples, patch_ids): samples[l] is (B, S_l, D) with unit-norm rows; patch_ids[l] is (S_l,) when drawn
+            here, else as given.
         """
         if len(feats) != len(self.in_channels):
             raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(feats)}")
@@ -86,7 +88,12 @@ class PatchSampler(nn.Module):
                     f"feature map {i} has {feat.shape[1]} channels; the head was built for {self.in_channels[i]}"
                 )
             ids = self.draw_patch_ids(feat, num_patches) if patch_ids is None else patch_ids[i].to(feat.device)
-            x = feat.flatten(2).index_select(2, ids).transpose(1, 2)  # (B, S, C_l): only the sampled columns
+            flat = feat.flatten(2)  # (B, C_l, H*W)
+            if ids.dim() == 1:
+                x = flat.index_select(2, ids)  # (B, C_l, S): only the sampled columns
+            else:
+                x = flat.gather(2, ids[:, None, :].expand(-1, flat.shape[1], -1))  # (B, C_l, S), per image
+            x = x.transpose(1, 2)  # (B, S, C_l)
             if self.use_mlp:
                 x = getattr(self, f"mlp_{i}")(x)  # (B, S, D)
             samples.append(l2_normalize(x))
