@@ -318,7 +318,7 @@ def _setup(cfg: dict, impl: str):
         _sync(device)
         return time.perf_counter() - t
 
-    return step, G, real_a
+    return step, G, real_a, dtype
 
 
 def _sync(device: torch.device) -> None:
@@ -326,11 +326,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _inference_rate(G, x, reps: int) -> float:
-    """Generator images per second (eval mode, inference_mode)."""
+def _inference_rate(G, x, reps: int, dtype=None) -> float:
+    """Generator images per second (eval mode, inference_mode, autocast to ``dtype`` if given)."""
     was_training = G.training
     G.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
         G(x)
         _sync(x.device)
         t = time.perf_counter()
@@ -365,8 +365,8 @@ def worker(cfg: dict) -> dict:
         out["peak_mb"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     elif "ours" in impls:
-        _, G, x = steps["ours"]
-        out["images_per_s"] = _inference_rate(G, x, reps=cfg["inference_reps"])
+        _, G, x, dtype = steps["ours"]
+        out["images_per_s"] = _inference_rate(G, x, cfg["inference_reps"], dtype)
     return out
 
 

@@ -54,7 +54,10 @@ def patch_nce_loss(
     l_neg = l_neg.masked_fill(diagonal, _DIAGONAL_LOGIT).reshape(b, s, n)  # (B, S, n)
     logits = torch.cat([l_pos, l_neg], dim=-1) / temperature  # (B, S, 1 + n)
     target = torch.zeros(b * s, dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits.reshape(b * s, n + 1).float(), target, reduction="none").reshape(b, s)
+    logits = logits.reshape(b * s, n + 1)
+    if logits.dtype in (torch.float16, torch.bfloat16):  # softmax in fp32 under mixed precision
+        logits = logits.float()
+    return F.cross_entropy(logits, target, reduction="none").reshape(b, s)
 
 
 class PatchNCELoss(nn.Module):
