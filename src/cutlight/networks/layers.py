@@ -98,9 +98,11 @@ def _blur_down_adjoint(gy: torch.Tensor, f: torch.Tensor, shape: torch.Size) -> 
 class _BlurDownFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, f):
+        f = f.to(x.dtype)
         ctx.save_for_backward(f)
         ctx.shape = x.shape
-        return _blur_down(x, f)
+        with torch.autocast(x.device.type, enabled=False):  # in x's dtype, so backward sees matching dtypes
+            return _blur_down(x, f)
 
     @staticmethod
     def backward(ctx, gy):
@@ -129,7 +131,7 @@ class BlurDownsample(nn.Module):
         h, w = x.shape[-2:]
         if h < 2 or w < 2:
             raise ValueError(f"BlurDownsample needs H, W >= 2 (reflect padding); got {h}x{w}")
-        return _BlurDownFunction.apply(x, self.filt.to(x.dtype))
+        return _BlurDownFunction.apply(x, self.filt)
 
 
 class BlurUpsample(nn.Module):
