@@ -292,9 +292,8 @@ def _setup(cfg: dict, impl: str):
         if precision == "bf16-cl-compile":
             G, D, H = (m.to(memory_format=torch.channels_last) for m in (G, D, H))
             real_a, real_b = (x.contiguous(memory_format=torch.channels_last) for x in (real_a, real_b))
-            for layer in G.model:  # G runs layer by layer (features for PatchNCE): compile each layer
-                layer.compile()
-            D.compile()
+            for net in (G, D, H):  # as CUTModule(compile=True): state-dict keys unchanged
+                net.compile()
         adam = {"lr": 2e-4, "betas": (0.5, 0.999), "fused": device.type == "cuda"}
         opt_g = torch.optim.Adam([*G.parameters(), *H.parameters()], **adam)
         opt_d = torch.optim.Adam(D.parameters(), **adam)

@@ -120,31 +120,15 @@ class ResnetGenerator(nn.Module):
             )
         return layers
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H, W)."""
+    def forward(
+        self, x: torch.Tensor, layers: Sequence[int] | None = None, encode_only: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
+        """(B, C_in, H, W) -> (B, C_out, H, W). With ``layers``: (output, feature maps at ``layers``), or only the
+        feature maps when ``encode_only`` (see ``forward_with_features`` and ``encode``, which call this, so that
+        ``module.compile()`` covers them too)."""
         self.check_input(x)
-        return self.model(x)
-
-    def forward_with_features(
-        self, x: torch.Tensor, layers: Sequence[int]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One full forward pass that also returns the feature maps at ``layers`` (in the order given)."""
-        self.check_input(x)
-        layers = self.check_layers(layers)
-        wanted = set(layers)
-        found: dict[int, torch.Tensor] = {}
-        for idx, layer in enumerate(self.model):
-            x = layer(x)
-            if idx in wanted:
-                found[idx] = self._keep(idx, x)
-        return x, [found[i] for i in layers]
-
-    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
-        """Feature maps at ``layers`` (list in the order given), each (B, C_l, H_l, W_l).
-
-        Stops after the deepest requested layer: with the paper's layers 0,4,8,12,16 the decoder never runs.
-        """
-        self.check_input(x)
+        if layers is None:
+            return self.model(x)
         layers = self.check_layers(layers)
         wanted, last = set(layers), max(layers)
         found: dict[int, torch.Tensor] = {}
@@ -152,9 +136,23 @@ class ResnetGenerator(nn.Module):
             x = layer(x)
             if idx in wanted:
                 found[idx] = self._keep(idx, x)
-            if idx == last:
+            if encode_only and idx == last:
                 break
-        return [found[i] for i in layers]
+        feats = [found[i] for i in layers]
+        return feats if encode_only else (x, feats)
+
+    def forward_with_features(
+        self, x: torch.Tensor, layers: Sequence[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One full forward pass that also returns the feature maps at ``layers`` (in the order given)."""
+        return self(x, tuple(layers))
+
+    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Feature maps at ``layers`` (list in the order given), each (B, C_l, H_l, W_l).
+
+        Stops after the deepest requested layer: with the paper's layers 0,4,8,12,16 the decoder never runs.
+        """
+        return self(x, tuple(layers), encode_only=True)
 
     def _keep(self, idx: int, x: torch.Tensor) -> torch.Tensor:
         """A feature map to hand out: cloned when the next layer would overwrite it in place (ReLU(inplace))."""
