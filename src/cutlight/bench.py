@@ -353,12 +353,12 @@ def worker(cfg: dict) -> dict:
     steps = {impl: _setup(cfg, impl) for impl in impls}
     times = {impl: [] for impl in impls}
     for i in range(cfg["warmup"] + cfg["iters"]):
-        for impl in impls:
-            dt = steps[impl][0](i)
+        dts = {impl: steps[impl][0](i) for impl in impls}
+        for impl, dt in dts.items():
             if i >= cfg["warmup"]:
                 times[impl].append(dt)
-        _log(f"    iter {i + 1}/{cfg['warmup'] + cfg['iters']}: "
-             + ", ".join(f"{impl} {times[impl][-1] if times[impl] else dt:.3f}s" for impl in impls))
+        tag = "warm-up" if i < cfg["warmup"] else "iter"
+        _log(f"    {tag} {i + 1}/{cfg['warmup'] + cfg['iters']}: " + ", ".join(f"{k} {v:.3f}s" for k, v in dts.items()))
     out = {"times": times}
     if cfg["mode"] == "mem":
         out["peak_mb"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
@@ -434,8 +434,14 @@ def main(argv=None) -> None:
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
-    rows = [run_config(cfg) for cfg in _configs(args.device, args.quick)]
-    table = format_table(rows)
+    rows, failed = [], []
+    for cfg in _configs(args.device, args.quick):
+        try:
+            rows.append(run_config(cfg))
+        except subprocess.CalledProcessError as err:  # e.g. out of memory: report it, measure the rest
+            _log(f"  failed: {err}")
+            failed.append({k: cfg[k] for k in ("preset", "size", "batch", "precision")})
+    table = format_table(rows) + "".join(f"\nfailed: {f}" for f in failed)
     print(table)
     out = Path(args.out or f"bench_results/bench-{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -443,7 +449,7 @@ def main(argv=None) -> None:
             "machine": platform.processor() or platform.machine(), "quick": args.quick,
             "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
             "memory": "peak RSS (MB)" if args.device == "cpu" else "torch.cuda.max_memory_allocated (MB)"}
-    out.write_text(json.dumps({**meta, "results": rows}, indent=1))
+    out.write_text(json.dumps({**meta, "results": rows, "failed": failed}, indent=1))
     print(f"wrote {out}")
 
 
