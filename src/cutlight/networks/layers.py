@@ -5,7 +5,8 @@ match the reference implementation's layout (see ``docs``/reference-checkpoints)
 
 Some layers compute the reference's function with a faster formulation (equal up to fp32 round-off; see
 ``cutlight.bench`` and ``tests/test_same_math.py``): instance norm as a group norm with one group per channel,
-the blur upsampling as bilinear interpolation.
+blur downsampling without a padded copy, blur upsampling as bilinear interpolation, the last generator conv in
+channels-last on CPU.
 """
 
 from __future__ import annotations
@@ -155,7 +156,6 @@ class BlurUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
 
 
 class ChannelsLastConv2d(nn.Conv2d):
