@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import tiny_data, tiny_module, tiny_trainer
+from helpers import TINY_MODEL, tiny_data, tiny_module, tiny_trainer
 
 
 def test_bf16_mixed_training_on_cpu(tmp_path):
@@ -39,3 +39,57 @@ def test_compile_keeps_state_dict_keys_and_trains(tmp_path):
     trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(compiled, datamodule=tiny_data(tmp_path))
     assert torch.isfinite(trainer.callback_metrics["train/loss_g"])
+
+
+def test_sampler_heads_and_nce_stay_fp32_under_fp16_autocast():
+    """The heads' outputs start around 1e-4: normalised in fp16 their squared norms underflow (NaN NCE loss)."""
+    from cutlight import PatchSampler
+    from cutlight.losses import patch_nce_loss
+
+    torch.manual_seed(0)
+    sampler = PatchSampler([8, 16], mlp_dim=16)
+    feats = [torch.rand(2, 8, 8, 8), torch.rand(2, 16, 4, 4)]
+    with torch.autocast("cpu", dtype=torch.float16):
+        samples, ids = sampler([f.half() for f in feats], 16)
+        losses = [patch_nce_loss(s, s.roll(1, 1)) for s in samples]
+    for s, loss in zip(samples, losses):
+        assert s.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss).all()
+        torch.testing.assert_close(s.norm(dim=-1), torch.ones(s.shape[:2]), rtol=1e-3, atol=1e-3)
+
+
+def test_fp16_autocast_with_one_grad_scaler_for_both_optimizers_trains():
+    """16-mixed as Lightning runs it under manual optimization: one GradScaler, ``step`` + ``update`` after each of
+    the D and G steps. At init the NCE gradients overflow fp16 at the default scale 2**16, so the first G steps
+    are skipped while the scale halves; after that G, the heads and D all train with finite losses."""
+    from cutlight import CUTObjective, PatchDiscriminator, PatchSampler, ResnetGenerator
+
+    torch.manual_seed(0)
+    obj = CUTObjective(**TINY_MODEL["objective"])
+    G, D = ResnetGenerator(**TINY_MODEL["generator"]), PatchDiscriminator(**TINY_MODEL["discriminator"])
+    H = PatchSampler(G.feature_channels(obj.nce_layers), **TINY_MODEL["sampler"])
+    scaler = torch.amp.GradScaler("cpu")
+
+    class Scaled:
+        def __init__(self, params):
+            self.opt, self.steps = torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999)), 0
+
+        def zero_grad(self, set_to_none=True):
+            self.opt.zero_grad(set_to_none=set_to_none)
+
+        def step(self):
+            scale = scaler.get_scale()
+            scaler.step(self.opt)
+            scaler.update()
+            self.steps += scaler.get_scale() >= scale  # the scale halves exactly when the step was skipped
+
+    opt_g, opt_d = Scaled([*G.parameters(), *H.parameters()]), Scaled(D.parameters())
+    nce = []
+    for _ in range(40):
+        a, b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = obj.iteration(G, D, H, a, b, opt_g, opt_d, backward=lambda loss: scaler.scale(loss).backward())
+        assert all(torch.isfinite(v) for v in out.values()), out
+        nce.append(float(out["loss_nce"]))
+    assert opt_d.steps >= 35 and opt_g.steps >= 10, (opt_d.steps, opt_g.steps)
+    assert all(torch.isfinite(p).all() for net in (G, D, H) for p in net.parameters())
+    assert min(nce[-5:]) < 0.6 * max(nce[:5])  # G + heads learned

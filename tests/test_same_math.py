@@ -222,3 +222,14 @@ def test_bench_worker_and_table():
     row = {**{k: cfg[k] for k in ("preset", "size", "batch", "precision")}, "images_per_s": 1.0, "ratio": 0.9,
            "ours": {"sec_per_iter": 1.0, "peak_mb": 10.0}, "reference": {"sec_per_iter": 1.1, "peak_mb": 11.0}}
     assert "FastCUT" in bench.format_table([row])
+
+
+def test_bench_single_implementation_reports_its_peak_and_grid_parses():
+    cfg = {"preset": "CUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
+           "impls": ["ours"], "warmup": 0, "iters": 1, "inference_reps": 1}
+    out = bench.worker(cfg)
+    assert out["peak_mb"] > 0 and out["images_per_s"] > 0  # timed alone: no separate memory process needed
+    assert bench.parse_grid("256x1, 128x4") == [(256, 1), (128, 4)]
+    with pytest.raises(ValueError, match="256by1"):
+        bench.parse_grid("256by1")
+    assert {(c["size"], c["batch"]) for c in bench._configs("cuda", True, [(128, 4)])} == {(128, 4)}

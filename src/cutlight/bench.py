@@ -360,17 +360,34 @@ def worker(cfg: dict) -> dict:
         tag = "warm-up" if i < cfg["warmup"] else "iter"
         _log(f"    {tag} {i + 1}/{cfg['warmup'] + cfg['iters']}: " + ", ".join(f"{k} {v:.3f}s" for k, v in dts.items()))
     out = {"times": times}
-    if cfg["mode"] == "mem":
+    if len(impls) == 1:  # only this implementation ran in the process: its peak is the process's peak
         out["peak_mb"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
-    elif "ours" in impls:
+    if cfg["mode"] == "time" and "ours" in impls:
         _, G, x, dtype = steps["ours"]
         out["images_per_s"] = _inference_rate(G, x, cfg["inference_reps"], dtype)
     return out
 
 
-def _configs(device: str, quick: bool) -> list[dict]:
-    grid = [(256, 1)] if quick else [(256, 1), (256, 4), (128, 1), (128, 4)]
+FULL_GRID = [(256, 1), (256, 4), (128, 1), (128, 4)]
+
+
+def parse_grid(text: str) -> list[tuple[int, int]]:
+    """``"256x1,128x4"`` -> ``[(256, 1), (128, 4)]`` (image size x batch)."""
+    grid = []
+    for item in text.split(","):
+        size, sep, batch = item.strip().partition("x")
+        if not (sep and size.isdigit() and batch.isdigit() and int(size) > 0 and int(batch) > 0):
+            raise ValueError(f"--grid: expected SIZExBATCH items like '256x1,128x4', got {item!r}")
+        grid.append((int(size), int(batch)))
+    return grid
+
+
+def _configs(device: str, quick: bool, grid: list[tuple[int, int]] | None = None) -> list[dict]:
+    """CPU ``--quick`` keeps the 2-core run short (few iterations); on CUDA iterations are cheap, so even
+    ``--quick`` takes medians over 20 (after 5 warm-up iterations, which also absorb compilation)."""
+    grid = grid or ([(256, 1)] if quick else FULL_GRID)
+    few = quick and device == "cpu"
     out = []
     for size, batch in grid:
         for preset in PRESETS:
@@ -378,8 +395,9 @@ def _configs(device: str, quick: bool) -> list[dict]:
                 with_ref = precision == "fp32" or (not quick and precision == "bf16-mixed")
                 out.append({"preset": preset, "size": size, "batch": batch, "precision": precision,
                             "device": device, "impls": ["ours", "reference"] if with_ref else ["ours"],
-                            "warmup": 1 if quick else 3, "iters": (6 if with_ref else 3) if quick else 20,
-                            "inference_reps": 3 if quick else 10})
+                            "warmup": 1 if few else (5 if device == "cuda" else 3),
+                            "iters": (6 if with_ref else 3) if few else 20,
+                            "inference_reps": 3 if few else 10})
     return out
 
 
@@ -396,10 +414,13 @@ def run_config(cfg: dict) -> dict:
     row = {k: cfg[k] for k in ("preset", "size", "batch", "precision", "device")}
     row["images_per_s"] = timed.get("images_per_s")
     for impl in cfg["impls"]:
-        _log(f"  peak memory of {impl}")
-        mem = _spawn({**cfg, "mode": "mem", "impls": [impl], "warmup": 0, "iters": 2})
+        if "peak_mb" in timed:  # timed alone: the timing process's peak is this implementation's
+            peak = timed["peak_mb"]
+        else:
+            _log(f"  peak memory of {impl}")
+            peak = _spawn({**cfg, "mode": "mem", "impls": [impl], "warmup": 0, "iters": 2})["peak_mb"]
         ts = timed["times"][impl]
-        row[impl] = {"sec_per_iter": statistics.median(ts), "all_sec": ts, "peak_mb": mem["peak_mb"]}
+        row[impl] = {"sec_per_iter": statistics.median(ts), "all_sec": ts, "peak_mb": peak}
     if "reference" in cfg["impls"]:
         pairs = zip(timed["times"]["ours"], timed["times"]["reference"])
         row["ratio"] = statistics.median(o / r for o, r in pairs)  # median of per-iteration ratios
@@ -426,6 +447,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="256x256 batch 1 only, fewer iterations")
     parser.add_argument("--device", default="cpu", choices=sorted(PRECISIONS))
+    parser.add_argument("--grid", default=None, type=parse_grid,
+                        help="SIZExBATCH list, e.g. 256x1,256x4 (default: 256x1 with --quick, else "
+                             + ",".join(f"{s}x{b}" for s, b in FULL_GRID) + ")")
     parser.add_argument("--out", default=None, help="JSON path (default bench_results/bench-<device>.json)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -434,22 +458,23 @@ def main(argv=None) -> None:
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
-    rows, failed = [], []
-    for cfg in _configs(args.device, args.quick):
-        try:
-            rows.append(run_config(cfg))
-        except subprocess.CalledProcessError as err:  # e.g. out of memory: report it, measure the rest
-            _log(f"  failed: {err}")
-            failed.append({k: cfg[k] for k in ("preset", "size", "batch", "precision")})
-    table = format_table(rows) + "".join(f"\nfailed: {f}" for f in failed)
-    print(table)
     out = Path(args.out or f"bench_results/bench-{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.processor() or platform.machine(), "quick": args.quick,
             "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
             "memory": "peak RSS (MB)" if args.device == "cpu" else "torch.cuda.max_memory_allocated (MB)"}
-    out.write_text(json.dumps({**meta, "results": rows, "failed": failed}, indent=1))
+    configs = _configs(args.device, args.quick, args.grid)
+    rows, failed = [], []
+    for cfg in configs:
+        try:
+            rows.append(run_config(cfg))
+        except subprocess.CalledProcessError as err:  # e.g. out of memory: report it, measure the rest
+            _log(f"  failed: {err}")
+            failed.append({k: cfg[k] for k in ("preset", "size", "batch", "precision")})
+        done = len(rows) + len(failed) == len(configs)  # written after every config: an interrupted run keeps its rows
+        out.write_text(json.dumps({**meta, "complete": done, "results": rows, "failed": failed}, indent=1))
+    print(format_table(rows) + "".join(f"\nfailed: {f}" for f in failed))
     print(f"wrote {out}")
 
 

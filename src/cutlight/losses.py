@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .networks.sampler import upcast_half
+
 NEGATIVES = ("image", "batch")
 GAN_MODES = ("lsgan", "vanilla", "nonsaturating", "hinge")
 
@@ -41,8 +43,12 @@ def patch_nce_loss(
         raise ValueError(
             f"feat_q and feat_k must both be (B, S, C); got {tuple(feat_q.shape)} and {tuple(feat_k.shape)}"
         )
+    with torch.autocast(feat_q.device.type, enabled=False):  # logits in fp32 under mixed precision too
+        return _patch_nce_fp32(upcast_half(feat_q), upcast_half(feat_k.detach()), temperature, negatives)
+
+
+def _patch_nce_fp32(feat_q: torch.Tensor, feat_k: torch.Tensor, temperature: float, negatives: str) -> torch.Tensor:
     b, s, c = feat_q.shape
-    feat_k = feat_k.detach()
     l_pos = (feat_q * feat_k).sum(-1, keepdim=True)  # (B, S, 1)
     if negatives == "batch":
         q, k = feat_q.reshape(1, b * s, c), feat_k.reshape(1, b * s, c)  # one group of B*S patches
@@ -55,8 +61,6 @@ def patch_nce_loss(
     logits = torch.cat([l_pos, l_neg], dim=-1) / temperature  # (B, S, 1 + n)
     target = torch.zeros(b * s, dtype=torch.long, device=q.device)
     logits = logits.reshape(b * s, n + 1)
-    if logits.dtype in (torch.float16, torch.bfloat16):  # softmax in fp32 under mixed precision
-        logits = logits.float()
     return F.cross_entropy(logits, target, reduction="none").reshape(b, s)
 
 

@@ -10,6 +10,11 @@ from torch import nn
 from .init import init_weights
 
 
+def upcast_half(x: torch.Tensor) -> torch.Tensor:
+    """fp16 / bf16 -> fp32; other dtypes unchanged (fp64 stays fp64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Divide each row (last dim) by its L2 norm + eps, as the reference does."""
     return x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)
@@ -94,8 +99,13 @@ class PatchSampler(nn.Module):
             else:
                 x = flat.gather(2, ids[:, None, :].expand(-1, flat.shape[1], -1))  # (B, C_l, S), per image
             x = x.transpose(1, 2)  # (B, S, C_l)
-            if self.use_mlp:
-                x = getattr(self, f"mlp_{i}")(x)  # (B, S, D)
-            samples.append(l2_normalize(x))
+            # Heads and normalisation in fp32, also under autocast: their outputs start around 1e-4, so in fp16
+            # the squared norm underflows and the normalisation's gradient (~1/norm) overflows.
+            with torch.autocast(x.device.type, enabled=False):
+                x = upcast_half(x)
+                if self.use_mlp:
+                    x = getattr(self, f"mlp_{i}")(x)  # (B, S, D)
+                x = l2_normalize(x)
+            samples.append(x)
             ids_out.append(ids)
         return samples, ids_out
