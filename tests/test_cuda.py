@@ -42,7 +42,7 @@ def test_16_mixed_shares_one_scaler_between_the_two_optimizers(tmp_path):
                if any(not torch.equal(before[k], v) for k, v in after.items() if k.startswith(name + "."))}
     assert changed == {"generator", "discriminator", "sampler"}  # both optimizers stepped (not all skipped)
     opt_g, opt_d = trainer.optimizers
-    assert opt_g.defaults["fused"] and opt_d.defaults["fused"]  # fused Adam on CUDA
+    assert opt_g.defaults["fused"] and opt_d.defaults["fused"]  # fused Adam (CUDA and CPU)
 
 
 def test_bf16_channels_last_compile_trains_on_gpu(tmp_path):

@@ -136,6 +136,7 @@ def test_lr_is_stepped_per_epoch_in_training(tmp_path):
     trainer.callbacks.append(LR())
     trainer.fit(model, datamodule=tiny_data(tmp_path))
     assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 * 1 / 3])
+    assert all(opt.defaults["fused"] for opt in trainer.optimizers)  # fused Adam on CPU too (``fused: null``)
 
 
 def test_checkpoint_resume_continues_with_identical_optimizer_state(tmp_path):
