@@ -131,7 +131,6 @@ def _direct_metrics(fake_dir, real_dir):
             img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)[None]
             fid.update(img, real=real)
             kid.update(img, real=real)
-    torch.manual_seed(ev.KID_SEED)
     return float(fid.compute()), float(kid.compute()[0])
 
 
@@ -201,3 +200,28 @@ def test_cli_json_and_translate(tmp_path, monkeypatch, capsys):
     ):
         with pytest.raises(SystemExit):
             ev.main(bad)
+
+
+def test_kid_is_reproducible_packs_its_features_and_clamps_its_subset():
+    from cutlight.metrics import KID
+
+    torch.manual_seed(0)
+    kid = build_kid(1000, feature_extractor=TinyFeatureExtractor(), clamp_subset=True)
+    assert isinstance(kid, KID)
+    for _ in range(3):  # several updates per side: packed into one tensor per side before syncing
+        kid.update(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), real=True)
+        kid.update(torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), real=False)
+    torch.manual_seed(123)
+    first = kid.compute()
+    after_compute = torch.rand(1)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_compute)  # compute does not advance the caller's RNG
+    assert kid.subset_size == 9  # min(1000, 12 real, 9 fake)
+    assert [len(kid.real_features), len(kid.fake_features)] == [1, 1]
+    assert [f.shape[0] for f in (kid.real_features[0], kid.fake_features[0])] == [12, 9]
+    assert all(torch.equal(a, b) for a, b in zip(kid.compute(), first))  # same subsets every time
+    strict = build_kid(10, feature_extractor=TinyFeatureExtractor())
+    strict.update(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), real=True)
+    strict.update(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), real=False)
+    with pytest.raises(ValueError, match="subset_size"):
+        strict.compute()

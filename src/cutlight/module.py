@@ -183,8 +183,6 @@ class CUTModule(pl.LightningModule):
             self._update_metrics(batch["image"], real=True)
 
     def on_validation_epoch_end(self) -> None:
-        from .evaluate import KID_SEED
-
         if not self._metrics or self.trainer.sanity_checking:
             return
         counts = torch.tensor([self._metric_counts["fake"], self._metric_counts["real"]], device=self.device)
@@ -194,21 +192,8 @@ class CUTModule(pl.LightningModule):
         values = {}
         if "fid" in self._metrics:
             values["val/fid"] = self._metrics["fid"].compute()  # sum states: synced across ranks in compute
-        if "kid" in self._metrics:
-            kid = self._metrics["kid"]
-            # KID's feature lists sync with one all_gather per list element (dist_reduce_fx=None): ranks with
-            # different numbers of updates (the unpadded validation sampler) would issue mismatched collectives.
-            # Keep exactly one (N_rank, F) float64 tensor per list on every rank, empty included.
-            for name in ("real_features", "fake_features"):
-                feats = getattr(kid, name)
-                empty = torch.zeros(0, kid.inception.num_features, dtype=torch.float64, device=self.device)
-                setattr(kid, name, [torch.cat([f.double() for f in feats]) if feats else empty])
-            kid.subset_size = min(self.metric_settings["kid_subset_size"], n_fake, n_real)
-            # Fixed seed (as in cutlight.evaluate): the same subsets on every rank, reproducible numbers, and the
-            # training RNG stream (patch positions) is not advanced by validation.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(KID_SEED)
-                values["val/kid"], values["val/kid_std"] = kid.compute()
+        if "kid" in self._metrics:  # cutlight.metrics.KID: DDP-safe sync, subset size clamped, fixed seed
+            values["val/kid"], values["val/kid_std"] = self._metrics["kid"].compute()
         for metric in self._metrics.values():
             metric.reset()  # fake statistics only (reset_real_features=False)
         self._metric_counts["fake"] = 0

@@ -25,6 +25,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.kid import KernelInceptionDistance
 
 __all__ = [
+    "KID",
+    "KID_SEED",
     "SharedFeatures",
     "TinyFeatureExtractor",
     "build_fid",
@@ -120,17 +122,61 @@ def build_fid(
     return FrechetInceptionDistance(feature=net, reset_real_features=False)
 
 
+KID_SEED = 0  # KID draws random subsets; a fixed seed makes its value reproducible
+
+
+class KID(KernelInceptionDistance):
+    """torchmetrics' KID, made safe for DDP with uneven per-rank update counts, and reproducible.
+
+    - Before syncing, each rank packs its feature lists into exactly one (N_rank, F) float64 tensor (empty
+      allowed): torchmetrics all-gathers list states element by element (``dist_reduce_fx=None``), so ranks with
+      different numbers of ``update`` calls (the unpadded validation sampler) would issue mismatched collectives.
+    - ``compute`` draws its subsets from ``seed`` inside a forked RNG: the same subsets on every rank and every
+      call, and the caller's random stream (e.g. training patch positions) is not advanced.
+    - With ``clamp_subset``, ``subset_size`` is a maximum: ``compute`` uses min(subset_size, n_fake, n_real)
+      over all ranks instead of raising when a side has fewer images.
+    """
+
+    def __init__(self, feature: nn.Module, subset_size: int, clamp_subset: bool = False, seed: int = KID_SEED):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+            super().__init__(feature=feature, subset_size=subset_size, reset_real_features=False)
+        self.max_subset_size, self.clamp_subset, self.seed = subset_size, clamp_subset, seed
+
+    def _pack(self) -> None:
+        for name in ("real_features", "fake_features"):
+            feats = getattr(self, name)
+            if len(feats) != 1:
+                empty = torch.zeros(0, self.inception.num_features, dtype=torch.float64, device=self.device)
+                setattr(self, name, [torch.cat([f.double() for f in feats]) if feats else empty])
+
+    def sync(self, *args, **kwargs) -> None:
+        self._pack()
+        super().sync(*args, **kwargs)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(kid_mean, kid_std)`` over all ranks' features."""
+        if self.clamp_subset:
+            n_real, n_fake = (sum(len(f) for f in getattr(self, n)) for n in ("real_features", "fake_features"))
+            self.subset_size = min(self.max_subset_size, n_real, n_fake)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return super().compute()
+
+
 def build_kid(
     subset_size: int,
     feature: int = 2048,
     antialias: bool = True,
     weights_path: str | os.PathLike | None = None,
     feature_extractor: nn.Module | None = None,
-) -> KernelInceptionDistance:
+    clamp_subset: bool = False,
+) -> KID:
     """KID metric (``reset_real_features=False``); ``compute()`` returns ``(kid_mean, kid_std)``.
 
-    Each side needs at least ``subset_size`` images at ``compute()`` (see ``kid_subset_size``). Other
-    arguments as in ``build_fid``; unlike torchmetrics' own KID, ``antialias`` and ``weights_path`` apply.
+    Each side needs at least ``subset_size`` images at ``compute()`` (see ``kid_subset_size``) unless
+    ``clamp_subset`` (then ``subset_size`` is a maximum; see ``KID``). Other arguments as in ``build_fid``;
+    unlike torchmetrics' own KID, ``antialias`` and ``weights_path`` apply.
     """
     if not isinstance(subset_size, int) or subset_size < 2:
         raise ValueError(f"KID subset_size must be an int >= 2; got {subset_size!r}")
@@ -139,9 +185,7 @@ def build_kid(
         if feature_extractor is not None
         else inception_extractor(feature, antialias, weights_path)
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
-        return KernelInceptionDistance(feature=net, subset_size=subset_size, reset_real_features=False)
+    return KID(net, subset_size, clamp_subset=clamp_subset)
 
 
 class TinyFeatureExtractor(nn.Module):
@@ -198,7 +242,8 @@ def build_metrics(
     feature_extractor: nn.Module | None = None,
 ) -> dict[str, FrechetInceptionDistance | KernelInceptionDistance]:
     """``{"fid": ..., "kid": ...}`` (those requested) sharing one feature network: update both with the same
-    uint8 tensor and Inception runs once per batch. Arguments as in ``build_fid`` / ``build_kid``."""
+    uint8 tensor and Inception runs once per batch. Arguments as in ``build_fid`` / ``build_kid``;
+    ``kid_subset_size`` is a maximum (KID uses min(kid_subset_size, n_fake, n_real) at compute)."""
     if not (fid or kid):
         return {}
     net = feature_extractor if feature_extractor is not None else inception_extractor(feature, antialias, weights_path)
@@ -207,5 +252,5 @@ def build_metrics(
     if fid:
         metrics["fid"] = build_fid(feature_extractor=shared)
     if kid:
-        metrics["kid"] = build_kid(kid_subset_size, feature_extractor=shared)
+        metrics["kid"] = build_kid(kid_subset_size, feature_extractor=shared, clamp_subset=True)
     return metrics
