@@ -207,3 +207,26 @@ def test_bad_inputs():
     s = PatchSampler([3])
     with pytest.raises(ValueError, match="feature map 0 has 5 channels; the head was built for 3"):
         s([torch.randn(1, 5, 4, 4)])
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_sparse_column_gradients_equal_dense_ones(per_image):
+    """sample_columns(sparse_grad=True): same values, and the same gradient once autograd adds it to the map's
+    dense gradient from later layers (or densifies it through dense_grad)."""
+    from cutlight.networks.sampler import dense_grad, sample_columns
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, 7)
+    ids = torch.stack([torch.randperm(42)[:9] for _ in range(2)]) if per_image else torch.randperm(42)[:9]
+    grads = []
+    for sparse in (False, True):
+        leaf = x.clone().requires_grad_()
+        feat = leaf * 2  # a non-leaf map, as in the encoder
+        later = (feat.tanh() * torch.arange(7.0)).sum()  # a later layer consuming the map
+        cols = sample_columns(feat, ids, sparse_grad=sparse)
+        alone = sample_columns(dense_grad(feat * 3), ids, sparse_grad=sparse)  # a map no later layer consumes
+        (later + (cols * cols).sum() + alone.sin().sum()).backward()
+        grads.append((cols.detach(), leaf.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads[1][1], grads[0][1])
+    assert grads[1][1].layout == torch.strided

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
+from .networks.sampler import dense_grad
 
 
 def _has_batch_stats(net: nn.Module) -> bool:
@@ -46,6 +47,11 @@ class Translation:
     idt_b: torch.Tensor | None  # (B, C, H, W) G(real_b), when identity NCE is on
     keys: list[torch.Tensor]  # per layer (B or 2B, C_l, H_l, W_l): source features, detached
     flipped: bool  # the generator saw horizontally flipped inputs
+
+
+def mirror_ids(ids: torch.Tensor, width: int) -> torch.Tensor:
+    """Row-major positions in a map of ``width`` columns -> the same positions in the left-right mirrored map."""
+    return ids - ids % width + (width - 1 - ids % width)
 
 
 class CUTObjective(nn.Module):
@@ -138,9 +144,8 @@ class CUTObjective(nn.Module):
         if self.lambda_nce > 0:
             fakes = torch.cat([out.fake_b, out.idt_b]) if self.nce_idt else out.fake_b  # (B or 2B, C, H, W)
             queries = generator.encode(fakes, self.nce_layers)
-            if out.flipped:
-                queries = [q.flip(3) for q in queries]
-            losses = self.nce_losses(sampler, queries, out.keys, parts=2 if self.nce_idt else 1)
+            losses = self.nce_losses(sampler, queries, out.keys, parts=2 if self.nce_idt else 1,
+                                     mirrored=out.flipped)
             terms["loss_nce"] = nce_total = losses[0]
             if self.nce_idt:
                 terms["loss_nce_idt"] = losses[1]
@@ -149,13 +154,22 @@ class CUTObjective(nn.Module):
         return terms
 
     def nce_losses(
-        self, sampler: nn.Module, queries: list[torch.Tensor], keys: list[torch.Tensor], parts: int = 1
+        self,
+        sampler: nn.Module,
+        queries: list[torch.Tensor],
+        keys: list[torch.Tensor],
+        parts: int = 1,
+        mirrored: bool = False,
     ) -> list[torch.Tensor]:
         """lambda_nce * PatchNCE (mean over queries, then over layers) of each of ``parts`` equal slices of the
         batch: e.g. [(fake_b, real_a) term, (idt_b, real_b) term].
 
         Args:
             queries, keys: per layer (N, C_l, H_l, W_l), N = parts * B; keys are constants (no graph is built).
+                The queries must come from one layer-by-layer encoder pass (each map but the deepest feeds later
+                layers): their gradients come back sparse and are added in place (``sample_columns``).
+            mirrored: the queries are left-right mirrored relative to the keys (FastCUT's flip): query patches are
+                taken at mirrored positions, the same as flipping the query maps back, without the copies.
         Returns:
             ``parts`` scalars. Patch positions are drawn part after part (all layers of part 0, then part 1: the
             RNG order of separate calls); sampling, heads and losses then run once over the whole batch.
@@ -168,7 +182,10 @@ class CUTObjective(nn.Module):
             ids = [torch.cat([d[layer].expand(b, -1) for d in draws]) for layer in range(len(keys))]  # (N, S)
         with torch.no_grad():
             feats_k, _ = sampler(keys, patch_ids=ids)  # (N, S, D) per layer
-        feats_q, _ = sampler(queries, patch_ids=ids)
+        q_ids = [mirror_ids(i, q.shape[-1]) for i, q in zip(ids, queries)] if mirrored else ids
+        deepest = max(range(len(self.nce_layers)), key=lambda i: self.nce_layers[i])  # no later layer consumes it
+        queries = [dense_grad(q) if i == deepest else q for i, q in enumerate(queries)]
+        feats_q, _ = sampler(queries, patch_ids=q_ids, sparse_grad=True)
         per_layer = []  # (parts,) per layer
         for q, k in zip(feats_q, feats_k):
             if self.negatives == "image":  # each image's own patches: one call for all parts
