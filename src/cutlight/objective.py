@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
-from .networks.sampler import dense_grad
+from .networks.sampler import PatchSampler, dense_grad
 
 
 def _has_batch_stats(net: nn.Module) -> bool:
@@ -185,7 +185,8 @@ class CUTObjective(nn.Module):
         q_ids = [mirror_ids(i, q.shape[-1]) for i, q in zip(ids, queries)] if mirrored else ids
         deepest = max(range(len(self.nce_layers)), key=lambda i: self.nce_layers[i])  # no later layer consumes it
         queries = [dense_grad(q) if i == deepest else q for i, q in enumerate(queries)]
-        feats_q, _ = sampler(queries, patch_ids=q_ids, sparse_grad=True)
+        sparse = {"sparse_grad": True} if isinstance(sampler, PatchSampler) else {}  # custom samplers: plain call
+        feats_q, _ = sampler(queries, patch_ids=q_ids, **sparse)
         per_layer = []  # (parts,) per layer
         for q, k in zip(feats_q, feats_k):
             if self.negatives == "image":  # each image's own patches: one call for all parts
