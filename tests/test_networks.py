@@ -230,3 +230,30 @@ def test_sparse_column_gradients_equal_dense_ones(per_image):
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=0, atol=0)
     torch.testing.assert_close(grads[1][1], grads[0][1])
     assert grads[1][1].layout == torch.strided
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 4, 2, 2), (1, 3, 3, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reflect_conv3x3_equals_reflect_pad_then_conv(dtype, shape, channels_last):
+    """The residual blocks' pad-free reflect conv: values and all three gradients equal pad + conv."""
+    import torch.nn.functional as F
+
+    from cutlight.networks.layers import reflect_conv3x3
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    w, b = torch.randn(6, shape[1], 3, 3, dtype=dtype), torch.randn(6, dtype=dtype)
+    ours = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    y1, y2 = reflect_conv3x3(*ours), F.conv2d(F.pad(ref[0], (1, 1, 1, 1), mode="reflect"), ref[1], ref[2])
+    g = torch.randn_like(y2)
+    (y1 * g).sum().backward()
+    (y2 * g).sum().backward()
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(y1, y2, **tol)
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a.grad, r.grad, **tol)
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        reflect_conv3x3(torch.randn(1, 3, 1, 4), w[:, :3], b)
