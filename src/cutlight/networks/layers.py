@@ -57,6 +57,14 @@ def conv_bias(norm: str) -> bool:
     return norm != "batch"
 
 
+def _reflect_w_adjoint(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of reflect-padding the last dim by 1 on both sides: (..., W + 2) -> (..., W)."""
+    out = g[..., 1:-1].clone()
+    out[..., 1:2] += g[..., :1]
+    out[..., -2:-1] += g[..., -1:]
+    return out
+
+
 def _blur_down(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """Depthwise stride-2 conv of reflect-padded ``x`` (B, C, H, W) with ``f`` (C, 1, 3, 3), without the padded
     copy: a zero-padded conv, plus the contributions of the reflected padding ring (row -1 = row 1, column -1 =
@@ -88,10 +96,7 @@ def _blur_down_adjoint(gy: torch.Tensor, f: torch.Tensor, shape: torch.Size) -> 
     cols = [(0, 1, 0)] + ([(-1, w - 2, 2)] if w % 2 else [])
     for out, src, k in rows:
         g = _conv_t(gy[:, :, out:][:, :, :1], f[:, :, k: k + 1], (1, 2), (0, 0), (1, w + 2))  # (B, C, 1, W + 2)
-        g_row = g[..., 1:-1].clone()  # adjoint of the width-1 reflect padding along W
-        g_row[..., 1] += g[..., 0]
-        g_row[..., -2] += g[..., -1]
-        gx[:, :, src: src + 1] += g_row
+        gx[:, :, src: src + 1] += _reflect_w_adjoint(g)
     for out, src, k in cols:
         gx[..., src: src + 1] += _conv_t(gy[..., out:][..., :1], f[..., k: k + 1], (2, 1), (1, 0), (h, 1))
     return gx
@@ -188,24 +193,11 @@ def _windows_adjoint(g: torch.Tensor, c: int) -> torch.Tensor:
     return out
 
 
-def _reflect_w(t: torch.Tensor) -> torch.Tensor:
-    """Reflect-pad the last dim by 1 on both sides: (..., W) -> (..., W + 2)."""
-    return torch.cat([t[..., 1:2], t, t[..., -2:-1]], dim=-1)
-
-
-def _reflect_w_adjoint(g: torch.Tensor) -> torch.Tensor:
-    """Adjoint of ``_reflect_w``: (..., W + 2) -> (..., W)."""
-    out = g[..., 1:-1].clone()
-    out[..., 1:2] += g[..., :1]
-    out[..., -2:-1] += g[..., -1:]
-    return out
-
-
 def _ring_inputs(x: torch.Tensor):
     """The ring of x's 1-pixel reflect padding as strips: rows (B, C, 2, W + 2) = reflected rows 1 and H-2 (they
     carry the corners), and columns (B, C, 2, H + 2) = columns 1 and W-2, zero-padded along H."""
     h, w = x.shape[-2:]
-    rows = _reflect_w(torch.stack([x[:, :, 1], x[:, :, h - 2]], dim=2))
+    rows = F.pad(torch.stack([x[:, :, 1], x[:, :, h - 2]], dim=2), (1, 1, 0, 0), mode="reflect")
     cols = F.pad(torch.stack([x[:, :, :, 1], x[:, :, :, w - 2]], dim=2), (1, 1))
     return rows, cols
 
@@ -250,9 +242,8 @@ class _ReflectConv3x3(torch.autograd.Function):
             [need_x, need_w, need_b and ctx.has_bias])
         g_r = torch.stack([gy[:, :, 0], gy[:, :, h - 1]], dim=1)  # (B, 2, C_out, W)
         g_c = torch.stack([gy[:, :, :, 0], gy[:, :, :, w - 1]], dim=1)  # (B, 2, C_out, H)
-        (s_rows, s_cols), (k_rows, k_cols) = _ring_inputs(x), _ring_kernels(weight)
         if need_w:
-            u_rows, u_cols = _windows(s_rows), _windows(s_cols)
+            u_rows, u_cols = (_windows(s) for s in _ring_inputs(x))
             gk_rows = torch.matmul(g_r, u_rows.transpose(-1, -2)).sum(0)  # (2, C_out, C_in*3)
             gk_cols = torch.matmul(g_c, u_cols.transpose(-1, -2)).sum(0)
             gk_rows, gk_cols = gk_rows.reshape(2, co, ci, 3), gk_cols.reshape(2, co, ci, 3)
@@ -261,6 +252,7 @@ class _ReflectConv3x3(torch.autograd.Function):
             gw[..., 0] += gk_cols[0]
             gw[..., 2] += gk_cols[1]
         if need_x:
+            k_rows, k_cols = _ring_kernels(weight)
             gs_rows = _windows_adjoint(torch.matmul(k_rows.transpose(-1, -2), g_r), ci)  # (B, C_in, 2, W + 2)
             gs_cols = _windows_adjoint(torch.matmul(k_cols.transpose(-1, -2), g_c), ci)  # (B, C_in, 2, H + 2)
             gs_rows = _reflect_w_adjoint(gs_rows)  # (B, C_in, 2, W)
