@@ -224,6 +224,32 @@ def test_bench_worker_and_table():
     assert "FastCUT" in bench.format_table([row])
 
 
+def test_bench_counts_macs_and_ours_skips_the_key_encoding():
+    """The worker counts MACs on the warm-up iterations. CUT: ours does not re-encode (real A, real B) for the
+    keys, so its convolutions do fewer MACs than the reference's, by about the convolutions of that encoding."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cutlight.networks import ResnetGenerator
+
+    cfg = {"preset": "CUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
+           "impls": ["ours", "reference"], "warmup": 1, "iters": 1, "inference_reps": 1}
+    macs = bench.worker(cfg)["gmac_per_iter"]
+    assert set(macs) == {"ours", "reference"} and min(macs.values()) > 0
+
+    def conv_gmac(run) -> float:
+        with FlopCounterMode(display=False) as flops:
+            run()
+        return sum(v for k, v in flops.get_flop_counts()["Global"].items() if "convolution" in str(k)) / 2e9
+
+    conv = {impl: conv_gmac(lambda: bench._setup(cfg, impl)[0](0)) for impl in ("ours", "reference")}
+    with torch.no_grad():  # the reference's extra key encoding: layers 0..16 on (real A, real B)
+        encode = conv_gmac(lambda: ResnetGenerator().model[:17](torch.zeros(2, 3, 32, 32)))
+    assert 0.95 * encode < conv["reference"] - conv["ours"] < 1.1 * encode, (conv, encode)
+    row = {**{k: cfg[k] for k in ("preset", "size", "batch", "precision")}, "images_per_s": 1.0, "ratio": 0.9,
+           "ours": {"sec_per_iter": 1.0, "peak_mb": 10.0, "gmac_per_iter": 650.9},
+           "reference": {"sec_per_iter": 1.1, "peak_mb": 11.0, "gmac_per_iter": 711.6}}
+    assert "651/712" in bench.format_table([row])
+
 def test_bench_single_implementation_reports_its_peak_and_grid_parses():
     cfg = {"preset": "CUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
            "impls": ["ours"], "warmup": 0, "iters": 1, "inference_reps": 1}

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 # ----------------------------------------------------------------------------- reference-style networks
 
@@ -352,14 +353,26 @@ def worker(cfg: dict) -> dict:
     impls = cfg["impls"]
     steps = {impl: _setup(cfg, impl) for impl in impls}
     times = {impl: [] for impl in impls}
+    # multiply-accumulates per iteration, counted on the (untimed) warm-up iterations; not under compile
+    count = cfg["mode"] == "time" and cfg["precision"] != "bf16-cl-compile"
+    macs = {impl: [] for impl in impls}
     for i in range(cfg["warmup"] + cfg["iters"]):
-        dts = {impl: steps[impl][0](i) for impl in impls}
+        dts = {}
+        for impl in impls:
+            if count and i < cfg["warmup"]:
+                with FlopCounterMode(display=False) as flops:
+                    dts[impl] = steps[impl][0](i)
+                macs[impl].append(flops.get_total_flops() / 2)
+            else:
+                dts[impl] = steps[impl][0](i)
         for impl, dt in dts.items():
             if i >= cfg["warmup"]:
                 times[impl].append(dt)
         tag = "warm-up" if i < cfg["warmup"] else "iter"
         _log(f"    {tag} {i + 1}/{cfg['warmup'] + cfg['iters']}: " + ", ".join(f"{k} {v:.3f}s" for k, v in dts.items()))
     out = {"times": times}
+    if count and cfg["warmup"]:
+        out["gmac_per_iter"] = {impl: statistics.mean(m) / 1e9 for impl, m in macs.items()}
     if len(impls) == 1:  # only this implementation ran in the process: its peak is the process's peak
         out["peak_mb"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
@@ -420,7 +433,8 @@ def run_config(cfg: dict) -> dict:
             _log(f"  peak memory of {impl}")
             peak = _spawn({**cfg, "mode": "mem", "impls": [impl], "warmup": 0, "iters": 2})["peak_mb"]
         ts = timed["times"][impl]
-        row[impl] = {"sec_per_iter": statistics.median(ts), "all_sec": ts, "peak_mb": peak}
+        row[impl] = {"sec_per_iter": statistics.median(ts), "all_sec": ts, "peak_mb": peak,
+                     "gmac_per_iter": timed.get("gmac_per_iter", {}).get(impl)}
     if "reference" in cfg["impls"]:
         pairs = zip(timed["times"]["ours"], timed["times"]["reference"])
         row["ratio"] = statistics.median(o / r for o, r in pairs)  # median of per-iteration ratios
@@ -431,15 +445,19 @@ def run_config(cfg: dict) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     head = (f"{'preset':8s} {'size':>4s} {'batch':>5s} {'precision':16s} {'ours s/it':>9s} {'ref s/it':>8s} "
-            f"{'ratio':>6s} {'ours MB':>8s} {'ref MB':>7s} {'G img/s':>8s}")
+            f"{'ratio':>6s} {'ours MB':>8s} {'ref MB':>7s} {'G img/s':>8s} {'GMAC ours/ref':>14s}")
     lines = [head, "-" * len(head)]
+    nan = float("nan")
     for r in rows:
-        ref = r.get("reference")
+        ref = r.get("reference") or {}
+        macs = (r["ours"].get("gmac_per_iter"), ref.get("gmac_per_iter"))
+        macs_text = "/".join("-" if m is None else f"{m:.0f}" for m in macs) if ref else (
+            "-" if macs[0] is None else f"{macs[0]:.0f}")
         lines.append(
             f"{r['preset']:8s} {r['size']:4d} {r['batch']:5d} {r['precision']:16s} "
-            f"{r['ours']['sec_per_iter']:9.3f} {ref['sec_per_iter'] if ref else float('nan'):8.3f} "
-            f"{r.get('ratio', float('nan')):6.3f} {r['ours']['peak_mb']:8.0f} "
-            f"{ref['peak_mb'] if ref else float('nan'):7.0f} {r['images_per_s'] or float('nan'):8.2f}")
+            f"{r['ours']['sec_per_iter']:9.3f} {ref.get('sec_per_iter', nan):8.3f} "
+            f"{r.get('ratio', nan):6.3f} {r['ours']['peak_mb']:8.0f} "
+            f"{ref.get('peak_mb', nan):7.0f} {r['images_per_s'] or nan:8.2f} {macs_text:>14s}")
     return "\n".join(lines)
 
 
