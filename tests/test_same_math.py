@@ -250,6 +250,7 @@ def test_bench_counts_macs_and_ours_skips_the_key_encoding():
            "reference": {"sec_per_iter": 1.1, "peak_mb": 11.0, "gmac_per_iter": 711.6}}
     assert "651/712" in bench.format_table([row])
 
+
 def test_bench_single_implementation_reports_its_peak_and_grid_parses():
     cfg = {"preset": "CUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
            "impls": ["ours"], "warmup": 0, "iters": 1, "inference_reps": 1}

@@ -12,6 +12,7 @@ updates from the same RNG state (``tests/test_same_math.py``) and can be timed s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -357,14 +358,12 @@ def worker(cfg: dict) -> dict:
     count = cfg["mode"] == "time" and cfg["precision"] != "bf16-cl-compile"
     macs = {impl: [] for impl in impls}
     for i in range(cfg["warmup"] + cfg["iters"]):
-        dts = {}
+        dts, counting = {}, count and i < cfg["warmup"]
         for impl in impls:
-            if count and i < cfg["warmup"]:
-                with FlopCounterMode(display=False) as flops:
-                    dts[impl] = steps[impl][0](i)
-                macs[impl].append(flops.get_total_flops() / 2)
-            else:
+            with FlopCounterMode(display=False) if counting else contextlib.nullcontext() as flops:
                 dts[impl] = steps[impl][0](i)
+            if counting:
+                macs[impl].append(flops.get_total_flops() / 2)
         for impl, dt in dts.items():
             if i >= cfg["warmup"]:
                 times[impl].append(dt)
@@ -450,9 +449,8 @@ def format_table(rows: list[dict]) -> str:
     nan = float("nan")
     for r in rows:
         ref = r.get("reference") or {}
-        macs = (r["ours"].get("gmac_per_iter"), ref.get("gmac_per_iter"))
-        macs_text = "/".join("-" if m is None else f"{m:.0f}" for m in macs) if ref else (
-            "-" if macs[0] is None else f"{macs[0]:.0f}")
+        macs = [r["ours"].get("gmac_per_iter")] + ([ref.get("gmac_per_iter")] if ref else [])
+        macs_text = "/".join("-" if m is None else f"{m:.0f}" for m in macs)
         lines.append(
             f"{r['preset']:8s} {r['size']:4d} {r['batch']:5d} {r['precision']:16s} "
             f"{r['ours']['sec_per_iter']:9.3f} {ref.get('sec_per_iter', nan):8.3f} "
