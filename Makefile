@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 bench: $(STAMP)
-	$(BIN)/python -m cutlight.bench --quick
+	$(BIN)/python benchmarks/bench.py --quick
 
 fid-weights: $(STAMP)
 	$(BIN)/python -m cutlight.metrics.inception_weights

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cutlight.module import linear_decay_factor
-from cutlight.objective import CUTObjective
+from cutlight.objectives import CUTObjective
 from helpers import tiny_data, tiny_module, tiny_trainer
 
 

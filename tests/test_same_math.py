@@ -2,7 +2,7 @@
 
 Two straightforward versions run from identical weights, inputs and RNG state (hence identical patch positions):
 ``straightforward_step`` below, written from the paper's / reference pseudo-code on our modules, and
-``cutlight.bench.ReferenceStep``, the benchmark's reference-style step with its own layer implementations.
+``reference.cut_reference.ReferenceStep`` (tests/reference/), the reference-style step with its own layer implementations.
 Losses and parameter updates must agree to 1e-5 in fp32.
 
 Exception: a conv bias feeding straight into an instance norm has an exact gradient of zero (the norm removes
@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cutlight import bench
-from cutlight.bench import RefDiscriminator, RefDownsample, ReferenceStep, RefGenerator, RefUpsample
 from cutlight.losses import patch_nce_loss
 from cutlight.networks import BlurDownsample, BlurUpsample, PatchDiscriminator, PatchSampler, ResnetGenerator
 from cutlight.networks.layers import ChannelsLastConv2d, InstanceNorm
-from cutlight.objective import CUTObjective
+from cutlight.objectives import CUTObjective
+from reference.cut_reference import RefDiscriminator, RefDownsample, ReferenceStep, RefGenerator, RefUpsample
 
 ADAM = {"lr": 2e-4, "betas": (0.5, 0.999)}
 SIZE, ITERS = 32, 3
@@ -212,51 +211,3 @@ def test_fast_layers_equal_reference_layers(size, batch, channels_last):
         close(y1, y2, type(ours).__name__, atol=1e-5, rtol=1e-5)
         close(torch.autograd.grad(y1, x1, g)[0], torch.autograd.grad(y2, x2, g)[0], f"grad {type(ours).__name__}",
               atol=1e-5, rtol=1e-5)
-
-
-def test_bench_worker_and_table():
-    cfg = {"preset": "FastCUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
-           "impls": ["ours", "reference"], "warmup": 0, "iters": 1, "inference_reps": 1}
-    out = bench.worker(cfg)
-    assert len(out["times"]["ours"]) == 1 and out["images_per_s"] > 0
-    row = {**{k: cfg[k] for k in ("preset", "size", "batch", "precision")}, "images_per_s": 1.0, "ratio": 0.9,
-           "ours": {"sec_per_iter": 1.0, "peak_mb": 10.0}, "reference": {"sec_per_iter": 1.1, "peak_mb": 11.0}}
-    assert "FastCUT" in bench.format_table([row])
-
-
-def test_bench_counts_macs_and_ours_skips_the_key_encoding():
-    """The worker counts MACs on the warm-up iterations. CUT: ours does not re-encode (real A, real B) for the
-    keys, so its convolutions do fewer MACs than the reference's, by about the convolutions of that encoding."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from cutlight.networks import ResnetGenerator
-
-    cfg = {"preset": "CUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
-           "impls": ["ours", "reference"], "warmup": 1, "iters": 1, "inference_reps": 1}
-    macs = bench.worker(cfg)["gmac_per_iter"]
-    assert set(macs) == {"ours", "reference"} and min(macs.values()) > 0
-
-    def conv_gmac(run, *args) -> float:
-        with FlopCounterMode(display=False) as flops:
-            run(*args)
-        return sum(v for k, v in flops.get_flop_counts()["Global"].items() if "convolution" in str(k)) / 2e9
-
-    conv = {impl: conv_gmac(bench._setup(cfg, impl)[0], 0) for impl in ("ours", "reference")}
-    with torch.no_grad():  # the reference's extra key encoding: layers 0..16 on (real A, real B)
-        encode = conv_gmac(ResnetGenerator().model[:17], torch.zeros(2, 3, 32, 32))
-    assert 0.95 * encode < conv["reference"] - conv["ours"] < 1.1 * encode, (conv, encode)
-    row = {**{k: cfg[k] for k in ("preset", "size", "batch", "precision")}, "images_per_s": 1.0, "ratio": 0.9,
-           "ours": {"sec_per_iter": 1.0, "peak_mb": 10.0, "gmac_per_iter": 650.9},
-           "reference": {"sec_per_iter": 1.1, "peak_mb": 11.0, "gmac_per_iter": 711.6}}
-    assert "651/712" in bench.format_table([row])
-
-
-def test_bench_single_implementation_reports_its_peak_and_grid_parses():
-    cfg = {"preset": "CUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
-           "impls": ["ours"], "warmup": 0, "iters": 1, "inference_reps": 1}
-    out = bench.worker(cfg)
-    assert out["peak_mb"] > 0 and out["images_per_s"] > 0  # timed alone: no separate memory process needed
-    assert bench.parse_grid("256x1, 128x4") == [(256, 1), (128, 4)]
-    with pytest.raises(ValueError, match="256by1"):
-        bench.parse_grid("256by1")
-    assert {(c["size"], c["batch"]) for c in bench._configs("cuda", True, [(128, 4)])} == {(128, 4)}

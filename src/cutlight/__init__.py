@@ -1,12 +1,12 @@
 """cutlight: contrastive unpaired image-to-image translation (CUT, FastCUT) for PyTorch Lightning.
 
-The core (``cutlight.networks``, ``cutlight.losses``, ``cutlight.objective``) is plain PyTorch; ``CUTModule`` and
+The core (``cutlight.networks``, ``cutlight.losses``, ``cutlight.objectives``) is plain PyTorch; ``CUTModule`` and
 ``UnpairedDataModule`` (which need Lightning) are imported lazily from the package root.
 """
 
 from .losses import PatchNCELoss, discriminator_loss, generator_loss, patch_nce_loss
 from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
-from .objective import CUTObjective
+from .objectives import CUTObjective
 
 __version__ = "0.1.0"
 

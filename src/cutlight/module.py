@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
-from .objective import CUTObjective
+from .objectives import CUTObjective
 
 DEFAULT_METRICS = {"fid": True, "kid": True, "feature": 2048, "antialias": True, "kid_subset_size": 1000,
                    "extractor": "inception"}

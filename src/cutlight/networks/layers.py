@@ -4,7 +4,7 @@ Everything here is plain PyTorch. The blur filters are persistent buffers named 
 match the reference implementation's layout (see ``docs``/reference-checkpoints).
 
 Some layers compute the reference's function with a faster formulation (equal up to fp32 round-off; see
-``cutlight.bench`` and ``tests/test_same_math.py``): instance norm as a group norm with one group per channel,
+``benchmarks/bench.py`` and ``tests/test_same_math.py``): instance norm as a group norm with one group per channel,
 blur downsampling without a padded copy, blur upsampling as bilinear interpolation, the last generator conv in
 channels-last on CPU, and (on CPU) the residual blocks' reflect-pad + 3x3 conv as a zero-padded conv plus the
 padding ring's contribution (``reflect_conv3x3``).

@@ -10,7 +10,7 @@ computes exactly the reference algorithm's losses with less work:
   scored in one pass (patches gathered directly at the sampled positions, see ``PatchSampler``);
 * one discriminator call on cat(fake_b, real_b) in the D step.
 
-``tests/test_same_math.py`` checks losses and updates against the straightforward algorithm; ``cutlight.bench``
+``tests/test_same_math.py`` checks losses and updates against the straightforward algorithm; ``benchmarks/bench.py``
 times both.
 
 With FastCUT's flip-equivariance the generator sees a flipped input; its features are then not the source
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
-from .networks.sampler import PatchSampler, dense_grad
+from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
+from ..networks.sampler import PatchSampler, dense_grad
 
 
 def _has_batch_stats(net: nn.Module) -> bool:
