@@ -27,10 +27,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 # The reference-style oracle is test code (tests/reference/), not part of the cutlight package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference.cut_reference import ReferenceStep  # noqa: E402
-
 from cutlight.networks import PatchDiscriminator, PatchSampler, ResnetGenerator  # noqa: E402
 from cutlight.objectives import CUTObjective  # noqa: E402
+from reference.cut_reference import ReferenceStep  # noqa: E402
 
 # ----------------------------------------------------------------------------- measurement
 

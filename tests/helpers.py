@@ -1,8 +1,42 @@
-"""Shared builders for tests: tiny networks and data so Lightning runs take seconds on a CPU."""
+"""Shared builders for tests: tiny networks, data and feature extractor so Lightning runs take seconds on a CPU."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TinyFeatureExtractor(nn.Module):
+    """Small fixed random feature net for fast tests: uint8 (B, 3, H, W), any H, W -> float64 (B, num_features).
+
+    Deterministic (weights from a seeded generator, float64 math); not a perceptual metric. Selected in configs
+    by ``val_metrics.extractor: {_target_: helpers.TinyFeatureExtractor, num_features: 16}``.
+    """
+
+    def __init__(self, num_features: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        self.num_features = num_features
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(num_features, 3, 4, 4, generator=g, dtype=torch.float64) / 4)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        if imgs.dtype != torch.uint8 or imgs.dim() != 4 or imgs.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W); got {imgs.dtype} {tuple(imgs.shape)}")
+        x = imgs.to(torch.float64) / 127.5 - 1  # (B, 3, H, W) in [-1, 1]
+        x = F.adaptive_avg_pool2d(x, 16)  # (B, 3, 16, 16)
+        x = F.conv2d(x, self.weight, stride=4)  # (B, F, 4, 4)
+        return torch.tanh(x).mean(dim=(2, 3))  # (B, F)
+
+
+TINY_EXTRACTOR = {"_target_": "helpers.TinyFeatureExtractor", "num_features": 16}
 
 TINY_MODEL = dict(
     generator={"ngf": 8, "n_blocks": 1},
@@ -11,8 +45,11 @@ TINY_MODEL = dict(
     objective={"num_patches": 16},
     n_epochs=1,
     n_epochs_decay=1,
-    val_metrics={"extractor": "tiny", "feature": 16},
+    val_metrics={"extractor": TINY_EXTRACTOR},
 )
+
+# debug=tiny keeps the data group; on the built-in data the tests also make the generated dataset itself small
+TINY_ARGS = ["debug=tiny", "data.size=32", "data.num_train=8", "data.num_test=4"]
 
 
 def tiny_module(**overrides):
@@ -34,3 +71,12 @@ def tiny_trainer(tmp_path, **kw):
                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                     default_root_dir=str(tmp_path))
     return pl.Trainer(**{**defaults, **kw})
+
+
+def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.train", env=None):
+    """``python -m cutlight.train ARGS`` in ``tmp_path`` with a private data cache; tests/ is importable (for
+    ``helpers.TinyFeatureExtractor``)."""
+    env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
+           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from cutlight.module import linear_decay_factor
 from cutlight.objectives import CUTObjective
+from cutlight.optim import linear_decay
 from helpers import tiny_data, tiny_module, tiny_trainer
 
 
@@ -97,28 +97,9 @@ def test_flip_equivariance_flips_input_and_features_back(monkeypatch):
     assert not model.objective.translate(model.generator, a, b).flipped  # no augmentation outside training
 
 
-def test_single_adam_for_g_and_heads_equals_separate_adams():
-    torch.manual_seed(0)
-    g, h = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
-    g2, h2 = copy.deepcopy(g), copy.deepcopy(h)
-    joint = torch.optim.Adam([*g.parameters(), *h.parameters()], lr=0.01, betas=(0.5, 0.999))
-    sep = [torch.optim.Adam(m.parameters(), lr=0.01, betas=(0.5, 0.999)) for m in (g2, h2)]
-    for _ in range(3):
-        x = torch.randn(8, 4)
-        for opt in [joint, *sep]:
-            opt.zero_grad()
-        h(g(x)).pow(2).sum().backward()
-        h2(g2(x)).pow(2).sum().backward()
-        joint.step()
-        for opt in sep:
-            opt.step()
-    for p, q in zip([*g.parameters(), *h.parameters()], [*g2.parameters(), *h2.parameters()]):
-        torch.testing.assert_close(p, q)
-
-
 def test_lr_schedule_constant_then_linear_decay():
     # the reference's rule: n_epochs at full lr, then n_epochs_decay epochs at d/(d+1), ..., 1/(d+1)
-    factors = [linear_decay_factor(e, 3, 4) for e in range(8)]
+    factors = [linear_decay(e, 3, 4) for e in range(8)]
     assert factors == pytest.approx([1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
 
 

@@ -232,28 +232,25 @@ def test_sparse_column_gradients_equal_dense_ones(per_image):
     assert grads[1][1].layout == torch.strided
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 4, 2, 2), (1, 3, 3, 5)])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_reflect_conv3x3_equals_reflect_pad_then_conv(dtype, shape, channels_last):
-    """The residual blocks' pad-free reflect conv: values and all three gradients equal pad + conv."""
+@pytest.mark.parametrize("size", [(6, 6), (5, 7), (2, 3)])
+def test_blur_downsample_function_gradcheck_and_double_backward(size):
+    """The CPU fast path of BlurDownsample: exact gradients and second derivatives (fp64), equal to pad + conv."""
     import torch.nn.functional as F
 
-    from cutlight.networks.layers import reflect_conv3x3
+    blur = BlurDownsample(3).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(blur, (x,))
+    assert torch.autograd.gradgradcheck(blur, (x,))  # R1 penalties differentiate through D's backward
+    ref = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), blur.filt, stride=2, groups=3)
+    torch.testing.assert_close(blur(x), ref, rtol=1e-12, atol=1e-12)
 
-    torch.manual_seed(0)
-    x = torch.randn(*shape, dtype=dtype)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    w, b = torch.randn(6, shape[1], 3, 3, dtype=dtype), torch.randn(6, dtype=dtype)
-    ours = [t.clone().requires_grad_() for t in (x, w, b)]
-    ref = [t.clone().requires_grad_() for t in (x, w, b)]
-    y1, y2 = reflect_conv3x3(*ours), F.conv2d(F.pad(ref[0], (1, 1, 1, 1), mode="reflect"), ref[1], ref[2])
-    g = torch.randn_like(y2)
-    (y1 * g).sum().backward()
-    (y2 * g).sum().backward()
-    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
-    torch.testing.assert_close(y1, y2, **tol)
-    for a, r in zip(ours, ref):
-        torch.testing.assert_close(a.grad, r.grad, **tol)
-    with pytest.raises(ValueError, match="H, W >= 2"):
-        reflect_conv3x3(torch.randn(1, 3, 1, 4), w[:, :3], b)
+
+def test_sparse_column_sampling_gradcheck_and_refuses_double_backward():
+    from cutlight.networks.sampler import dense_grad, sample_columns
+
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    for ids in (torch.tensor([0, 7, 29, 13]), torch.tensor([[0, 7, 29], [3, 3, 11]])):
+        assert torch.autograd.gradcheck(lambda t, i=ids: sample_columns(dense_grad(t), i, True), (x,))
+    cols = sample_columns(dense_grad(x), torch.tensor([1, 2]), True)
+    with pytest.raises(RuntimeError, match="first-order gradients only; call it with sparse_grad=False"):
+        torch.autograd.grad(cols.pow(2).sum(), x, create_graph=True)

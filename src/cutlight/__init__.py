@@ -4,14 +4,15 @@ The core (``cutlight.networks``, ``cutlight.losses``, ``cutlight.objectives``) i
 ``UnpairedDataModule`` (which need Lightning) are imported lazily from the package root.
 """
 
-from .losses import PatchNCELoss, discriminator_loss, generator_loss, patch_nce_loss
+from .losses import PatchNCELoss, discriminator_loss, generator_loss, multilayer_patch_nce, patch_nce_loss
 from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from .objectives import CUTObjective
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "CUTModule": ("cutlight.module", "CUTModule"),
+    "CUTModule": ("cutlight.lightning", "CUTModule"),
+    "TranslationModule": ("cutlight.lightning", "TranslationModule"),
     "UnpairedDataModule": ("cutlight.data", "UnpairedDataModule"),
     "BuiltinDataModule": ("cutlight.data", "BuiltinDataModule"),
     "load_generator": ("cutlight.inference", "load_generator"),
@@ -36,6 +37,7 @@ __all__ = [
     "ResnetGenerator",
     "discriminator_loss",
     "generator_loss",
+    "multilayer_patch_nce",
     "patch_nce_loss",
     *_LAZY,
 ]

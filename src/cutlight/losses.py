@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_choice
 from .networks.sampler import upcast_half
 
 NEGATIVES = ("image", "batch")
@@ -16,11 +17,6 @@ GAN_MODES = ("lsgan", "vanilla", "nonsaturating", "hinge")
 # The reference masks a query's own positive among the negatives with this logit (before the temperature);
 # exp(-10 / 0.07) is ~1e-62 of the other terms, i.e. the positive is excluded from the negatives.
 _DIAGONAL_LOGIT = -10.0
-
-
-def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
 
 
 def patch_nce_loss(
@@ -38,7 +34,7 @@ def patch_nce_loss(
     Returns:
         (B, S) cross-entropy of [q.k+, q.k-_1, ...] / tau with target 0.
     """
-    _check("negatives", negatives, NEGATIVES)
+    check_choice("negatives", negatives, NEGATIVES)
     if feat_q.dim() != 3 or feat_q.shape != feat_k.shape:
         raise ValueError(
             f"feat_q and feat_k must both be (B, S, C); got {tuple(feat_q.shape)} and {tuple(feat_k.shape)}"
@@ -64,25 +60,53 @@ def _patch_nce_fp32(feat_q: torch.Tensor, feat_k: torch.Tensor, temperature: flo
     return F.cross_entropy(logits, target, reduction="none").reshape(b, s)
 
 
-class PatchNCELoss(nn.Module):
-    """Multilayer PatchNCE: mean over queries, then mean over layers.
+def multilayer_patch_nce(
+    feats_q: Sequence[torch.Tensor],
+    feats_k: Sequence[torch.Tensor],
+    temperature: float = 0.07,
+    negatives: str = "image",
+    parts: int = 1,
+) -> torch.Tensor:
+    """Multilayer PatchNCE (the paper's Eq. 5): mean over the queries of each layer, then mean over layers.
 
-    ``forward(feats_q, feats_k)`` takes lists of (B, S_l, C) tensors (one per layer) and returns a scalar.
+    The one implementation used by training (``CUTObjective``) and by ``PatchNCELoss``.
+
+    Args:
+        feats_q, feats_k: per layer (N, S_l, C_l) projected patches (queries, and keys treated as constants).
+        parts: the batch holds ``parts`` equal slices scored separately, e.g. [(G(x), x) | (G(y), y)] for the
+            identity term; with ``negatives="batch"`` a slice's negatives come from that slice only.
+
+    Returns:
+        (parts,) losses.
     """
+    check_choice("negatives", negatives, NEGATIVES)
+    if len(feats_q) != len(feats_k) or not feats_q:
+        raise ValueError(f"need the same non-zero number of layers; got {len(feats_q)} and {len(feats_k)}")
+    if feats_q[0].shape[0] % parts:
+        raise ValueError(f"batch of {feats_q[0].shape[0]} does not split into parts={parts} equal slices")
+    per_layer = []  # (parts,) per layer
+    for q, k in zip(feats_q, feats_k):
+        if negatives == "image":  # each image's own patches: one call for all parts
+            loss = patch_nce_loss(q, k, temperature, "image").reshape(parts, -1).mean(1)
+        else:  # the negatives of a part are the patches of that part's images only
+            loss = torch.stack([patch_nce_loss(qp, kp, temperature, "batch").mean()
+                                for qp, kp in zip(q.chunk(parts), k.chunk(parts))])
+        per_layer.append(loss)
+    return torch.stack(per_layer).mean(0)
+
+
+class PatchNCELoss(nn.Module):
+    """Multilayer PatchNCE as a module: ``forward(feats_q, feats_k)`` takes lists of (B, S_l, C) tensors (one per
+    layer) and returns a scalar (see ``multilayer_patch_nce``)."""
 
     def __init__(self, temperature: float = 0.07, negatives: str = "image"):
         super().__init__()
-        _check("negatives", negatives, NEGATIVES)
+        check_choice("negatives", negatives, NEGATIVES)
         self.temperature = temperature
         self.negatives = negatives
 
     def forward(self, feats_q: Sequence[torch.Tensor], feats_k: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(feats_q) != len(feats_k) or not feats_q:
-            raise ValueError(f"need the same non-zero number of layers; got {len(feats_q)} and {len(feats_k)}")
-        per_layer = [
-            patch_nce_loss(q, k, self.temperature, self.negatives).mean() for q, k in zip(feats_q, feats_k)
-        ]
-        return torch.stack(per_layer).mean()
+        return multilayer_patch_nce(feats_q, feats_k, self.temperature, self.negatives)[0]
 
 
 def _gan_term(pred: torch.Tensor, real: bool, gan_mode: str) -> torch.Tensor:
@@ -96,13 +120,13 @@ def _gan_term(pred: torch.Tensor, real: bool, gan_mode: str) -> torch.Tensor:
 
 def discriminator_loss(pred_real: torch.Tensor, pred_fake: torch.Tensor, gan_mode: str = "lsgan") -> torch.Tensor:
     """0.5 * (loss(real -> real) + loss(fake -> fake)); predictions are D's raw outputs (logits)."""
-    _check("gan_mode", gan_mode, GAN_MODES)
+    check_choice("gan_mode", gan_mode, GAN_MODES)
     return 0.5 * (_gan_term(pred_real, True, gan_mode) + _gan_term(pred_fake, False, gan_mode))
 
 
 def generator_loss(pred_fake: torch.Tensor, gan_mode: str = "lsgan") -> torch.Tensor:
     """Adversarial loss of the generator on D's outputs for translated images."""
-    _check("gan_mode", gan_mode, GAN_MODES)
+    check_choice("gan_mode", gan_mode, GAN_MODES)
     if gan_mode == "hinge":
         return -pred_fake.mean()
     return _gan_term(pred_fake, True, gan_mode)

@@ -1,6 +1,7 @@
 """Hydra training entrypoint: ``python -m cutlight.train [group=option ...] [key=value ...]``.
 
-Composes ``conf/train.yaml`` (groups data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
+Composes ``train.yaml`` of the package ``cutlight.conf`` (the repository's ``conf/``, shipped in the wheel; groups
+data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
 instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, and
 prints where the run's outputs are. This is the only module that sees a DictConfig.
 """
@@ -8,7 +9,6 @@ prints where the run's outputs are. This is the only module that sees a DictConf
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import hydra
@@ -19,11 +19,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("cutlight.train")
-
-CONF_DIR = os.environ.get("CUTLIGHT_CONF_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
-
-if not OmegaConf.has_resolver("add"):
-    OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
 
 
 def _instantiate_all(node: DictConfig | None) -> list:
@@ -65,7 +60,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:  # the composed config next to the metrics (W&B: the run's config panel)
+    # one config tree per run: the composed config (W&B: the run's config panel), not also the module's and the
+    # datamodule's hyperparameters, which are the same values flattened
+    model._log_hyperparams = datamodule._log_hyperparams = False
+    for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     before = {}
     if cfg.get("validate_before_fit") and not cfg.get("ckpt_path"):
@@ -110,7 +108,7 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], be
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric") or "", None)

@@ -1,23 +1,33 @@
-"""Data for unpaired translation: folder datasets, transforms, the LightningDataModule, a built-in dataset.
+"""Data for unpaired translation: image loading, transforms, datasets, DataModules, built-in data.
 
 ```
-folder.py      list_images (recursive, sorted, logged skips), load_image (decode + channel conversion)
+folder.py      list_images (recursive, sorted, logged skips), load_image: the one image loader
 transforms.py  TrainTransform (preprocess modes, random crop/flip, [-1, 1]), EvalTransform (resize only)
 datasets.py    UnpairedImageDataset (training pairs), SingleFolderDataset (validation images)
 sampler.py     UnpaddedDistributedSampler (strided DDP shards for evaluation, no duplicates)
-datamodule.py  UnpairedDataModule (root/trainA|trainB|testA|testB or explicit folders)
 shapes.py      the synthetic "shapes" world: layouts, rendering, shapes_score
-builtin.py     generation/cache of the built-in dataset, BuiltinDataModule, score_domains
+builtin.py     generation and cache of the built-in dataset, score_domains
+datamodule.py  UnpairedDataModule, BuiltinDataModule (the only modules here that need Lightning; imported lazily)
 ```
 """
 
-from cutlight.data.builtin import BuiltinDataModule, ensure_builtin_dataset, score_domains
-from cutlight.data.datamodule import UnpairedDataModule
+from cutlight.data.builtin import ensure_builtin_dataset, score_domains
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.folder import IMAGE_EXTENSIONS, list_images, load_image
 from cutlight.data.sampler import UnpaddedDistributedSampler
 from cutlight.data.shapes import shapes_score
 from cutlight.data.transforms import PREPROCESS_CHOICES, EvalTransform, TrainTransform
+
+_LIGHTNING = ("UnpairedDataModule", "BuiltinDataModule")
+
+
+def __getattr__(name: str):
+    if name in _LIGHTNING:
+        from cutlight.data import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module 'cutlight.data' has no attribute {name!r}")
+
 
 __all__ = [
     "IMAGE_EXTENSIONS",

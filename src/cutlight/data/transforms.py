@@ -22,6 +22,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from cutlight.checks import check_choice
+
 PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "none")
 _CROPPING = ("resize_and_crop", "crop", "scale_width")
 
@@ -60,8 +62,7 @@ class TrainTransform:
     """
 
     def __init__(self, preprocess: str, load_size: int, crop_size: int, flip: bool, channels: int) -> None:
-        if preprocess not in PREPROCESS_CHOICES:
-            raise ValueError(f"unknown preprocess {preprocess!r}; expected one of {', '.join(PREPROCESS_CHOICES)}")
+        check_choice("preprocess", preprocess, PREPROCESS_CHOICES)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         for name, value in (("load_size", load_size), ("crop_size", crop_size)):

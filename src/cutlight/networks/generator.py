@@ -1,4 +1,10 @@
-"""ResNet generator (the paper's G). Its layer list doubles as the encoder for PatchNCE (``encode``)."""
+"""ResNet generator (the paper's G). Its layer list doubles as the encoder for PatchNCE (``encode``).
+
+The generator protocol (what ``CUTModule`` and inference ask of any generator class chosen by ``_target_``):
+``forward(x)``; ``forward_with_features(x, layers) -> (output, [feature maps])``; ``encode(x, layers) -> [feature
+maps]``; ``feature_channels(layers) -> [channels]``; attributes ``input_nc``, ``output_nc`` and ``size_multiple``
+(input height and width must be multiples of it).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ class ResnetGenerator(nn.Module):
         for name, value in (("input_nc", input_nc), ("output_nc", output_nc), ("ngf", ngf)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        self.input_nc = input_nc
+        self.input_nc, self.output_nc = input_nc, output_nc
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -95,6 +101,11 @@ class ResnetGenerator(nn.Module):
         init_weights(self, init_type, init_gain)
 
     @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this (2 ** the number of downsamplings)."""
+        return 2**N_DOWNSAMPLING
+
+    @property
     def num_layers(self) -> int:
         return len(self.model)
 
@@ -105,8 +116,9 @@ class ResnetGenerator(nn.Module):
                 f"generator expects input of shape (B, {self.input_nc}, H, W); got {tuple(x.shape)}"
             )
         h, w = x.shape[-2:]
-        if h % 4 or w % 4:
-            raise ValueError(f"generator input height and width must be divisible by 4; got {h}x{w}")
+        m = self.size_multiple
+        if h % m or w % m:
+            raise ValueError(f"generator input height and width must be divisible by {m}; got {h}x{w}")
 
     def check_layers(self, layers: Sequence[int]) -> list[int]:
         layers = [int(i) for i in layers]

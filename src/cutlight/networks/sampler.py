@@ -35,6 +35,9 @@ class _SampleColumns(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # grad (B, C, S)
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative is wanted
+            raise RuntimeError("sparse column sampling (PatchSampler(..., sparse_grad=True)) has first-order "
+                               "gradients only; call it with sparse_grad=False to differentiate twice")
         (ids,) = ctx.saved_tensors
         b, c, h, w = ctx.shape
         s = grad.shape[-1]

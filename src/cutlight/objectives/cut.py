@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
+from ..checks import check_choice
+from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, multilayer_patch_nce
 from ..networks.sampler import PatchSampler, dense_grad
 
 
@@ -82,9 +83,8 @@ class CUTObjective(nn.Module):
         gan_mode: str = "lsgan",
     ):
         super().__init__()
-        for name, value, choices in (("negatives", negatives, NEGATIVES), ("gan_mode", gan_mode, GAN_MODES)):
-            if value not in choices:
-                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        check_choice("negatives", negatives, NEGATIVES)
+        check_choice("gan_mode", gan_mode, GAN_MODES)
         if not nce_layers:
             raise ValueError("nce_layers must list at least one generator layer index")
         if num_patches < 1:
@@ -187,15 +187,8 @@ class CUTObjective(nn.Module):
         queries = [dense_grad(q) if i == deepest else q for i, q in enumerate(queries)]
         sparse = {"sparse_grad": True} if isinstance(sampler, PatchSampler) else {}  # custom samplers: plain call
         feats_q, _ = sampler(queries, patch_ids=q_ids, **sparse)
-        per_layer = []  # (parts,) per layer
-        for q, k in zip(feats_q, feats_k):
-            if self.negatives == "image":  # each image's own patches: one call for all parts
-                loss = patch_nce_loss(q, k, self.nce_temperature, "image").view(parts, -1).mean(1)
-            else:  # the negatives of a part are the patches of that part's images only
-                loss = torch.stack([patch_nce_loss(qp, kp, self.nce_temperature, "batch").mean()
-                                    for qp, kp in zip(q.chunk(parts), k.chunk(parts))])
-            per_layer.append(loss)
-        return list(torch.stack(per_layer).mean(0) * self.lambda_nce)
+        losses = multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, self.negatives, parts)  # (parts,)
+        return list(losses * self.lambda_nce)
 
     def iteration(
         self,
