@@ -80,3 +80,32 @@ def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.train", env=Non
            "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+class PlainGenerator(nn.Module):
+    """A user-defined generator that follows cutlight's generator protocol (3x3 convs; layer i = output of conv i),
+    for testing ``_target_`` selection: ``generator: {_target_: helpers.PlainGenerator, width: 6}``."""
+
+    size_multiple = 1
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, width: int = 8) -> None:
+        super().__init__()
+        self.input_nc, self.output_nc = input_nc, output_nc
+        self.convs = nn.ModuleList([nn.Conv2d(input_nc, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1),
+                                    nn.Conv2d(width, output_nc, 3, padding=1)])
+
+    def forward_with_features(self, x, layers):
+        feats = {}
+        for i, conv in enumerate(self.convs):
+            x = conv(x) if i == len(self.convs) - 1 else torch.relu(conv(x))
+            feats[i] = x
+        return torch.tanh(x), [feats[i] for i in layers]
+
+    def forward(self, x):
+        return self.forward_with_features(x, [])[0]
+
+    def encode(self, x, layers):
+        return self.forward_with_features(x, layers)[1]
+
+    def feature_channels(self, layers):
+        return [self.convs[i].out_channels for i in layers]

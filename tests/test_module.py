@@ -182,3 +182,47 @@ def test_load_from_checkpoint_without_arguments_and_translate(tmp_path):
         y = gen(x)
     torch.testing.assert_close(y, model(x))
     assert y.shape == (1, 3, 32, 32) and y.abs().max() <= 1
+
+
+def test_user_generator_by_target_trains_and_reloads_without_arguments(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from cutlight import CUTModule
+    from helpers import PlainGenerator
+
+    torch.manual_seed(0)
+    model = tiny_module(generator={"_target_": "helpers.PlainGenerator", "width": 6},
+                        objective={"nce_layers": [0, 1], "num_patches": 8}, val_metrics=False)
+    assert isinstance(model.generator, PlainGenerator) and model.sampler.in_channels == [6, 6]
+    trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0, enable_checkpointing=True,
+                           callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    before = snapshot(model)
+    trainer.fit(model, datamodule=tiny_data(tmp_path))
+    assert any(not torch.equal(before[k], v) for k, v in snapshot(model).items() if k.startswith("generator."))
+    loaded = CUTModule.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+    assert isinstance(loaded.generator, PlainGenerator) and loaded.generator.convs[0].out_channels == 6
+    x = torch.rand(1, 3, 10, 14) * 2 - 1  # size_multiple 1: any size
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+def test_generator_instance_is_not_saved_and_is_passed_again(tmp_path):
+    from cutlight import CUTModule
+    from helpers import PlainGenerator
+
+    model = tiny_module(generator=PlainGenerator(width=4), objective={"nce_layers": [0, 2], "num_patches": 8},
+                        val_metrics=False)
+    assert "generator" not in model.hparams and model.sampler.in_channels == [4, 3]
+    path = tmp_path / "m.ckpt"
+    tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=tiny_data(tmp_path))
+    model.trainer.save_checkpoint(path)
+    loaded = CUTModule.load_from_checkpoint(path, generator=PlainGenerator(width=4))
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+
+
+def test_bad_network_specs_name_the_network():
+    with pytest.raises(TypeError, match="cannot build generator cutlight.networks.generator.ResnetGenerator"):
+        tiny_module(generator={"ngf": 8, "n_blocks": 1, "bogus": 1})
+    with pytest.raises(ImportError, match="cannot import 'nowhere.Gen'"):
+        tiny_module(generator={"_target_": "nowhere.Gen"})
