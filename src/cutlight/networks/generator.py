@@ -50,6 +50,7 @@ class ResnetGenerator(nn.Module):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.input_nc = input_nc
+        self.output_nc = output_nc
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -93,6 +94,11 @@ class ResnetGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), ChannelsLastConv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self, init_type, init_gain)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W of an input must be divisible by this (2 ** number of downsamplings = 4)."""
+        return 2**N_DOWNSAMPLING
 
     @property
     def num_layers(self) -> int:
