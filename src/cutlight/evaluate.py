@@ -22,20 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from cutlight.data.folder import list_images
+from cutlight.data.folder import list_images, load_image
 from cutlight.metrics import build_fid, build_kid, inception_extractor
 from cutlight.metrics import kid_subset_size as default_kid_subset_size
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """One image file as RGB uint8 (3, H, W) (grayscale repeated, alpha dropped); raises naming the file."""
+    """One image file as RGB uint8 (3, H, W), decoded by ``load_image`` (grayscale repeated, alpha composited on
+    white, as in training and validation); raises naming the file."""
     try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))  # (H, W, 3)
+        arr = np.asarray(load_image(path, 3))  # (H, W, 3)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read image file '{path}': {err}") from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (3, H, W)
