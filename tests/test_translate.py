@@ -422,3 +422,14 @@ def test_grayscale_to_rgba_generator_writes_rgba_files_of_input_size(tmp_path):
     assert translate(gen, Image.new("RGB", (9, 13))).mode == "RGBA"
     gray = tiny_generator(input_nc=3, output_nc=1)
     assert translate(gray, [Image.new("RGBA", (10, 7))])[0].mode == "L"
+
+
+def test_too_small_image_is_reported_and_output_containing_the_inputs_is_refused(tmp_path):
+    src = tmp_path / "in"
+    write_image(src / "ok.png", 16, 12)
+    write_image(src / "dot.png", 3, 3)
+    report = translate_folder(tiny_generator(), src, tmp_path / "out", progress=False)
+    assert [d.name for _, d in report.written] == ["ok.png"]
+    assert [(s.name, r.split(":")[0]) for s, r in report.failed] == [("dot.png", "translation failed")]
+    with pytest.raises(ValueError, match="all 2 found are under the output folder .* does not contain the inputs"):
+        translate_folder(tiny_generator(), src, src, progress=False)

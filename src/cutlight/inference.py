@@ -314,3 +314,11 @@ def __getattr__(name: str):
 
         return translate_folder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":  # the former CLI home: `python -m cutlight.inference ...` = `python -m cutlight.translate ...`
+    import sys
+
+    from .translate import main
+
+    sys.exit(main())

@@ -155,7 +155,8 @@ def resolve_inputs(
     if excluded:
         logger.warning("%d file(s) under the output folder '%s' not taken as inputs", excluded, skip)
     if not found:
-        raise ValueError(f"no input images left (all {excluded} found are under the output folder '{skip}')")
+        raise ValueError(f"no input images left: all {excluded} found are under the output folder '{skip}'; "
+                         "choose an output folder that does not contain the inputs")
     return list(found.values())
 
 
