@@ -433,3 +433,19 @@ def test_too_small_image_is_reported_and_output_containing_the_inputs_is_refused
     assert [(s.name, r.split(":")[0]) for s, r in report.failed] == [("dot.png", "translation failed")]
     with pytest.raises(ValueError, match="all 2 found are under the output folder .* does not contain the inputs"):
         translate_folder(tiny_generator(), src, src, progress=False)
+
+
+def test_readme_python_snippet_runs(tmp_path, monkeypatch):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "cutlight.translate(" in b)
+    torch.save(tiny_generator().state_dict(), tmp_path / "last.ckpt")
+    write_image(tmp_path / "horse1.jpg", 30, 20)
+    write_image(tmp_path / "horse2.png", 17, 25, mode="RGBA")
+    write_image(tmp_path / "testA" / "h.png", 12, 12)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet.replace('device="cuda"', 'device="cpu"'), "README", "exec"), scope)
+    assert [im.size for im in scope["zebras"]] == [(30, 20), (17, 25)]
+    assert len(scope["report"].written) == 1 and (tmp_path / "translated" / "h.png").is_file()
