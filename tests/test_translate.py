@@ -341,7 +341,7 @@ def test_html_gallery_pages_link_only_existing_files(tmp_path, monkeypatch):
     torch.save(tiny_generator().state_dict(), tmp_path / "G.pth")
     out = tmp_path / "out"
     status = main(["--ckpt", str(tmp_path / "G.pth"), "--input", str(src), "--output", str(out), "--quiet",
-                   "--html", "--per-page", "2", "--real", str(real)])
+                   "--html", "--per-page", "2", "--real", str(real), "--no-antialias"])
     assert status == 1  # zz.png failed
     pages = sorted(p.name for p in out.glob("*.html"))
     assert pages == ["index.html", "page2.html", "page3.html"]
@@ -354,6 +354,7 @@ def test_html_gallery_pages_link_only_existing_files(tmp_path, monkeypatch):
             assert target.is_file(), f"{page}: {link} does not resolve"
             images.add(target)
         assert "FID" in parser.text and any("KID" in t for t in parser.text)
+        assert any("original FID" in t for t in parser.text)  # --no-antialias is shown
     translated = {p.resolve() for p in out.glob("*.png")}
     assert len(translated) == 5 and translated <= images
     assert {p.resolve() for p in src.glob("im*.png")} <= images

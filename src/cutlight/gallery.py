@@ -73,6 +73,8 @@ def _metrics_table(metrics: Mapping, real_dir: str | os.PathLike | None) -> str:
             ("KID", f"{metrics['kid_mean']:.6f} &plusmn; {metrics['kid_std']:.6f}"),
             ("images", f"{metrics['n_fake']} translated vs {metrics['n_real']} real"
                        + (f" ({html.escape(str(real_dir))})" if real_dir else ""))]
+    if "antialias" in metrics:
+        rows.append(("resize", "antialiased" if metrics["antialias"] else "original FID (non-antialiased)"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="metrics">{body}</table>'
 

@@ -358,15 +358,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--html", action="store_true", help="write index.html (+ page2.html, ...) into --output")
     p.add_argument("--per-page", type=int, default=50, help="rows per HTML page")
     p.add_argument("--real", help="folder of real target images: FID/KID of the outputs (on the HTML page)")
+    p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
+                   help="FID/KID Inception resize: antialiased (default) or --no-antialias, the original FID resize "
+                        "that published numbers use")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def _metrics(output: Path, real: str, device: str | None) -> tuple[dict | None, str | None]:
+def _metrics(output: Path, real: str, device: str, antialias: bool) -> tuple[dict | None, str | None]:
     from .evaluate import evaluate_folders
 
     try:
-        return evaluate_folders(output, real, device=device), None
+        return {**evaluate_folders(output, real, antialias=antialias, device=device), "antialias": antialias}, None
     except (OSError, ValueError, RuntimeError) as err:
         return None, str(err)
 
@@ -393,10 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     status = 1 if report.failed else 0
     metrics, metrics_error = None, None
     if args.real:
-        metrics, metrics_error = _metrics(report.output_dir, args.real, device)
+        metrics, metrics_error = _metrics(report.output_dir, args.real, device, args.antialias)
         if metrics is not None:
             print(f"FID {metrics['fid']:.4f}  KID {metrics['kid_mean']:.6f} +- {metrics['kid_std']:.6f}  "
-                  f"(n_fake={metrics['n_fake']}, n_real={metrics['n_real']})")
+                  f"(n_fake={metrics['n_fake']}, n_real={metrics['n_real']}, antialias={args.antialias})")
         else:
             print(f"cutlight-translate: FID/KID not computed: {metrics_error}", file=sys.stderr)
             status = 1
