@@ -450,3 +450,21 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     exec(compile(snippet.replace('device="cuda"', 'device="cpu"'), "README", "exec"), scope)
     assert [im.size for im in scope["zebras"]] == [(30, 20), (17, 25)]
     assert len(scope["report"].written) == 1 and (tmp_path / "translated" / "h.png").is_file()
+
+
+def test_a_failing_batch_is_retried_image_by_image(tmp_path):
+    class OneAtATime(torch.nn.Module):  # stands in for a batch too large for the device memory
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.input_nc, self.output_nc, self.size_multiple = inner, 3, 3, 4
+
+        def forward(self, x):
+            if x.shape[0] > 1:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return self.inner(x)
+
+    src = tmp_path / "in"
+    for i in range(3):
+        write_image(src / f"{i}.png", 16, 12, seed=i)
+    report = translate_folder(OneAtATime(tiny_generator()), src, tmp_path / "out", batch_size=3, progress=False)
+    assert len(report.written) == 3 and not report.failed

@@ -286,39 +286,58 @@ def translate_folder(
         image = load_image(pair[0], in_nc)
         return to_tensor(resize(image, *output_size(*image.size, size, short_side)))  # (C, H, W)
 
-    groups: dict[tuple[int, ...], list[tuple[Path, Path, torch.Tensor]]] = {}
-    bar = tqdm(total=len(todo), unit="img", desc="translating", disable=not progress, file=sys.stderr)
-
-    def flush(key: tuple[int, ...]) -> None:
-        batch = groups.pop(key)
-        try:
-            y = translate_tensor(generator, torch.stack([t for _, _, t in batch]), precision)  # (B, C', H, W)
-        except (RuntimeError, ValueError) as err:
-            report.failed += [(src, f"translation failed: {err}") for src, _, _ in batch]
-            y = None
-        for i, (src, dst, _) in enumerate(batch if y is not None else []):
-            try:
-                _save(tensor_to_image(y[i]), dst, FORMATS[ext])
-                report.written.append((src, dst))
-            except OSError as err:
-                report.failed.append((src, f"cannot write '{dst}': {err}"))
-        bar.update(len(batch))
-
-    for pair, result in _prefetch(load, todo, workers):
-        if isinstance(result, Exception):
-            report.failed.append((pair[0], str(result)))
-            bar.update(1)
-            continue
-        key = tuple(result.shape)
-        groups.setdefault(key, []).append((*pair, result))
-        if len(groups[key]) >= batch_size:
-            flush(key)
-        elif sum(map(len, groups.values())) > 4 * batch_size:  # many sizes: bound the memory held
-            flush(max(groups, key=lambda k: len(groups[k])))
-    for key in list(groups):
-        flush(key)
-    bar.close()
+    with tqdm(total=len(todo), unit="img", desc="translating", disable=not progress, file=sys.stderr) as bar:
+        batches = _Batches(generator, batch_size, precision, FORMATS[ext], report, bar)
+        for (src, dst), result in _prefetch(load, todo, workers):
+            if isinstance(result, Exception):
+                report.failed.append((src, str(result)))
+                bar.update(1)
+            else:
+                batches.add(src, dst, result)
+        batches.flush_all()
     return report
+
+
+class _Batches:
+    """Collects loaded images by size; translates and writes each group when it holds ``batch_size`` images (or
+    when too many images of different sizes are waiting). A batch that fails is retried image by image, so each
+    failure has its own reason (and a batch too large for the device memory still gets through)."""
+
+    def __init__(self, generator, batch_size: int, precision, fmt: str, report: TranslationReport, bar) -> None:
+        self.generator, self.batch_size, self.precision, self.fmt = generator, batch_size, precision, fmt
+        self.report, self.bar = report, bar
+        self.groups: dict[tuple[int, ...], list[tuple[Path, Path, torch.Tensor]]] = {}
+
+    def add(self, src: Path, dst: Path, image: torch.Tensor) -> None:
+        key = tuple(image.shape)  # (C, H, W)
+        self.groups.setdefault(key, []).append((src, dst, image))
+        if len(self.groups[key]) >= self.batch_size:
+            self._run(self.groups.pop(key))
+        elif sum(map(len, self.groups.values())) > 4 * self.batch_size:  # many sizes: bound the memory held
+            self._run(self.groups.pop(max(self.groups, key=lambda k: len(self.groups[k]))))
+
+    def flush_all(self) -> None:
+        for key in list(self.groups):
+            self._run(self.groups.pop(key))
+
+    def _run(self, batch: list[tuple[Path, Path, torch.Tensor]]) -> None:
+        try:
+            y = translate_tensor(self.generator, torch.stack([t for _, _, t in batch]), self.precision)  # (B, C', H, W)
+        except (RuntimeError, ValueError) as err:
+            if len(batch) > 1:
+                for item in batch:
+                    self._run([item])
+                return
+            self.report.failed.append((batch[0][0], f"translation failed: {err}"))
+            self.bar.update(1)
+            return
+        for (src, dst, _), yi in zip(batch, y):
+            try:
+                _save(tensor_to_image(yi), dst, self.fmt)
+                self.report.written.append((src, dst))
+            except OSError as err:
+                self.report.failed.append((src, f"cannot write '{dst}': {err}"))
+        self.bar.update(len(batch))
 
 
 # -------------------------------------------------------------------------------------------------- CLI
