@@ -18,6 +18,9 @@ def _missing(*modules: str) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
+pytestmark = pytest.mark.filterwarnings(  # the tests trace the fast-path generator on purpose; torch.jit.load
+    "ignore::torch.jit.TracerWarning", r"ignore:.*torch\.jit.*deprecated:FutureWarning")
+
 needs_onnx = pytest.mark.skipif(bool(_missing("onnx", "onnxscript", "onnxruntime")),
                                 reason=f"ONNX export/check needs {_missing('onnx', 'onnxscript', 'onnxruntime')}")
 needs_safetensors = pytest.mark.skipif(bool(_missing("safetensors")), reason="safetensors is not installed")

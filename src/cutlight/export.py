@@ -210,14 +210,15 @@ def verify_export(path: str | os.PathLike, fmt: str, generator: nn.Module, sizes
 
 def _parser() -> argparse.ArgumentParser:
     from .inference import DIRECTIONS
-    from .translate import _kwarg
+    from .translate import parse_kwarg
 
-    p = argparse.ArgumentParser(prog="cutlight-export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="cutlight-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="cutlight .ckpt, .safetensors export or generator state dict")
     p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
-    p.add_argument("--generator", type=_kwarg, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--generator", type=parse_kwarg, action="append", default=[], metavar="KEY=VALUE",
                    help="generator constructor argument (overrides the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check against eager")

@@ -92,7 +92,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        state = {k: f.get_tensor(k) for k in f.keys()}
     if "cutlight_generator" not in meta:
         raise ValueError(f"'{path}' is a safetensors file without cutlight's 'cutlight_generator' metadata "
                          "(written by `python -m cutlight.export --format safetensors`)")
@@ -265,7 +265,7 @@ def tensor_to_image(y: torch.Tensor) -> Image.Image:
     from .metrics import to_uint8
 
     arr = to_uint8(y[None], rgb=False)[0].permute(1, 2, 0).cpu().numpy()  # (H, W, C) uint8
-    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, mode=None)
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
 
 
 def translate(

@@ -343,7 +343,8 @@ class _Batches:
 # -------------------------------------------------------------------------------------------------- CLI
 
 
-def _kwarg(text: str) -> tuple[str, object]:
+def parse_kwarg(text: str) -> tuple[str, object]:
+    """``"KEY=VALUE"`` -> (key, Python literal or, failing that, the string): ``ngf=32`` -> ("ngf", 32)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -354,17 +355,16 @@ def _kwarg(text: str) -> tuple[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cutlight-translate", description=__doc__.split("\n\n")[0],
-                                epilog="See the module docstring (python -c 'import cutlight.translate as t; "
-                                       "print(t.__doc__)') for naming, sizes and exit status.")
+    p = argparse.ArgumentParser(prog="cutlight-translate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="cutlight .ckpt, .safetensors export, or generator state dict "
                                                  "(e.g. the reference latest_net_G.pth)")
-    p.add_argument("--input", required=True, nargs="+", help="image file(s), folder(s) or quoted glob pattern(s)")
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or quoted glob pattern(s)")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
     sizes = p.add_mutually_exclusive_group()
-    sizes.add_argument("--size", type=int, help="resize so that the longer side is N (aspect kept)")
-    sizes.add_argument("--short-side", type=int, help="resize so that the shorter side is N (aspect kept)")
+    sizes.add_argument("--size", type=int, metavar="N", help="resize so that the longer side is N (aspect kept)")
+    sizes.add_argument("--short-side", type=int, metavar="N", help="resize so that the shorter side is N (aspect kept)")
     p.add_argument("--ext", default="png", choices=sorted(FORMATS), help="output format (default png)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--keep-suffix", action="store_true", help="name outputs x.jpg.png (never collide)")
@@ -372,11 +372,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (0: none)")
-    p.add_argument("--generator", type=_kwarg, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--generator", type=parse_kwarg, action="append", default=[], metavar="KEY=VALUE",
                    help="generator constructor argument (overrides the checkpoint; e.g. norm=none)")
     p.add_argument("--html", action="store_true", help="write index.html (+ page2.html, ...) into --output")
     p.add_argument("--per-page", type=int, default=50, help="rows per HTML page")
-    p.add_argument("--real", help="folder of real target images: FID/KID of the outputs (on the HTML page)")
+    p.add_argument("--real", metavar="DIR", help="folder of real target images: FID/KID of the outputs (on the HTML page)")
     p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
                    help="FID/KID Inception resize: antialiased (default) or --no-antialias, the original FID resize "
                         "that published numbers use")
