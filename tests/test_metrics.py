@@ -52,7 +52,7 @@ def test_to_uint8_rounds_clamps_and_repeats_gray():
     assert torch.equal(to_uint8(x), ((x + 1) * 127.5).round().to(torch.uint8))
     half = torch.linspace(-1, 1, 511).view(1, 1, 1, -1)  # includes every k / 127.5 - 1 and the midpoints
     assert torch.equal(to_uint8(half.bfloat16()), to_uint8(half.bfloat16().float()))
-    with pytest.raises(ValueError, match=r"C in \(1, 3\); got shape \(2, 2, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"C in \(1, 3, 4\); got shape \(2, 2, 4, 4\)"):
         to_uint8(torch.zeros(2, 2, 4, 4))
 
 

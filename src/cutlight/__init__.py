@@ -16,7 +16,8 @@ _LAZY = {
     "UnpairedDataModule": ("cutlight.data", "UnpairedDataModule"),
     "BuiltinDataModule": ("cutlight.data", "BuiltinDataModule"),
     "load_generator": ("cutlight.inference", "load_generator"),
-    "translate_folder": ("cutlight.inference", "translate_folder"),
+    "translate": ("cutlight.inference", "translate"),
+    "translate_folder": ("cutlight.translate", "translate_folder"),
 }
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cutlight.data.builtin import builtin_root, ensure_builtin_dataset
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
+from cutlight.data.folder import CHANNEL_CHOICES
 from cutlight.data.sampler import UnpaddedDistributedSampler
 from cutlight.data.shapes import shapes_score
 from cutlight.data.transforms import TrainTransform
@@ -76,6 +77,9 @@ class UnpairedDataModule(pl.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
+            if value not in CHANNEL_CHOICES:
+                raise ValueError(f"{name} must be one of {CHANNEL_CHOICES} (L, RGB, RGBA images), got {value!r}")
         TrainTransform(preprocess, load_size, crop_size, flip, input_nc)  # fail early on a bad transform config
         self.save_hyperparameters()
         base = Path(root).expanduser() if root is not None else None

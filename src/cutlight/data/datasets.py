@@ -23,7 +23,7 @@ class UnpairedImageDataset(Dataset):
         dir_a, dir_b: folders searched recursively for images (see :func:`~cutlight.data.folder.list_images`).
         load_size, crop_size, preprocess, flip: the training transform.
         serial_batches: pair A and B by index instead of drawing B at random.
-        input_nc, output_nc: channel count (1 or 3) of the A and of the B images.
+        input_nc, output_nc: channel count (1, 3 or 4: L, RGB, RGBA) of the A and of the B images.
         max_dataset_size: keep only the first N files (sorted by path) of each domain.
 
     Returns (``dataset[i]``): ``{"A": (input_nc, H, W), "B": (output_nc, H, W)`` float32 in [-1, 1],
@@ -74,7 +74,7 @@ class SingleFolderDataset(Dataset):
     Args:
         folder: searched recursively; files sorted by relative path.
         size: output side length.
-        channels: 1 or 3.
+        channels: 1, 3 or 4 (L, RGB, RGBA).
         max_images: keep only the first N files.
 
     Returns (``dataset[i]``): ``{"image": (channels, size, size)`` float32 in [-1, 1], ``"path": str,

@@ -9,10 +9,12 @@
 Channel conversion (:func:`convert_channels`):
 
 * palette (``P``) images are expanded to RGB, or to RGBA when they carry a transparency entry;
-* images with alpha (``RGBA``, ``LA``, ``PA``) are alpha-composited **on a white background** (a transparent
-  pixel becomes white, not the colour hidden under alpha 0);
 * 16-bit grayscale (``I;16*``, ``I``) is scaled by 1/256 to 8 bits (Pillow's own conversion would clip);
-* the result is ``L`` for ``channels=1`` and ``RGB`` for ``channels=3`` (grayscale is replicated to 3 channels).
+* ``channels=1`` gives ``L``, ``channels=3`` gives ``RGB`` (grayscale is replicated to 3 channels): images with
+  alpha (``RGBA``, ``LA``, ``PA``) are first alpha-composited **on a white background** (a transparent pixel
+  becomes white, not the colour hidden under alpha 0);
+* ``channels=4`` gives ``RGBA`` and **keeps** alpha as the fourth channel; images without alpha (a folder may mix
+  modes) get a fully opaque alpha (255), grayscale is replicated to RGB.
 
 EXIF orientation tags are applied (camera JPEGs come out upright).
 """
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+CHANNEL_CHOICES = (1, 3, 4)  # L, RGB, RGBA
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -75,13 +78,15 @@ def list_images(folder: str | os.PathLike, max_images: int | None = None) -> lis
 
 
 def convert_channels(image: Image.Image, channels: int) -> Image.Image:
-    """Convert a PIL image of any common mode to ``L`` (``channels=1``) or ``RGB`` (``channels=3``)."""
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    """Convert a PIL image of any common mode to ``L`` (``channels=1``), ``RGB`` (3) or ``RGBA`` (4)."""
+    if channels not in CHANNEL_CHOICES:
+        raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode in _SIXTEEN_BIT_MODES:
         image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if channels == 4:
+        return image.convert("RGBA")  # alpha kept; opaque (255) when the image has none
     if image.mode in _ALPHA_MODES:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image.convert("RGBA"))
@@ -89,7 +94,7 @@ def convert_channels(image: Image.Image, channels: int) -> Image.Image:
 
 
 def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
-    """Decode ``path`` into a PIL image with ``channels`` (1 or 3) channels.
+    """Decode ``path`` into a PIL image with ``channels`` (1, 3 or 4) channels (see :func:`convert_channels`).
 
     Raises:
         ValueError: the file cannot be decoded as an image (the message names the file).

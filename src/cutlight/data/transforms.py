@@ -23,6 +23,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from cutlight.checks import check_choice
+from cutlight.data.folder import CHANNEL_CHOICES
 
 PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "none")
 _CROPPING = ("resize_and_crop", "crop", "scale_width")
@@ -55,7 +56,7 @@ class TrainTransform:
         load_size: resize target (side for ``resize_and_crop``, width for ``scale_width``).
         crop_size: side of the square random crop (unused for ``none``).
         flip: random horizontal flip with p = 0.5.
-        channels: 1 or 3; the input image must already have this many channels.
+        channels: 1, 3 or 4 (L, RGB, RGBA); the input image must already have this many channels.
 
     Call: ``transform(image, path) -> (channels, H, W)`` float32 tensor in [-1, 1]; ``path`` only names the file
     in errors.
@@ -63,8 +64,8 @@ class TrainTransform:
 
     def __init__(self, preprocess: str, load_size: int, crop_size: int, flip: bool, channels: int) -> None:
         check_choice("preprocess", preprocess, PREPROCESS_CHOICES)
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if channels not in CHANNEL_CHOICES:
+            raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         for name, value in (("load_size", load_size), ("crop_size", crop_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -123,8 +124,8 @@ class EvalTransform:
     def __init__(self, size: int, channels: int) -> None:
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if channels not in CHANNEL_CHOICES:
+            raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         self.size = size
         self.channels = channels
         self.to_tensor = to_normalized_tensor(channels)

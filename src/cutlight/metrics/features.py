@@ -18,21 +18,28 @@ from ..build import locate
 INCEPTION_FEATURES = (64, 192, 768, 2048)
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Map generator outputs in [-1, 1] to uint8 RGB images, rounding to nearest (not truncating).
+def to_uint8(x: torch.Tensor, rgb: bool = True) -> torch.Tensor:
+    """Map generator outputs in [-1, 1] to uint8 images, rounding to nearest (not truncating). The one float ->
+    uint8 conversion of the package (metrics, image grids, translation).
 
     Args:
-        x: float (B, C, H, W) with C in {1, 3}; values outside [-1, 1] are clamped.
+        x: float (B, C, H, W) with C in {1, 3, 4} (L, RGB, RGBA); values outside [-1, 1] are clamped.
+        rgb: True (what FID/KID take): 3 channels, grayscale repeated, RGBA alpha-composited on white (as
+            ``cutlight.data.load_image`` does for files read with 1 or 3 channels). False: keep the C channels
+            (to write image files).
     Returns:
-        uint8 (B, 3, H, W) on the same device; grayscale is repeated to 3 channels.
+        uint8 (B, 3, H, W) if ``rgb`` else (B, C, H, W), on the same device.
     """
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"to_uint8 expects a (B, C, H, W) tensor with C in (1, 3); got shape {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"to_uint8 expects a (B, C, H, W) tensor with C in (1, 3, 4); got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"to_uint8 expects a float tensor in [-1, 1]; got dtype {x.dtype}")
-    x = x.float()  # bf16/fp16 cannot hold (x + 1) * 127.5 exactly enough to round correctly
-    out = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, C, H, W)
-    return out.expand(-1, 3, -1, -1).contiguous() if out.shape[1] == 1 else out  # (B, 3, H, W)
+    x = x.float().clamp(-1, 1)  # bf16/fp16 cannot hold (x + 1) * 127.5 exactly enough to round correctly
+    if rgb and x.shape[1] == 4:
+        alpha = (x[:, 3:] + 1) / 2  # (B, 1, H, W) in [0, 1]
+        x = x[:, :3] * alpha + (1 - alpha)  # (B, 3, H, W): over white (+1)
+    out = ((x + 1) * 127.5).round().to(torch.uint8)  # (B, C, H, W)
+    return out.expand(-1, 3, -1, -1).contiguous() if rgb and out.shape[1] == 1 else out
 
 
 def _weights_file(weights_path: str | os.PathLike | None) -> str:

@@ -5,7 +5,7 @@ from .generator import ResnetGenerator
 from .init import INIT_TYPES, init_weights
 from .layers import NORMS, BlurDownsample, BlurUpsample, ResnetBlock
 from .sampler import PatchSampler, l2_normalize
-from .weights import load_network_weights, strip_prefix
+from .weights import load_network_weights, resnet_generator_kwargs, strip_prefix
 
 __all__ = [
     "INIT_TYPES",
@@ -19,5 +19,6 @@ __all__ = [
     "init_weights",
     "l2_normalize",
     "load_network_weights",
+    "resnet_generator_kwargs",
     "strip_prefix",
 ]

@@ -36,6 +36,13 @@ class InstanceNorm(nn.InstanceNorm2d):
         return F.group_norm(x, self.num_features, eps=self.eps)
 
 
+def cpu_fast_path(x: torch.Tensor) -> bool:
+    """Whether a CPU-only hand-written formulation may run on ``x``: eager CPU execution, not under
+    ``torch.compile``, TorchScript tracing or ONNX export (those see the standard ops)."""
+    return (x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
+
+
 def make_norm(norm: str, channels: int) -> nn.Module:
     """Normalisation layer by name: ``instance`` (no affine, no running stats), ``batch`` or ``none``."""
     check_choice("norm", norm, NORMS)
@@ -119,7 +126,8 @@ class BlurDownsample(nn.Module):
 
     On CPU ``forward`` computes the same sums without a padded copy of the input (see ``_blur_down``) and
     back-propagates through the exact adjoint (about 2x faster than pad + conv there, forward and backward); on
-    other devices, where it was not measured faster, and under ``torch.compile`` it is pad + conv. H, W >= 2.
+    other devices, where it was not measured faster, and under ``torch.compile``, tracing and ONNX export it is
+    pad + conv (see ``cpu_fast_path``). H, W >= 2.
 
     (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)).
     """
@@ -136,7 +144,7 @@ class BlurDownsample(nn.Module):
         h, w = x.shape[-2:]
         if h < 2 or w < 2:
             raise ValueError(f"BlurDownsample needs H, W >= 2 (reflect padding); got {h}x{w}")
-        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if cpu_fast_path(x):
             return _BlurDownFunction.apply(x, self.filt)
         x = F.pad(x, (1, 1, 1, 1), mode="reflect")
         return F.conv2d(x, self.filt.to(x.dtype), stride=2, groups=x.shape[1])
@@ -173,7 +181,7 @@ class ChannelsLastConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if not cpu_fast_path(x):
             return super().forward(x)
         return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 

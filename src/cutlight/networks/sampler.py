@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .init import init_weights
+from .layers import cpu_fast_path
 
 
 def upcast_half(x: torch.Tensor) -> torch.Tensor:
@@ -81,8 +82,7 @@ def sample_columns(feat: torch.Tensor, ids: torch.Tensor, sparse_grad: bool = Fa
     that also feed later layers (their dense gradient absorbs it) or are wrapped in ``dense_grad``. Used on CPU
     only (measured there: ~3% of a CUT iteration); on GPUs and inside compiled code the dense path runs.
     """
-    if (sparse_grad and feat.device.type == "cpu" and feat.requires_grad and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()):
+    if sparse_grad and cpu_fast_path(feat) and feat.requires_grad and torch.is_grad_enabled():
         return _SampleColumns.apply(feat, ids)
     return _gather_columns(feat, ids)
 
