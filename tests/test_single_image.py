@@ -83,6 +83,8 @@ def test_dataset_items_prescale_and_determinism(pair):
     again = ds[3]
     assert torch.equal(item["A"], again["A"]) and torch.equal(item["B"], again["B"])
     assert not torch.equal(ds[3]["A"], item["A"])  # a fresh draw per access
+    torch.manual_seed(0)
+    assert not torch.equal(ds[4]["A"], item["A"])  # DDP ranks (same RNG state, other indices) differ
     with pytest.raises(IndexError):
         ds[10]
     big = ZoomAndPatchDataset(path_a, path_b, load_size=50, crop_size=32)  # already large enough: kept

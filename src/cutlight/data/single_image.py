@@ -16,8 +16,11 @@ Only the patch is computed: its rows of the resize (the same antialiased bilinea
 ``F.interpolate(..., antialias=True)``) applied to the few source pixels it covers, equal to resizing the whole
 image and cropping (tested), at a small fraction of the cost.
 
-Randomness comes from torch's global RNG (per DataLoader worker, seeded by PyTorch from the main process), so
-``seed_everything`` makes the samples reproducible for a given number of workers; A and B draw independently.
+Randomness: each item draws a seed from torch's global RNG (per DataLoader worker, seeded by PyTorch from the
+main process) and adds its index; a private generator with that seed draws the item. So ``seed_everything`` makes
+the samples reproducible for a given number of workers, workers never repeat each other, and DDP ranks, whose
+global RNGs are seeded alike but whose ``DistributedSampler`` shards hold different indices, draw different
+patches. A and B draw independently.
 
 Edge cases: a path that is a folder is accepted when it holds exactly one image (the reference's
 ``trainA/one.png`` layout), else ``ValueError``; a missing path raises ``FileNotFoundError``; an image that cannot
@@ -86,17 +89,19 @@ class PatchParams:
     flip: bool
 
 
-def draw_patch_params(height: int, width: int, crop_size: int, random_scale_max: float, flip: bool) -> PatchParams:
-    """Draw zoom, grid offset, cell and flip for an image of ``height`` x ``width`` (torch's global RNG)."""
+def draw_patch_params(height: int, width: int, crop_size: int, random_scale_max: float, flip: bool,
+                      generator: torch.Generator | None = None) -> PatchParams:
+    """Draw zoom, grid offset, cell and flip for an image of ``height`` x ``width`` (from ``generator``, else from
+    torch's global RNG)."""
     low = 1.0 / random_scale_max
-    fx, fy = (low + (1.0 - low) * torch.rand(2, dtype=torch.float64)).tolist()
+    fx, fy = (low + (1.0 - low) * torch.rand(2, generator=generator, dtype=torch.float64)).tolist()
     zw, zh = max(crop_size, round(width * fx)), max(crop_size, round(height * fy))
     nw, nh = zw // crop_size, zh // crop_size  # whole cells per axis
-    start_x = int(torch.randint(zw - nw * crop_size + 1, ()))
-    start_y = int(torch.randint(zh - nh * crop_size + 1, ()))
-    cell = int(torch.randint(nw * nh, ()))
+    start_x = int(torch.randint(zw - nw * crop_size + 1, (), generator=generator))
+    start_y = int(torch.randint(zh - nh * crop_size + 1, (), generator=generator))
+    cell = int(torch.randint(nw * nh, (), generator=generator))
     ix, iy = cell // nh, cell % nh
-    flipped = bool(torch.rand(()) < 0.5) if flip else False
+    flipped = bool(torch.rand((), generator=generator) < 0.5) if flip else False
     return PatchParams(zh, zw, start_y + iy * crop_size, start_x + ix * crop_size, flipped)
 
 
@@ -174,15 +179,18 @@ class ZoomAndPatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def sample(self, image: torch.Tensor) -> torch.Tensor:
+    def sample(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One random training patch of ``image`` (C, H, W) uint8 -> (C, crop, crop) float32 in [-1, 1]."""
-        params = draw_patch_params(image.shape[1], image.shape[2], self.crop_size, self.random_scale_max, self.flip)
+        params = draw_patch_params(image.shape[1], image.shape[2], self.crop_size, self.random_scale_max, self.flip,
+                                   generator)
         return zoomed_patch(image, params, self.crop_size) / 127.5 - 1.0
 
     def __getitem__(self, index: int) -> dict:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
-        return {"A": self.sample(self.image_a), "B": self.sample(self.image_b),
+        seed = int(torch.randint(2**62, (), dtype=torch.int64)) + index % self.length  # see the module docstring
+        generator = torch.Generator().manual_seed(seed)
+        return {"A": self.sample(self.image_a, generator), "B": self.sample(self.image_b, generator),
                 "A_path": str(self.path_a), "B_path": str(self.path_b)}
 
     def __repr__(self) -> str:
