@@ -64,10 +64,6 @@ def resolve_image_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def _to_uint8_tensor(image: Image.Image) -> torch.Tensor:
-    return TF.pil_to_tensor(image)  # (C, H, W) uint8
-
-
 def prescale(image: Image.Image, load_size: int) -> Image.Image:
     """Scale up (bicubic) so the short side is ``load_size``; images already that large are kept as they are."""
     w, h = image.size
@@ -173,8 +169,8 @@ class ZoomAndPatchDataset(Dataset):
         self.load_size, self.crop_size = load_size, crop_size
         self.random_scale_max, self.flip, self.length = float(random_scale_max), bool(flip), length
         self.path_a, self.path_b = resolve_image_path(image_a), resolve_image_path(image_b)
-        self.image_a = _to_uint8_tensor(prescale(load_image(self.path_a, input_nc), load_size))  # (C, H, W)
-        self.image_b = _to_uint8_tensor(prescale(load_image(self.path_b, output_nc), load_size))  # (C, H, W)
+        self.image_a = TF.pil_to_tensor(prescale(load_image(self.path_a, input_nc), load_size))  # (C, H, W)
+        self.image_b = TF.pil_to_tensor(prescale(load_image(self.path_b, output_nc), load_size))  # (C, H, W)
 
     def __len__(self) -> int:
         return self.length
@@ -219,7 +215,7 @@ def load_full_image(
         raise ValueError(f"unknown mode {mode!r}; expected one of pad, crop")
     if size_multiple < 1:
         raise ValueError(f"size_multiple must be >= 1, got {size_multiple}")
-    x = _to_uint8_tensor(load_image(resolve_image_path(path), channels)).float()[None] / 127.5 - 1.0  # (1, C, H, W)
+    x = TF.pil_to_tensor(load_image(resolve_image_path(path), channels)).float()[None] / 127.5 - 1.0  # (1, C, H, W)
     h, w = x.shape[-2:]
     if mode == "crop":
         h, w = h - h % size_multiple, w - w % size_multiple
