@@ -130,3 +130,46 @@ def generator_loss(pred_fake: torch.Tensor, gan_mode: str = "lsgan") -> torch.Te
     if gan_mode == "hinge":
         return -pred_fake.mean()
     return _gan_term(pred_fake, True, gan_mode)
+
+
+# ---- regularisers (R1)
+
+
+def _r1_dtype(discriminator: nn.Module, real: torch.Tensor) -> torch.dtype:
+    """fp32 (or fp64) for the R1 pass; a discriminator whose weights are themselves fp16/bf16 runs in that dtype."""
+    param = next(discriminator.parameters(), None)
+    if param is not None and param.is_floating_point():
+        return param.dtype
+    return upcast_half(real).dtype
+
+
+def r1_penalty(
+    discriminator: nn.Module, real: torch.Tensor, gamma: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """R1 gradient penalty on real images (Mescheder et al. 2018), as in StyleGAN2 and the reference SinCUT:
+    ``gamma / 2 * mean_i ||d sum(D(x_i)) / d x_i||^2`` at x = ``real``.
+
+    Args:
+        discriminator: D; its outputs are summed per image (one logit per image, or a patch map).
+        real: (B, C, H, W) real images (any graph on them is cut: the penalty is a function of D only).
+        gamma: the penalty weight (SinCUT's ``lambda_r1``).
+
+    Returns:
+        (penalty, pred_real): the scalar penalty, with a graph through the input gradient (``create_graph``), so
+        its backward reaches D's parameters by double backward; and D(real), which the caller can reuse for the
+        GAN loss of the same step (reals then go through D once).
+
+    Precision: computed with autocast off, in fp32 (fp64 stays fp64): under bf16 autocast the squared input
+    gradients would otherwise carry bf16's 8-bit mantissa. A D whose parameters are fp16/bf16 (true half
+    precision) runs in that dtype and only the squared norm is summed in fp32. Under ``torch.no_grad()`` the
+    value is computed without a graph (e.g. for logging).
+    """
+    track = torch.is_grad_enabled()
+    with torch.enable_grad(), torch.autocast(real.device.type, enabled=False):
+        x = real.detach().to(_r1_dtype(discriminator, real)).requires_grad_(True)
+        pred = discriminator(x)
+        (grad,) = torch.autograd.grad(pred.sum(), x, create_graph=track)  # (B, C, H, W)
+        penalty = upcast_half(grad).pow(2).flatten(1).sum(1).mean() * (0.5 * gamma)  # mean over B of ||grad||^2
+    if not track:
+        penalty, pred = penalty.detach(), pred.detach()
+    return penalty, pred

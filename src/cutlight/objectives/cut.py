@@ -129,6 +129,13 @@ class CUTObjective(nn.Module):
             pred_fake, pred_real = pred[: fake_b.shape[0]], pred[fake_b.shape[0]:]
         return discriminator_loss(pred_real, pred_fake, self.gan_mode)
 
+    def discriminator_losses(
+        self, discriminator: nn.Module, real_b: torch.Tensor, fake_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """What the D step minimises, ``loss_d``, and its logged terms (CUT has no others; subclasses add
+        regularisers such as SinCUT's R1)."""
+        return {"loss_d": self.discriminator_loss(discriminator, real_b, fake_b)}
+
     def generator_losses(
         self, discriminator: nn.Module, generator: nn.Module, sampler: nn.Module, out: Translation
     ) -> dict[str, torch.Tensor]:
@@ -204,22 +211,23 @@ class CUTObjective(nn.Module):
         """One full training iteration: translate, D step, then G + heads step (``opt_g`` owns G and the heads).
 
         ``backward(loss)`` defaults to ``loss.backward()`` (Lightning passes ``manual_backward``).
-        Returns the detached loss terms (``loss_d``, ``loss_g``, ``loss_g_gan``, ``loss_nce``, ``loss_nce_idt``).
+        Returns the detached loss terms (``loss_d``, ``loss_g``, ``loss_g_gan``, ``loss_nce``, ``loss_nce_idt``, and
+        any a subclass's ``discriminator_losses`` / ``generator_losses`` add).
         """
         backward = backward or torch.Tensor.backward
         out = self.translate(generator, real_a, real_b)
         if self.lambda_gan > 0:
             discriminator.requires_grad_(True)
-            loss_d = self.discriminator_loss(discriminator, real_b, out.fake_b)
+            d_terms = self.discriminator_losses(discriminator, real_b, out.fake_b)
             opt_d.zero_grad(set_to_none=True)
-            backward(loss_d)
+            backward(d_terms["loss_d"])
             opt_d.step()
         else:
-            loss_d = out.fake_b.new_zeros(())
+            d_terms = {"loss_d": out.fake_b.new_zeros(())}
         discriminator.requires_grad_(False)  # the G step must not produce D gradients
         terms = self.generator_losses(discriminator, generator, sampler, out)
         opt_g.zero_grad(set_to_none=True)
         backward(terms["loss_g"])
         opt_g.step()
         discriminator.requires_grad_(True)
-        return {"loss_d": loss_d.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return {k: v.detach() for k, v in {**d_terms, **terms}.items()}
