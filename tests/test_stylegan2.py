@@ -78,12 +78,7 @@ def nets():
     return StyleGAN2Generator(), StyleGAN2Discriminator()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_layout_and_parameter_counts(nets):
