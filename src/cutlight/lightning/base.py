@@ -53,9 +53,10 @@ class TranslationModule(pl.LightningModule):
     """Shared base of cutlight's LightningModules (see the module docstring).
 
     The subclass saves its hyperparameters, which must include ``optimizer`` (``torch.optim.Adam`` keywords),
-    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True``: FID/KID with the defaults when the Inception
-    weights are present, else a one-line warning; a dict of ``DEFAULT_METRICS`` keys: required; ``False``/``None``:
-    off), ``channels_last`` and ``compile``.
+    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True`` or a dict of ``DEFAULT_METRICS`` keys: FID/KID
+    when the standard Inception weights are on this machine, else a one-line warning and validation without them;
+    an explicit ``weights_path`` that does not exist is an error; ``False``/``None``: off), ``channels_last`` and
+    ``compile``.
     """
 
     def __init__(self) -> None:
@@ -114,10 +115,11 @@ class TranslationModule(pl.LightningModule):
         settings = {**DEFAULT_METRICS, **(cfg if isinstance(cfg, dict) else {})}
         try:
             self.evaluator = Evaluator(**settings)
-        except RuntimeError as err:  # Inception weights missing
-            if isinstance(cfg, dict):
+        except RuntimeError as err:  # the standard Inception weights are not on this machine
+            if settings.get("weights_path"):
                 raise
-            log.warning("validation without FID/KID: %s", str(err).split(". ")[0])
+            log.warning("validation without FID/KID: %s. Run `make fid-weights` (or `python -m "
+                        "cutlight.metrics.inception_weights`) once to enable them.", str(err).split(";")[0])
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # training ends with the schedule (the learning rate is zero after it)
