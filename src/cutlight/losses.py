@@ -124,8 +124,9 @@ def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 def geometric_transform(x: torch.Tensor, transform: str = "rot90", inverse: bool = False) -> torch.Tensor:
     """GcGAN's predefined transform f (or f^-1 with ``inverse``), applied to (B, C, H, W) images.
 
-    ``rot90``: rotation by 90 degrees clockwise (out[i, j] = x[W-1-j, i], as the GcGAN code's ``rot90(x, 0)``);
-    its inverse rotates counter-clockwise. Output (B, C, W, H). ``vflip``: upside-down flip (its own inverse).
+    ``rot90``: rotation by 90 degrees clockwise (out[..., i, j] = x[..., H-1-j, i], as the GcGAN code's
+    ``rot90(x, 0)``), output (B, C, W, H); its inverse rotates counter-clockwise. ``vflip``: upside-down flip
+    (out[..., i, j] = x[..., H-1-i, j], its own inverse).
     """
     _check("transform", transform, GEOMETRIC_TRANSFORMS)
     if transform == "vflip":
