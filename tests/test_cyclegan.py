@@ -103,7 +103,7 @@ def test_pool_is_reproducible_under_a_seed():
 def test_pool_state_dict_round_trip_continues_identically():
     torch.manual_seed(0)
     pool = ImagePool(4)
-    for k in range(3):
+    for _ in range(3):
         pool.query(torch.randn(2, 3, 8, 8))
     state = pool.state_dict()
     assert state["images"].shape == (4, 3, 8, 8) and state["pool_size"] == 4

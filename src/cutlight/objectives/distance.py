@@ -27,7 +27,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..losses import HALVES, distance_loss, generator_loss, half_distances, pairwise_distances, self_distance_loss
+from ..losses import (
+    HALVES,
+    distance_loss,
+    generator_loss,
+    half_distances,
+    pairwise_distances,
+    self_distance_loss,
+)
 from .cyclegan import ImagePool
 from .onesided import DiscriminatorPairs, OneSidedObjective
 

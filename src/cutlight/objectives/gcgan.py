@@ -27,7 +27,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses import GEOMETRIC_TRANSFORMS, cycle_loss, generator_loss, geometric_transform, geometry_consistency_loss
+from ..losses import (
+    GEOMETRIC_TRANSFORMS,
+    cycle_loss,
+    generator_loss,
+    geometric_transform,
+    geometry_consistency_loss,
+)
 from .cyclegan import ImagePool, batched_call
 from .onesided import DiscriminatorPairs, OneSidedObjective
 
