@@ -137,7 +137,8 @@ def geometric_transform(x: torch.Tensor, transform: str = "rot90", inverse: bool
 def geometry_consistency_loss(
     fake: torch.Tensor, fake_gc: torch.Tensor, transform: str = "rot90"
 ) -> torch.Tensor:
-    """GcGAN's geometry-consistency term (Fu et al., CVPR 2019, L_geo in Sec. 3):
+    """GcGAN's geometry-consistency constraint (Fu et al., CVPR 2019, arXiv:1809.05852), for f and f^-1 of
+    ``geometric_transform``:
 
         || G(x) - f^-1(G(f(x))) ||_1  +  || G(f(x)) - f(G(x)) ||_1
 

@@ -13,7 +13,11 @@ code uses up to ``max_items`` images) and passed as ``stats_a`` / ``stats_b``. L
 online: every iteration adds the distances of its real A (resp. real B) batch to running mean / variance buffers
 (Welford), which are part of the state dict, so they travel with checkpoints; until two distances have been seen the
 std is taken as 1, then floored at 1e-3. Early online estimates rest on few distances (one pair per iteration at
-batch size 2), so the first iterations' normalisation is noisy: for runs meant to match the paper, pass the stats. ``normalize_distances=False`` uses raw distances (the code's ``--unnormalized_distances``).
+batch size 2), so the first iterations' normalisation is noisy: for runs meant to match the paper, pass the stats.
+``normalize_distances=False`` uses raw distances (the code's ``--unnormalized_distances``).
+
+The per-image self distance follows the paper (an expectation over images); the code compares batch-averaged half
+distances, which is the same at batch size 1.
 
 The distance is the mean absolute difference over all elements (the code's ``torch.mean(torch.abs(a - b))``).
 The defaults lambda_gan = lambda_distance = 1 are a choice (the code's per-dataset settings vary); pool size 50
@@ -147,9 +151,6 @@ class DistanceGANObjective(OneSidedObjective):
         }
         terms["loss_g"] = terms["loss_g_gan"] + terms["loss_distance"]
         return terms, {"loss_d": (real_b, fake_b, self.pool_b)}
-
-    def discriminator_losses(self, discriminator: nn.Module, pairs: DiscriminatorPairs) -> dict[str, torch.Tensor]:
-        return {"loss_d": super().discriminator_losses(discriminator, pairs)["loss_d"]}
 
 
 class SelfDistanceObjective(DistanceGANObjective):
