@@ -241,7 +241,7 @@ def optimizers(nets):
 
 CASES = {
     "defaults_pool3_b2": ({"pool_size": 3}, 2),
-    "no_identity_b1": ({"pool_size": 2, "lambda_identity": 0.0}, 1),
+    "no_identity_b1": ({"pool_size": 1, "lambda_identity": 0.0}, 1),
     "vanilla_no_pool": ({"pool_size": 0, "gan_mode": "vanilla", "lambda_a": 5.0, "lambda_b": 7.0}, 2),
 }
 
