@@ -85,7 +85,7 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], be
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
-            lines.append(f"  image grids (real A | G(A) | real B | G(B)): {cb.last_path.parent}")
+            lines.append(f"  image grids ({' | '.join(cb.columns)}): {cb.last_path.parent}")
         if isinstance(cb, LossCurves) and cb.path:
             lines.append(f"  loss curves:        {cb.path}")
         if isinstance(cb, TranslationScore) and cb.history:

@@ -153,6 +153,12 @@ class TranslationModule(pl.LightningModule):
         self.evaluator.reset(reals=False)
         self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=False)
 
+    @torch.no_grad()
+    def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation, a target
+        image and the translation of that target image (identity). Methods with more images override this."""
+        return {"A": real_a, "G(A)": self(real_a), "B": real_b, "G(B)": self(real_b)}
+
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Translate ``batch["image"]``: returns ``{"image": (B, C, H, W) in [-1, 1], "path": [...]}``."""
