@@ -44,7 +44,8 @@ def options():
 @pytest.mark.parametrize("group,option", list(options()))
 def test_every_yaml_composes_and_instantiates(group, option, tmp_path):
     root = folder_root(tmp_path)
-    cfg = compose_cfg([f"{group}={option}"], tmp_path)
+    pair = {("model", "cyclegan"): ["loss=cyclegan"], ("loss", "cyclegan"): ["model=cyclegan"]}  # go together
+    cfg = compose_cfg([f"{group}={option}", *pair.get((group, option), [])], tmp_path)
     with open_dict(cfg):
         if cfg.data._target_.endswith("UnpairedDataModule"):
             cfg.data.root = str(root)
