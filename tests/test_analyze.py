@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_module
 from PIL import Image
-from train_cli import TINY, output, run_module, run_train
 
 from cutlight.analyze import analyze, load_sampler, main
 from cutlight.inference import load_generator
+from helpers import tiny_module
+from train_cli import TINY, output, run_module, run_train
 
 
 @pytest.fixture

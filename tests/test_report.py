@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from train_cli import TINY, job_dirs, output, run_module, run_train
 
 from cutlight.report import NotASweepError, collect_jobs, main, report, seed_table
 from cutlight.runs import SUMMARY_FILE, RunRecord, read_metrics_csv, summarize_metrics
+from train_cli import TINY, job_dirs, output, run_module, run_train
 
 HEADER = ["epoch", "perf/peak_mem_mb", "perf/sec_per_iter", "step", "train/loss_g_gan", "train/loss_nce",
           "val/content_iou", "val/fid", "val/kid"]

@@ -15,10 +15,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-from train_cli import TINY, job_dirs, needs_plugin, output, run_train
 
 from cutlight.report import report
 from cutlight.runs import SUMMARY_FILE
+from train_cli import TINY, job_dirs, needs_plugin, output, run_train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 joblib_plugin = needs_plugin("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")

@@ -5,7 +5,8 @@ the jobs' own runs: a sweep's summary belongs to no single job, the jobs' runs s
 works the same for offline sweeps (an offline run cannot be resumed before it is synced). The run holds
 ``report/summary`` (a ``wandb.Table`` with the columns of ``summary.csv``), ``report/seeds`` when the sweep has a
 seed axis, and both figures. An offline sweep gets an offline report run under ``<sweep>/wandb/``, uploaded with
-the jobs' runs by ``wandb sync``. Each call of the report adds one such run.
+the jobs' runs by ``wandb sync``. Each call of the report adds one such run. (W&B's service process writes the
+offline run file; it is complete once the reporting process has exited, as after ``python -m cutlight.report``.)
 """
 
 from __future__ import annotations
