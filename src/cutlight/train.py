@@ -125,7 +125,7 @@ def _print_and_log_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, fl
     sys.stdout.flush()
     record = log.makeRecord(log.name, logging.INFO, __file__, 0, text.rstrip("\n"), None, None)
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
             handler.handle(record)
 
 
