@@ -406,6 +406,10 @@ def report(sweep_dir: str | os.PathLike, wandb: str = "auto", quiet: bool = Fals
     _replace(sweep / "summary.csv", lambda p: write_csv(p, *table), quiet)
     if seeds is not None:
         _replace(sweep / "seeds.csv", lambda p: write_csv(p, *seeds), quiet)
+    elif (sweep / "seeds.csv").exists():  # from an earlier report of this folder
+        if not quiet:
+            print("removing seeds.csv (the sweep has no seed axis now)")
+        (sweep / "seeds.csv").unlink()
     _replace(sweep / "summary.md", lambda p: p.write_text(markdown(jobs, table, seeds, extra)), quiet)
     _replace(figures["ablation"], lambda p: plot_ablation(jobs, labels, p), quiet)
     _replace(figures["curves"], lambda p: plot_curves(jobs, labels, p), quiet)
