@@ -336,7 +336,9 @@ def markdown(jobs: list[Job], table: tuple, seeds: tuple | None, extra: list[str
     counts = {s: sum(j.state == s for j in jobs) for s in STATES}
     out = ["# Sweep report", "", ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(jobs)} jobs).",
            "FID and KID: lower is better; content_iou, style, score: higher is better. Final = last validation, "
-           "best = best validation (step = training batches).", "", *lines]
+           "best = best validation (step = training batches). s/iter: median. Peak MB: max allocated on a GPU; on a "
+           "CPU the process's peak RSS, so jobs sharing one process (the basic launcher) carry earlier jobs' peaks.",
+           "", *lines]
     problems = [r for r in rows if r["error"]]
     if problems:
         out += ["", "## Problems", ""] + [f"- job {_fmt(r['num'])} `{r['label']}` ({r['state']}): {r['error']}"
