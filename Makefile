@@ -19,14 +19,16 @@ $(STAMP): pyproject.toml
 train: $(STAMP) fid-weights
 	$(BIN)/python -m cutlight.train experiment=builtin_cpu
 
-# The paper's ablations on the built-in data on CPU (7 runs of ~450 iterations, see conf/experiment/ablation_cpu.yaml),
-# then the sweep report (table + figures). ABLATE_DIR: where the sweep goes.
+# The paper's ablations on the built-in data on CPU (7 runs of 450 iterations, see conf/experiment/ablation_cpu.yaml),
+# then the sweep report (table + figures). ABLATE_DIR: where the sweep goes; SEEDS=0,1,2: mean and std over seeds.
 ifndef ABLATE_DIR
 ABLATE_DIR := multirun/ablation_$(shell date +%Y-%m-%d_%H-%M-%S)
 endif
 ABLATIONS  ?= cut,fastcut,no_idt,last_layer,external_negatives,patches_16,patches_256
+SEEDS      ?= 0
 ablate: $(STAMP) fid-weights
-	$(BIN)/python -m cutlight.train -m experiment=ablation_cpu ablation=$(ABLATIONS) hydra.sweep.dir=$(ABLATE_DIR) \
+	$(BIN)/python -m cutlight.train -m experiment=ablation_cpu ablation=$(ABLATIONS) seed=$(SEEDS) \
+		hydra.sweep.dir=$(ABLATE_DIR) \
 		|| echo "some ablation runs failed: the report lists them"
 	$(BIN)/python -m cutlight.report $(ABLATE_DIR)
 

@@ -138,6 +138,9 @@ def plot_curves(jobs: list[Job], labels: list[str], path: Path) -> None:
             else:
                 ax.plot(steps, values, "o-", lw=1.2, ms=3, color=colours[config], label=legend)
     for ax, key in zip(axes[0], CURVE_KEYS):
+        values = [v for _, curves in runs if key in curves for v in curves[key][1] if math.isfinite(v)]
+        if key.startswith("train/") and values and min(values) > 0 and max(values) > 10 * min(values):
+            ax.set_yscale("log")  # e.g. FastCUT's NCE term, weighted by lambda_nce 10, next to CUT's
         ax.set_title(key + (" (moving average)" if key.startswith("train/") else ""))
         ax.set_xlabel("training batches")
         ax.grid(alpha=0.3)
