@@ -89,7 +89,7 @@ def test_missing_files_are_clear_errors(ckpt, image, tmp_path, capsys):
     assert main(["--ckpt", str(ckpt[0]), "--input", str(tmp_path)]) == 2
     assert "(it is a folder)" in capsys.readouterr().err
     assert main(["--ckpt", str(tmp_path / "none.ckpt"), "--input", str(image)]) == 2
-    assert "no checkpoint at" in capsys.readouterr().err
+    assert "no checkpoint file at" in capsys.readouterr().err
 
 
 def test_bad_query_syntax(ckpt, image):

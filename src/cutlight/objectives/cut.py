@@ -33,7 +33,6 @@ from torch import nn
 
 from ..checks import check_choice
 from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, multilayer_patch_nce
-from ..networks.sampler import PatchSampler, dense_grad
 
 
 def _has_batch_stats(net: nn.Module) -> bool:
@@ -162,7 +161,7 @@ class CUTObjective(nn.Module):
         if self.lambda_nce > 0:
             queries = self.encode_parts(generator, [out.fake_b, out.idt_b] if self.nce_idt else [out.fake_b])
             losses = self.nce_losses(sampler, queries, out.keys, parts=2 if self.nce_idt else 1,
-                                     mirrored=out.flipped, one_pass=not (self.nce_idt and _has_batch_stats(generator)))
+                                     mirrored=out.flipped)
             terms["loss_nce"] = nce_total = losses[0]
             if self.nce_idt:
                 terms["loss_nce_idt"] = losses[1]
@@ -177,19 +176,14 @@ class CUTObjective(nn.Module):
         keys: list[torch.Tensor],
         parts: int = 1,
         mirrored: bool = False,
-        one_pass: bool = True,
     ) -> list[torch.Tensor]:
         """lambda_nce * PatchNCE (mean over queries, then over layers) of each of ``parts`` equal slices of the
         batch: e.g. [(fake_b, real_a) term, (idt_b, real_b) term].
 
         Args:
             queries, keys: per layer (N, C_l, H_l, W_l), N = parts * B; keys are constants (no graph is built).
-                The queries must come from one layer-by-layer encoder pass (each map but the deepest feeds later
-                layers): their gradients come back sparse and are added in place (``sample_columns``).
             mirrored: the queries are left-right mirrored relative to the keys (FastCUT's flip): query patches are
                 taken at mirrored positions, the same as flipping the query maps back, without the copies.
-            one_pass: the queries come from one encoder pass (else, e.g. concatenated per-part passes, every map
-                gets a dense gradient).
         Returns:
             ``parts`` scalars. Patch positions are drawn part after part (all layers of part 0, then part 1: the
             RNG order of separate calls); sampling, heads and losses then run once over the whole batch.
@@ -203,10 +197,7 @@ class CUTObjective(nn.Module):
         with torch.no_grad():
             feats_k, _ = sampler(keys, patch_ids=ids)  # (N, S, D) per layer
         q_ids = [mirror_ids(i, q.shape[-1]) for i, q in zip(ids, queries)] if mirrored else ids
-        deepest = max(range(len(self.nce_layers)), key=lambda i: self.nce_layers[i])  # no later layer consumes it
-        queries = [dense_grad(q) if i == deepest or not one_pass else q for i, q in enumerate(queries)]
-        sparse = {"sparse_grad": True} if isinstance(sampler, PatchSampler) else {}  # custom samplers: plain call
-        feats_q, _ = sampler(queries, patch_ids=q_ids, **sparse)
+        feats_q, _ = sampler(queries, patch_ids=q_ids)
         losses = multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, self.negatives, parts)  # (parts,)
         return list(losses * self.lambda_nce)
 
