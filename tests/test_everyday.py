@@ -42,6 +42,51 @@ def fid(reals: torch.Tensor, fakes: torch.Tensor) -> float:
     return float(metric.compute()["fid"])
 
 
+# ------------------------------------------------------------------------------ same defaults
+def test_python_defaults_are_the_hydra_defaults():
+    """``CUTModule()`` and the DataModules without arguments are the Hydra defaults (the YAML only spells them
+    out). The one intended difference: the YAML's ``val_metrics`` dict requires the Inception weights, while
+    ``val_metrics=True`` warns once and validates without FID/KID when they are missing."""
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from cutlight import (
+        BuiltinDataModule,
+        CUTModule,
+        CUTObjective,
+        PatchDiscriminator,
+        PatchSampler,
+        ResnetGenerator,
+    )
+    from cutlight.lightning.base import DEFAULT_METRICS
+    from cutlight.optim import ADAM_DEFAULTS
+    from helpers import ROOT
+
+    def defaults(cls) -> dict:
+        plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+        return {k: plain(p.default) for k, p in inspect.signature(cls).parameters.items()}
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        builtin, folder = compose("train"), compose("train", overrides=["data=folder", "data.root=/x"])
+    model = OmegaConf.to_container(builtin.model, resolve=True)
+    for key, cls in (("generator", ResnetGenerator), ("discriminator", PatchDiscriminator),
+                     ("sampler", PatchSampler), ("objective", CUTObjective)):
+        expected = defaults(cls)
+        assert {k: v for k, v in model[key].items() if k != "_target_"} == {k: expected[k] for k in model[key]
+                                                                              if k != "_target_"}, key
+    assert model["optimizer"] == {k: list(v) if isinstance(v, tuple) else v for k, v in ADAM_DEFAULTS.items()}
+    assert model["val_metrics"] == DEFAULT_METRICS and defaults(CUTModule)["val_metrics"] is True
+    assert {k: model[k] for k in ("n_epochs", "n_epochs_decay", "channels_last", "compile")} == {
+        k: defaults(CUTModule)[k] for k in ("n_epochs", "n_epochs_decay", "channels_last", "compile")}
+    for cfg, cls in ((builtin, BuiltinDataModule), (folder, UnpairedDataModule)):
+        data = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k not in ("_target_", "root")}
+        assert data == {k: defaults(cls)[k] for k in data}, cls.__name__
+
+
 # ------------------------------------------------------------------------------ test stage and steps
 def test_test_stage_scores_writes_a_table_and_steps_count_batches(tmp_path):
     model, dm = tiny_module(), tiny_data(tmp_path, num_train=6)  # 6 batches per epoch, 2 epochs (the schedule)
