@@ -5,7 +5,7 @@ under the run's own directory, found the way Lightning's ``ModelCheckpoint`` fin
 first logger's ``save_dir/name/version`` (TensorBoard and CSV: their ``log_dir``, e.g.
 ``lightning_logs/version_3``, a new version per run; W&B: ``save_dir/<project>/<run id>``), or, without loggers,
 the trainer's ``default_root_dir``. So two runs of a plain ``pl.Trainer()`` in one folder never share images,
-plots or tables. The Hydra entrypoint passes explicit folders (``outputs/<date>/<time>_<name>/images``...).
+plots or tables. The Hydra entrypoint passes explicit folders (``outputs/<date>/<overrides>/<time>/images``...).
 
 Steps (:func:`batches_done`): cutlight counts *training batches*. Lightning's ``global_step`` counts optimizer
 steps (two per CUT batch: D and G), and its loggers use the batch index (0-based). ``TranslationModule`` logs
