@@ -8,7 +8,7 @@ from .losses import PatchNCELoss, discriminator_loss, generator_loss, multilayer
 from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from .objectives import CUTObjective
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of truth: pyproject.toml reads it (tool.setuptools.dynamic)
 
 _LAZY = {
     "CUTModule": ("cutlight.lightning", "CUTModule"),

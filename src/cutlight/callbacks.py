@@ -1,7 +1,10 @@
 """Logger-agnostic callbacks: image grids, loss-curve plots, timing/memory and the built-in dataset's score.
 
-Pictures are always written as PNG files under the run directory and, when the trainer has loggers that
-accept images (W&B's ``log_image``, TensorBoard's ``add_image``), logged there too.
+Pictures are always written as PNG files under the run's own directory (``dirpath``, else
+``cutlight.lightning.rundir.run_dir``: the first logger's version folder, e.g. ``lightning_logs/version_3/images``,
+never the current directory) and, when the trainer has loggers that accept images (W&B's ``log_image``,
+TensorBoard's ``add_image``), logged there too. Steps are training batches done (``rundir.batches_done``).
+``TranslationWriter`` (``trainer.predict``) writes translated image files.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid, save_image
 
+from .lightning.prediction import TranslationWriter
+from .lightning.rundir import batches_done, log_step
+from .lightning.rundir import output_dir as run_dir
+
+__all__ = ["ImageGrid", "LossCurves", "PerfMonitor", "TranslationScore", "TranslationWriter"]
+
 log = logging.getLogger(__name__)
-
-
-def run_dir(trainer: pl.Trainer, dirpath: str | None, sub: str) -> Path:
-    path = Path(dirpath) if dirpath else Path(trainer.default_root_dir) / sub
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) -> None:
@@ -37,11 +40,6 @@ def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) 
 def to_rgb(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) with C in {1, 3, 4} -> (N, 3, H, W) for display (grayscale repeated, alpha dropped)."""
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
-
-
-def batches_done(trainer: pl.Trainer) -> int:
-    """Training batches processed so far (``global_step`` counts optimizer steps: 2 per CUT iteration)."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
 class ImageGrid(pl.Callback):
@@ -168,7 +166,15 @@ class LossCurves(pl.Callback):
 
 class PerfMonitor(pl.Callback):
     """Logs ``perf/sec_per_iter`` (wall time between consecutive training batches) and ``perf/peak_mem_mb``
-    (max allocated CUDA memory on GPU, peak process RSS on CPU) every batch."""
+    (max allocated CUDA memory on GPU, peak process RSS on CPU) every batch.
+
+    Why not Lightning's monitors: ``ThroughputMonitor`` logs windowed rates (batches/s once 100 batches are in
+    the window) straight to the loggers, so they reach neither the progress bar nor ``callback_metrics`` (the
+    end-of-run summary, sweeps' ``optimized_metric``), needs a ``batch_size_fn`` and warns unless the module
+    defines ``flops_per_batch``; ``DeviceStatsMonitor`` logs dozens of per-device keys (CUDA allocator stats;
+    CPU utilisation through psutil), not one peak-memory number; ``Timer`` measures whole stages (and enforces
+    ``Trainer(max_time=...)``), not iterations. Add any of them next to this one when wanted.
+    """
 
     def __init__(self):
         self._last: float | None = None
@@ -192,17 +198,19 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class TranslationScore(pl.Callback):
     """At each validation end, scores the translation of the validation A images with the datamodule's
-    ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``."""
+    ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``;
+    at each test end the same on the test A images, logged as ``test/<name>`` (so it is in ``trainer.test``'s
+    results and the module's results table)."""
 
     def __init__(self, max_images: int = 64):
         self.max_images = max_images
         self.history: list[dict[str, float]] = []
 
     @torch.no_grad()
-    def score(self, trainer, pl_module) -> dict[str, float] | None:
+    def score(self, trainer, pl_module, split: str = "val") -> dict[str, float] | None:
         dm = trainer.datamodule
         score_fn = getattr(dm, "translation_score", None)
-        dataset = getattr(dm, "val_dataset_a", None)
+        dataset = getattr(dm, f"{split}_dataset_a", None)
         if score_fn is None or dataset is None:
             return None
         n = min(self.max_images, len(dataset))
@@ -212,7 +220,8 @@ class TranslationScore(pl.Callback):
         fake_b = torch.cat([pl_module(chunk).float() for chunk in real_a.split(16)])
         pl_module.train(was_training)
         scores = score_fn(real_a.cpu(), fake_b.cpu())
-        self.history.append(scores)
+        if split == "val":
+            self.history.append(scores)
         return scores
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -226,3 +235,10 @@ class TranslationScore(pl.Callback):
         scores = self.score(trainer, pl_module)
         if scores:
             pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)
+            if trainer.state.fn == "fit":
+                log_step(pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        scores = self.score(trainer, pl_module, "test")
+        if scores:
+            pl_module.log_dict({f"test/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)

@@ -4,7 +4,7 @@
 folder.py      list_images (recursive, sorted, logged skips), load_image: the one image loader
 transforms.py  TrainTransform (preprocess modes, random crop/flip, [-1, 1]), EvalTransform (resize only)
 datasets.py    UnpairedImageDataset (training pairs), SingleFolderDataset (validation images)
-sampler.py     UnpaddedDistributedSampler (strided DDP shards for evaluation, no duplicates)
+direction.py   orient: AtoB / BtoA as a swap of the two domains, for every DataModule
 shapes.py      the synthetic "shapes" world: layouts, rendering, shapes_score
 builtin.py     generation and cache of the built-in dataset, score_domains
 datamodule.py  UnpairedDataModule, BuiltinDataModule (the only modules here that need Lightning; imported lazily)
@@ -13,8 +13,8 @@ datamodule.py  UnpairedDataModule, BuiltinDataModule (the only modules here that
 
 from cutlight.data.builtin import ensure_builtin_dataset, score_domains
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
+from cutlight.data.direction import DIRECTIONS, orient
 from cutlight.data.folder import IMAGE_EXTENSIONS, list_images, load_image
-from cutlight.data.sampler import UnpaddedDistributedSampler
 from cutlight.data.shapes import shapes_score
 from cutlight.data.transforms import PREPROCESS_CHOICES, EvalTransform, TrainTransform
 
@@ -30,18 +30,19 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DIRECTIONS",
     "IMAGE_EXTENSIONS",
     "PREPROCESS_CHOICES",
     "BuiltinDataModule",
     "EvalTransform",
     "SingleFolderDataset",
     "TrainTransform",
-    "UnpaddedDistributedSampler",
     "UnpairedDataModule",
     "UnpairedImageDataset",
     "ensure_builtin_dataset",
     "list_images",
     "load_image",
+    "orient",
     "score_domains",
     "shapes_score",
 ]

@@ -116,14 +116,15 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Deterministic transform: bicubic resize to ``size`` x ``size``, scale to [-1, 1].
+    """Deterministic transform: bicubic resize to ``size`` x ``size`` (``size=None``: keep the image's size), scale
+    to [-1, 1].
 
-    Call: ``transform(image) -> (channels, size, size)`` float32 tensor in [-1, 1].
+    Call: ``transform(image) -> (channels, size, size)`` (or (channels, H, W)) float32 tensor in [-1, 1].
     """
 
-    def __init__(self, size: int, channels: int) -> None:
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive integer, got {size!r}")
+    def __init__(self, size: int | None, channels: int) -> None:
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise ValueError(f"size must be a positive integer or None, got {size!r}")
         if channels not in CHANNEL_CHOICES:
             raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         self.size = size
@@ -131,4 +132,4 @@ class EvalTransform:
         self.to_tensor = to_normalized_tensor(channels)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.to_tensor(resize(image, self.size, self.size))
+        return self.to_tensor(image if self.size is None else resize(image, self.size, self.size))

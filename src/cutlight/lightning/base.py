@@ -4,8 +4,14 @@
   epoch-based schedule (constant, then linear decay) stepped at each epoch end; training stops when the schedule
   ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``; -1 or None mean "the schedule");
 - validation FID/KID through a ``cutlight.metrics.Evaluator`` (real statistics computed once per fit);
-- translation: ``forward`` and ``predict_step``; channels-last inputs; ``torch.compile`` of the networks;
-- logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``.
+- a test stage: ``trainer.test`` scores the datamodule's test loaders (``[source images, real target images]``)
+  the same way, logs ``test/fid``, ``test/kid``, ``test/kid_std`` and adds a row (checkpoint, time, every
+  ``test/*`` metric, e.g. the built-in score from ``callbacks.TranslationScore``) to ``test_results.csv`` /
+  ``test_results.md`` in ``results_dir`` (default: the run directory, ``cutlight.lightning.rundir.run_dir``);
+- translation: ``forward`` and ``predict_step`` (any image size); channels-last inputs; ``torch.compile``;
+- logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``, and ``step`` =
+  training batches done, so logger x-axes and checkpoint names count batches (see ``rundir``);
+- checks at setup that the datamodule's ``input_nc`` / ``output_nc`` (after its ``direction``) match the generator.
 
 A method subclass builds its networks and objective in ``__init__`` (eagerly: DDP wrapping, optimizer creation
 and checkpoint loading need every parameter before the first step) and implements ``translate``,
@@ -23,8 +29,10 @@ import torch
 from torch import nn
 
 from ..build import build
+from ..inference import translate_tensor
 from ..metrics import Evaluator
 from ..optim import build_optimizers
+from .rundir import log_step, now, run_dir, write_test_results
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,9 @@ class TranslationModule(pl.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.evaluator: Evaluator | None = None  # a plain object: never in state dicts or DDP buckets
+        self._metrics_unavailable = False  # val_metrics=True without Inception weights: warned once
+        self.results_dir: str | None = None  # where on_test_end writes test_results.*; None: the run directory
+        self.results_paths: tuple | None = None  # (csv, md) written by the last trainer.test
 
     # ------------------------------------------------------------------ subclass interface
     def translate(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +99,11 @@ class TranslationModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.translate(self.prepare(x))
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides the networks need multiples of (the generator's ``size_multiple``; 1 without one)."""
+        return int(getattr(getattr(self, "generator", None), "size_multiple", 1))
+
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
         gen_params, disc_params = self.optimizer_groups()
@@ -106,11 +122,12 @@ class TranslationModule(pl.LightningModule):
         """``train/<name>`` for every loss term, ``train/lr`` of the generator side."""
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
+        log_step(self)
 
     # ------------------------------------------------------------------ validation metrics
     def _build_evaluator(self) -> None:
         cfg = self.hparams.val_metrics
-        if self.evaluator is not None or cfg in (None, False):
+        if self.evaluator is not None or cfg in (None, False) or self._metrics_unavailable:
             return
         settings = {**DEFAULT_METRICS, **(cfg if isinstance(cfg, dict) else {})}
         try:
@@ -118,8 +135,23 @@ class TranslationModule(pl.LightningModule):
         except RuntimeError as err:  # the standard Inception weights are not on this machine
             if settings.get("weights_path"):
                 raise
+            self._metrics_unavailable = True
             log.warning("validation without FID/KID: %s. Run `make fid-weights` (or `python -m "
                         "cutlight.metrics.inception_weights`) once to enable them.", str(err).split(";")[0])
+
+    def _check_channels(self) -> None:
+        """The datamodule's source/target channels (after its ``direction``) are the generator's in/out channels."""
+        dm, gen = getattr(self.trainer, "datamodule", None), getattr(self, "generator", None)
+        pairs = [(getattr(dm, k, None), getattr(gen, k, None)) for k in ("input_nc", "output_nc")]
+        if any(want is not None and have is not None and want != have for want, have in pairs):
+            (data_in, gen_in), (data_out, gen_out) = pairs
+            raise ValueError(
+                f"the data gives {data_in}-channel source and {data_out}-channel target images "
+                f"(direction={getattr(dm, 'direction', 'AtoB')!r}) but the generator maps {gen_in} to {gen_out} "
+                f"channels; build it with input_nc={data_in}, output_nc={data_out} and the discriminator with "
+                f"input_nc={data_out} (Hydra: model.generator.input_nc={data_in} model.generator.output_nc="
+                f"{data_out} model.discriminator.input_nc={data_out})"
+            )
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # training ends with the schedule (the learning rate is zero after it)
@@ -128,6 +160,7 @@ class TranslationModule(pl.LightningModule):
                 loop.max_epochs = self.total_epochs
         if stage in ("fit", "validate", "test"):
             self._build_evaluator()
+        self._check_channels()
 
     def on_fit_start(self) -> None:
         # real statistics are computed once per fit: drop any left by an earlier fit or ``trainer.validate``
@@ -152,6 +185,34 @@ class TranslationModule(pl.LightningModule):
         values = self.evaluator.compute()  # a collective under DDP: every rank calls it
         self.evaluator.reset(reals=False)
         self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+        if self.trainer.state.fn == "fit":
+            log_step(self)  # at "batches done", like the training rows (Lightning would use the batch index)
+
+    # ------------------------------------------------------------------ test
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """As ``validation_step``, on the test loaders (0: source images, 1: real target images)."""
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_start(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.reset(reals=True)  # the test split's reals, not the validation ones
+        self._reals_fed = False
+
+    def on_test_epoch_end(self) -> None:
+        if self.evaluator is None:
+            return
+        values = self.evaluator.compute()  # a collective under DDP
+        self.evaluator.reset(reals=True)  # a later validation computes its own reals again
+        self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+
+    def on_test_end(self) -> None:
+        """One row per ``trainer.test`` in ``test_results.csv`` / ``.md``: checkpoint, time, ``test/*`` metrics."""
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in sorted(self.trainer.callback_metrics.items()) if k.startswith("test/")}
+        row = {"checkpoint": self.trainer.ckpt_path or "weights in memory", "time": now(), **metrics}
+        self.results_paths = write_test_results(self.results_dir or run_dir(self.trainer), row)
+        log.info("test results: %s", self.results_paths[1])
 
     @torch.no_grad()
     def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -161,5 +222,6 @@ class TranslationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Translate ``batch["image"]``: returns ``{"image": (B, C, H, W) in [-1, 1], "path": [...]}``."""
-        return {"image": self(batch["image"]).float(), "path": batch.get("path")}
+        """Translate ``batch["image"]`` of any H, W (padded to ``size_multiple``, cropped back): returns
+        ``{"image": (B, C_out, H, W) float32 in [-1, 1], "path": [...] or None}`` (see ``TranslationWriter``)."""
+        return {"image": translate_tensor(self, batch["image"]), "path": batch.get("path")}
