@@ -4,7 +4,8 @@
   epoch-based schedule (constant, then linear decay) stepped at each epoch end; training stops when the schedule
   ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``; -1 or None mean "the schedule");
 - validation FID/KID through a ``cutlight.metrics.Evaluator`` (real statistics computed once per fit);
-- translation: ``forward`` and ``predict_step``; channels-last inputs; ``torch.compile`` of the networks;
+- translation: ``forward`` (any image size) and ``predict_step``; channels-last inputs; ``torch.compile`` of the
+  networks;
 - logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``.
 
 A method subclass builds its networks and objective in ``__init__`` (eagerly: DDP wrapping, optimizer creation
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from ..build import build
+from ..inference import pad_to_multiple
 from ..metrics import Evaluator
 from ..optim import build_optimizers
 
@@ -84,8 +86,16 @@ class TranslationModule(pl.LightningModule):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
+    @property
+    def size_multiple(self) -> int:
+        """``translate`` needs H and W divisible by this (the subclass reports its generator's)."""
+        return 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.translate(self.prepare(x))
+        """``translate`` for any H and W: reflect-padded at the bottom and right to ``size_multiple`` and cropped
+        back (a no-op at training sizes), so full-size images of any shape validate and predict."""
+        h, w = x.shape[-2:]
+        return self.translate(self.prepare(pad_to_multiple(x, self.size_multiple)))[..., :h, :w]
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
@@ -153,5 +163,6 @@ class TranslationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Translate ``batch["image"]``: returns ``{"image": (B, C, H, W) in [-1, 1], "path": [...]}``."""
-        return {"image": self(batch["image"]).float(), "path": batch.get("path")}
+        """Translate ``batch["image"]``: returns ``{"image": (B, C, H, W) in [-1, 1], "path": [...]}`` (clamped:
+        generators without a final tanh, e.g. SinCUT's, may leave the range slightly)."""
+        return {"image": self(batch["image"]).float().clamp(-1, 1), "path": batch.get("path")}

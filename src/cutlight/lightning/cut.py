@@ -78,6 +78,10 @@ class CUTModule(TranslationModule):
     def translate(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x)
 
+    @property
+    def size_multiple(self) -> int:
+        return int(getattr(self.generator, "size_multiple", 1))
+
     def optimizer_groups(self):
         heads = list(self.sampler.parameters()) if self.sampler is not None else []
         return [*self.generator.parameters(), *heads], self.discriminator.parameters()
