@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,9 +76,11 @@ def tiny_trainer(tmp_path, **kw):
 
 def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.train", env=None):
     """``python -m cutlight.train ARGS`` in ``tmp_path`` with a private data cache; tests/ is importable (for
-    ``helpers.TinyFeatureExtractor``)."""
+    ``helpers.TinyFeatureExtractor``), and so is this checkout's src/ (a git worktree tests its own code, not the
+    editable install's)."""
     env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
-           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
+           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]), **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

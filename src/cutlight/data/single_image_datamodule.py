@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from cutlight.data.builtin_pair import ensure_builtin_pair, pair_root
-from cutlight.data.sampler import UnpaddedDistributedSampler
 from cutlight.data.single_image import FullImageDataset, ZoomAndPatchDataset, resolve_image_path
 
 
@@ -137,8 +135,8 @@ class SingleImageDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _full_loader(dataset: Dataset | None) -> DataLoader:
+        """One image per batch. Under DDP Lightning's padding ``DistributedSampler`` gives every rank the image (an
+        unpadded shard would leave ranks > 0 with an empty loader, which Lightning refuses)."""
         if dataset is None:
             raise RuntimeError("the full images are not loaded; call setup() first (the Trainer does this)")
-        distributed = dist.is_available() and dist.is_initialized()  # no padding duplicates under DDP
-        return DataLoader(dataset, batch_size=1, shuffle=False,
-                          sampler=UnpaddedDistributedSampler(dataset) if distributed else None)
+        return DataLoader(dataset, batch_size=1, shuffle=False)
