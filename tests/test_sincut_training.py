@@ -334,3 +334,28 @@ def test_ddp_two_cpu_processes_with_r1_double_backward(tmp_path, odd_pair):
         torch.testing.assert_close(ddp_grad, (g0 + g1) / 2, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(per_rank[0][0], per_rank[1][0])  # the comparison can fail: the ranks differ
     assert Image.open(sorted((tmp_path / "images").glob("translation_step_*.png"))[-1]).size == (75, 51)
+
+
+def test_readme_sincut_snippet_runs(tmp_path, odd_pair):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "SingleImageDataModule(" in b]
+    replacements = {
+        'image_a="photo.jpg", image_b="painting.jpg"': f"image_a={str(odd_pair[0])!r}, image_b={str(odd_pair[1])!r}, "
+                                                        "load_size=40, crop_size=32, batch_size=2, length=4, num_workers=0",
+        '{"_target_": "cutlight.networks.StyleGAN2Generator"}':
+            '{"_target_": "cutlight.networks.StyleGAN2Generator", "ngf": 2, "n_blocks": 2, "crop_size": 32}',
+        '{"_target_": "cutlight.networks.StyleGAN2Discriminator"}':
+            '{"_target_": "cutlight.networks.StyleGAN2Discriminator", "ndf": 1, "size": 32}',
+        'accelerator="gpu", max_epochs=16': f'accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, '
+                                            f'enable_progress_bar=False, default_root_dir={str(tmp_path)!r}',
+    }
+    for old, new in replacements.items():
+        assert old in snippet, old
+        snippet = snippet.replace(old, new)
+    scope = {}
+    exec(compile(snippet, "README", "exec"), scope)
+    assert scope["trainer"].global_step == 2 * 2
+    assert scope["result"]["image"].shape == (1, 3, 51, 75)
+    assert list((tmp_path / "images").glob("full_step_*.png"))
