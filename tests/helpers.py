@@ -50,7 +50,8 @@ TINY_MODEL = dict(
 )
 
 # debug=tiny keeps the data group; on the built-in data the tests also make the generated dataset itself small
-TINY_ARGS = ["debug=tiny", "data.size=32", "data.num_train=8", "data.num_test=4"]
+TINY_DATA = ["debug=tiny", "data.size=32", "data.num_train=8", "data.num_test=4"]
+TINY_ARGS = [*TINY_DATA, "model.objective.num_patches=16", "model.sampler.mlp_dim=16"]  # CUT
 
 
 def tiny_module(**overrides):

@@ -41,8 +41,10 @@ def options():
             yield group, f.stem
 
 
-# Options composed together with a partner: SinCUT's generator has 11 layers, CUT's nce_layers reach 16.
-PARTNERS = {("model", "stylegan2"): ["loss=sincut"]}
+# Options that only compose with a partner: CycleGAN's networks and objective go together; SinCUT's generator has 11
+# layers (CUT's nce_layers reach 16).
+PARTNERS = {("model", "cyclegan"): ["loss=cyclegan"], ("loss", "cyclegan"): ["model=cyclegan"],
+            ("model", "stylegan2"): ["loss=sincut"]}
 
 
 @pytest.mark.parametrize("group,option", list(options()))

@@ -196,7 +196,7 @@ def test_bad_inputs():
     g = ResnetGenerator(ngf=4, n_blocks=1)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\); got \(1, 4, 16, 16\)"):
         g(torch.randn(1, 4, 16, 16))
-    with pytest.raises(ValueError, match="divisible by 4; got 18x16"):
+    with pytest.raises(ValueError, match="positive multiples of 4; got 18x16"):
         g(torch.randn(1, 3, 18, 16))
     with pytest.raises(ValueError, match="layer index 40 out of range; expected indices in 0..23"):
         g.encode(torch.randn(1, 3, 16, 16), [0, 40])

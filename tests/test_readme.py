@@ -25,8 +25,8 @@ def test_lightning_snippet_runs(tmp_path):
     small = (
         snippet.replace('"datasets/horse2zebra"', repr(str(root)))
         .replace("load_size=286, crop_size=256", "load_size=32, crop_size=32")
-        .replace("max_epochs=200,", f"max_epochs=1, limit_train_batches=2, limit_val_batches=0, default_root_dir={str(tmp_path)!r}, "
-                                    "logger=False, enable_checkpointing=False,")
+        .replace("pl.Trainer(", f"pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, "
+                                f"default_root_dir={str(tmp_path)!r}, logger=False, enable_checkpointing=False, ")
         .replace('objective={', 'generator={"ngf": 8, "n_blocks": 1}, objective={"num_patches": 16, ')
     )
     scope = {}

@@ -30,7 +30,7 @@ from helpers import TINY_ARGS
 REPO = Path(__file__).resolve().parents[1]
 LOGGED = ["train/loss_d", "train/loss_g", "train/loss_g_gan", "train/loss_nce", "train/loss_nce_idt",
           "val/fid", "val/kid", "perf/sec_per_iter", "perf/peak_mem_mb"]
-IMAGE_KEYS = ["samples/realA_fakeB_realB_idtB", "plots/loss_curves"]
+IMAGE_KEYS = ["samples/translations", "plots/loss_curves"]
 
 
 def read_wandb_records(path: Path) -> list:

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "CUTModule": ("cutlight.lightning", "CUTModule"),
+    "CycleGANModule": ("cutlight.lightning", "CycleGANModule"),
     "TranslationModule": ("cutlight.lightning", "TranslationModule"),
     "UnpairedDataModule": ("cutlight.data", "UnpairedDataModule"),
     "BuiltinDataModule": ("cutlight.data", "BuiltinDataModule"),

@@ -35,6 +35,11 @@ def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) 
             logger.experiment.add_image(key, image_u8, global_step=step)
 
 
+def to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) with C in {1, 3, 4} -> (N, 3, H, W) for display (grayscale repeated, alpha dropped)."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
+
+
 def batches_done(trainer: pl.Trainer) -> int:
     """Training batches processed so far (``global_step`` counts optimizer steps: 2 per CUT iteration)."""
     return trainer.fit_loop.epoch_loop._batches_that_stepped
@@ -42,7 +47,8 @@ def batches_done(trainer: pl.Trainer) -> int:
 
 class ImageGrid(pl.Callback):
     """Every ``every_n_steps`` batches (and at the end of training) translate a fixed set of validation images:
-    rows of ``real A | G(A) | real B | G(B) (identity)``, saved to ``images/step_XXXXXX.png`` and logged."""
+    one row per image with the columns of the module's ``visuals`` (CUT: ``A | G(A) | B | G(B)``; CycleGAN:
+    ``A | G_A(A) | G_B(G_A(A)) | B | G_B(B)``), saved to ``images/step_XXXXXX.png`` and logged."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None):
         self.every_n_steps = every_n_steps
@@ -50,6 +56,7 @@ class ImageGrid(pl.Callback):
         self.dirpath = dirpath
         self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_path: Path | None = None
+        self.columns: list[str] = []
 
     def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._fixed is None:
@@ -77,15 +84,16 @@ class ImageGrid(pl.Callback):
         was_training = module.training
         module.eval()
         real_a, real_b = (x.to(module.device) for x in images)
-        fake_b, idt_b = module(real_a).float(), module(real_b).float()
+        columns = module.visuals(real_a, real_b)  # label -> (N, C, H, W); the method chooses its columns
         module.train(was_training)
-        rows = torch.stack([real_a, fake_b, real_b, idt_b], dim=1).flatten(0, 1)  # (4N, C, H, W)
-        grid = make_grid(rows.cpu(), nrow=4, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
+        cols = [to_rgb(c.float().clamp(-1, 1)) for c in columns.values()]
+        rows = torch.stack(cols, dim=1).flatten(0, 1)  # (N * n_cols, 3, H, W)
+        grid = make_grid(rows.cpu(), nrow=len(cols), normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
         step = batches_done(trainer)
         path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
         save_image(grid, path)
-        self.last_path = path
-        log_image(trainer, "samples/realA_fakeB_realB_idtB", (grid * 255).round().to(torch.uint8), step)
+        self.last_path, self.columns = path, list(columns)
+        log_image(trainer, "samples/translations", (grid * 255).round().to(torch.uint8), step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps > 0 and batches_done(trainer) % self.every_n_steps == 0:
@@ -94,7 +102,7 @@ class ImageGrid(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module)
         if self.last_path is not None:
-            log.info("image grids (rows: real A | translation | real B | identity): %s", self.last_path.parent)
+            log.info("image grids (columns: %s): %s", " | ".join(self.columns), self.last_path.parent)
 
 
 class FullImageTranslation(pl.Callback):

@@ -72,7 +72,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
-        _print_summary(trainer, out, metrics, before)
+        _print_and_log_summary(trainer, out, metrics, before)
     for logger in loggers:
         if hasattr(logger, "log_image") and trainer.is_global_zero:  # W&B: close the run (next one starts fresh)
             logger.experiment.finish()
@@ -85,7 +85,7 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], be
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
-            lines.append(f"  image grids (real A | G(A) | real B | G(B)): {cb.last_path.parent}")
+            lines.append(f"  image grids ({' | '.join(cb.columns)}): {cb.last_path.parent}")
         if isinstance(cb, FullImageTranslation) and cb.last_path:
             lines.append(f"  full image (source | translation | target): {cb.last_path}")
         if isinstance(cb, LossCurves) and cb.path:
@@ -108,6 +108,25 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], be
         lines.append("  final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
     lines.append("=" * 72)
     print("\n".join(lines), flush=True)
+
+
+def _print_and_log_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float]) -> None:
+    """``_print_summary`` on the terminal and, unchanged, in the run's log file (Hydra's ``<run>/<job name>.log``):
+    the file handlers of the root logger get it as one record, the console handler does not (no double print)."""
+    import contextlib
+    import io
+    import sys
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        _print_summary(trainer, out, metrics, before)
+    text = buffer.getvalue()
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, text.rstrip("\n"), None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")

@@ -55,9 +55,10 @@ class TranslationModule(pl.LightningModule):
     """Shared base of cutlight's LightningModules (see the module docstring).
 
     The subclass saves its hyperparameters, which must include ``optimizer`` (``torch.optim.Adam`` keywords),
-    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True``: FID/KID with the defaults when the Inception
-    weights are present, else a one-line warning; a dict of ``DEFAULT_METRICS`` keys: required; ``False``/``None``:
-    off), ``channels_last`` and ``compile``.
+    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True`` or a dict of ``DEFAULT_METRICS`` keys: FID/KID
+    when the standard Inception weights are on this machine, else a one-line warning and validation without them;
+    an explicit ``weights_path`` that does not exist is an error; ``False``/``None``: off), ``channels_last`` and
+    ``compile``.
     """
 
     def __init__(self) -> None:
@@ -88,8 +89,8 @@ class TranslationModule(pl.LightningModule):
 
     @property
     def size_multiple(self) -> int:
-        """``translate`` needs H and W divisible by this (the subclass reports its generator's)."""
-        return 1
+        """``translate`` needs H and W divisible by this: ``self.generator``'s (1 without one)."""
+        return int(getattr(getattr(self, "generator", None), "size_multiple", 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``translate`` for any H and W: reflect-padded at the bottom and right to ``size_multiple`` and cropped
@@ -124,10 +125,11 @@ class TranslationModule(pl.LightningModule):
         settings = {**DEFAULT_METRICS, **(cfg if isinstance(cfg, dict) else {})}
         try:
             self.evaluator = Evaluator(**settings)
-        except RuntimeError as err:  # Inception weights missing
-            if isinstance(cfg, dict):
+        except RuntimeError as err:  # the standard Inception weights are not on this machine
+            if settings.get("weights_path"):
                 raise
-            log.warning("validation without FID/KID: %s", str(err).split(". ")[0])
+            log.warning("validation without FID/KID: %s. Run `make fid-weights` (or `python -m "
+                        "cutlight.metrics.inception_weights`) once to enable them.", str(err).split(";")[0])
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # training ends with the schedule (the learning rate is zero after it)
@@ -160,6 +162,12 @@ class TranslationModule(pl.LightningModule):
         values = self.evaluator.compute()  # a collective under DDP: every rank calls it
         self.evaluator.reset(reals=False)
         self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+
+    @torch.no_grad()
+    def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation, a target
+        image and the translation of that target image (identity). Methods with more images override this."""
+        return {"A": real_a, "G(A)": self(real_a), "B": real_b, "G(B)": self(real_b)}
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

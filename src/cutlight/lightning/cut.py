@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..networks import PatchDiscriminator, PatchSampler, ResnetGenerator
-from ..objectives import CUTObjective
+from ..objectives import CUTObjective, CycleGANObjective
 from .base import TranslationModule, network, plain
 
 
@@ -63,6 +63,9 @@ class CUTModule(TranslationModule):
             "compile": compile,
         })
         self.objective = network(plain(objective or {}), CUTObjective, "objective")
+        if isinstance(self.objective, CycleGANObjective):
+            raise ValueError("the CycleGAN objective (loss=cyclegan) trains two generators: use it with "
+                             "model=cyclegan (CycleGANModule)")
         self.generator = network(plain(generator) if isinstance(generator, dict) else generator,
                                  ResnetGenerator, "generator")
         self.discriminator = network(plain(discriminator) if isinstance(discriminator, dict) else discriminator,
@@ -77,10 +80,6 @@ class CUTModule(TranslationModule):
 
     def translate(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x)
-
-    @property
-    def size_multiple(self) -> int:
-        return int(getattr(self.generator, "size_multiple", 1))
 
     def optimizer_groups(self):
         heads = list(self.sampler.parameters()) if self.sampler is not None else []

@@ -17,9 +17,10 @@ With FastCUT's flip-equivariance the generator sees a flipped input; its feature
 features of the reference algorithm (convolutions are not flip-equivariant), so on flipped iterations the
 keys are re-encoded from the unflipped sources, still without a graph.
 
-With ``norm="batch"`` or dropout in the generator, features taken from the joint forward differ from a separate
-encoding (batch statistics, dropout masks); the reference behaviour is matched for the paper's settings
-(instance norm, no dropout).
+With ``norm="batch"`` in the generator, the keys and the queries are encoded part by part (source images, then
+target images), so each is normalised with its own batch statistics as in the reference algorithm. With dropout,
+the keys come from the joint forward, with that forward's dropout masks (the reference draws new masks when it
+re-encodes the sources; same distribution, other random draws).
 """
 
 from __future__ import annotations
@@ -107,13 +108,23 @@ class CUTObjective(nn.Module):
         if flipped:
             real = real.flip(3)
         fake, feats = generator.forward_with_features(real, self.nce_layers)
-        if flipped:  # the features above belong to flipped sources: re-encode the originals (no graph)
+        if flipped or _has_batch_stats(generator):
+            # the features above belong to flipped sources, or were normalised with the statistics of the joint
+            # batch: encode the sources as the reference does (no graph)
             with torch.no_grad():
-                src = torch.cat([real_a, real_b]) if self.nce_idt else real_a
-                keys = generator.encode(src, self.nce_layers)
+                keys = self.encode_parts(generator, [real_a, real_b] if self.nce_idt else [real_a])
         else:
             keys = [f.detach() for f in feats]
         return Translation(fake[:b], fake[b:] if self.nce_idt else None, keys, flipped)
+
+    def encode_parts(self, generator: nn.Module, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Features at ``nce_layers`` of the concatenated ``parts``: one encoder pass over all of them, or, for a
+        generator with batch statistics, one pass per part (each normalised with its own batch, as in the
+        reference algorithm), concatenated per layer."""
+        if len(parts) == 1 or not _has_batch_stats(generator):
+            return generator.encode(torch.cat(parts), self.nce_layers)
+        per_part = [generator.encode(p, self.nce_layers) for p in parts]
+        return [torch.cat(maps) for maps in zip(*per_part)]  # per layer (sum of B_i, C_l, H_l, W_l)
 
     def discriminator_loss(self, discriminator: nn.Module, real_b: torch.Tensor, fake_b: torch.Tensor) -> torch.Tensor:
         """D loss 0.5 * (fake + real) on detached translations (scalar).
@@ -149,10 +160,9 @@ class CUTObjective(nn.Module):
             terms["loss_g_gan"] = generator_loss(discriminator(out.fake_b), self.gan_mode) * self.lambda_gan
         nce_total = zero
         if self.lambda_nce > 0:
-            fakes = torch.cat([out.fake_b, out.idt_b]) if self.nce_idt else out.fake_b  # (B or 2B, C, H, W)
-            queries = generator.encode(fakes, self.nce_layers)
+            queries = self.encode_parts(generator, [out.fake_b, out.idt_b] if self.nce_idt else [out.fake_b])
             losses = self.nce_losses(sampler, queries, out.keys, parts=2 if self.nce_idt else 1,
-                                     mirrored=out.flipped)
+                                     mirrored=out.flipped, one_pass=not (self.nce_idt and _has_batch_stats(generator)))
             terms["loss_nce"] = nce_total = losses[0]
             if self.nce_idt:
                 terms["loss_nce_idt"] = losses[1]
@@ -167,6 +177,7 @@ class CUTObjective(nn.Module):
         keys: list[torch.Tensor],
         parts: int = 1,
         mirrored: bool = False,
+        one_pass: bool = True,
     ) -> list[torch.Tensor]:
         """lambda_nce * PatchNCE (mean over queries, then over layers) of each of ``parts`` equal slices of the
         batch: e.g. [(fake_b, real_a) term, (idt_b, real_b) term].
@@ -177,6 +188,8 @@ class CUTObjective(nn.Module):
                 layers): their gradients come back sparse and are added in place (``sample_columns``).
             mirrored: the queries are left-right mirrored relative to the keys (FastCUT's flip): query patches are
                 taken at mirrored positions, the same as flipping the query maps back, without the copies.
+            one_pass: the queries come from one encoder pass (else, e.g. concatenated per-part passes, every map
+                gets a dense gradient).
         Returns:
             ``parts`` scalars. Patch positions are drawn part after part (all layers of part 0, then part 1: the
             RNG order of separate calls); sampling, heads and losses then run once over the whole batch.
@@ -191,7 +204,7 @@ class CUTObjective(nn.Module):
             feats_k, _ = sampler(keys, patch_ids=ids)  # (N, S, D) per layer
         q_ids = [mirror_ids(i, q.shape[-1]) for i, q in zip(ids, queries)] if mirrored else ids
         deepest = max(range(len(self.nce_layers)), key=lambda i: self.nce_layers[i])  # no later layer consumes it
-        queries = [dense_grad(q) if i == deepest else q for i, q in enumerate(queries)]
+        queries = [dense_grad(q) if i == deepest or not one_pass else q for i, q in enumerate(queries)]
         sparse = {"sparse_grad": True} if isinstance(sampler, PatchSampler) else {}  # custom samplers: plain call
         feats_q, _ = sampler(queries, patch_ids=q_ids, **sparse)
         losses = multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, self.negatives, parts)  # (parts,)
