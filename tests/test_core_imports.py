@@ -19,7 +19,8 @@ PLAIN = ["cutlight", "cutlight.checks", "cutlight.build", "cutlight.networks", "
          "cutlight.objectives", "cutlight.optim", "cutlight.data", "cutlight.data.folder", "cutlight.data.transforms",
          "cutlight.data.datasets", "cutlight.data.builtin", "cutlight.viz"]
 WITH_METRICS = ["cutlight.metrics", "cutlight.evaluate", "cutlight.inference"]  # torchmetrics, no Lightning
-LIGHTNING = ["cutlight.lightning", "cutlight.data.datamodule", "cutlight.callbacks"]  # Lightning, no Hydra
+LIGHTNING = ["cutlight.lightning", "cutlight.data.datamodule", "cutlight.data.single_image_datamodule",
+             "cutlight.callbacks"]  # Lightning, no Hydra
 
 
 def run(code: str, blocked: set[str]) -> subprocess.CompletedProcess:

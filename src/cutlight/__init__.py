@@ -16,6 +16,7 @@ _LAZY = {
     "TranslationModule": ("cutlight.lightning", "TranslationModule"),
     "UnpairedDataModule": ("cutlight.data", "UnpairedDataModule"),
     "BuiltinDataModule": ("cutlight.data", "BuiltinDataModule"),
+    "SingleImageDataModule": ("cutlight.data", "SingleImageDataModule"),
     "load_generator": ("cutlight.inference", "load_generator"),
     "translate": ("cutlight.inference", "translate"),
     "translate_folder": ("cutlight.translate", "translate_folder"),

@@ -138,12 +138,14 @@ def _report_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], b
 
 def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
              tested: str | None = None) -> str:
-    from .callbacks import ImageGrid, LossCurves, TranslationScore
+    from .callbacks import FullImageTranslation, ImageGrid, LossCurves, TranslationScore
 
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
             lines.append(f"  image grids ({' | '.join(cb.columns)}): {cb.last_path.parent}")
+        if isinstance(cb, FullImageTranslation) and cb.last_path:
+            lines.append(f"  full image (source | translation | target): {cb.last_path}")
         if isinstance(cb, LossCurves) and cb.path:
             lines.append(f"  loss curves:        {cb.path}")
         if isinstance(cb, TranslationScore) and cb.history:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..build import build
-from ..inference import translate_tensor
+from ..inference import pad_to_multiple, translate_tensor
 from ..metrics import Evaluator
 from ..optim import build_optimizers
 from .rundir import log_step, now, run_dir, write_test_results
@@ -96,13 +96,17 @@ class TranslationModule(pl.LightningModule):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.translate(self.prepare(x))
-
     @property
     def size_multiple(self) -> int:
-        """Image sides the networks need multiples of (the generator's ``size_multiple``; 1 without one)."""
+        """``translate`` needs H and W divisible by this: ``self.generator``'s (1 without one)."""
         return int(getattr(getattr(self, "generator", None), "size_multiple", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``translate`` for any H and W: reflect-padded at the bottom and right to ``size_multiple`` and cropped
+        back (a no-op at training sizes), so full-size images of any shape validate and predict."""
+        h, w = x.shape[-2:]
+        return self.translate(self.prepare(pad_to_multiple(x, self.size_multiple)))[..., :h, :w]
+
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
@@ -223,5 +227,6 @@ class TranslationModule(pl.LightningModule):
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Translate ``batch["image"]`` of any H, W (padded to ``size_multiple``, cropped back): returns
-        ``{"image": (B, C_out, H, W) float32 in [-1, 1], "path": [...] or None}`` (see ``TranslationWriter``)."""
-        return {"image": translate_tensor(self, batch["image"]), "path": batch.get("path")}
+        ``{"image": (B, C_out, H, W) float32 in [-1, 1] (clamped: generators without a final tanh, e.g. SinCUT's, may leave the range), "path":
+        [...] or None}`` (see ``TranslationWriter``)."""
+        return {"image": translate_tensor(self, batch["image"]).clamp(-1, 1), "path": batch.get("path")}

@@ -201,6 +201,25 @@ class CUTObjective(nn.Module):
         losses = multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, self.negatives, parts)  # (parts,)
         return list(losses * self.lambda_nce)
 
+    @torch.no_grad()
+    def evaluation_nce(
+        self, generator: nn.Module, sampler: nn.Module, real: torch.Tensor, fake: torch.Tensor, num_patches: int = 256
+    ) -> torch.Tensor:
+        """PatchNCE of translations against their sources, for monitoring (e.g. on validation images).
+
+        Args:
+            real, fake: (B, C, H, W) sources and their translations (H, W multiples of the generator's
+                ``size_multiple``).
+            num_patches: positions drawn per layer (torch RNG), the same for every image.
+        Returns:
+            The multilayer PatchNCE (mean over the queries of each layer, then over layers), not weighted by
+            ``lambda_nce``, with negatives from the same image whatever ``negatives`` and ``num_patches`` training
+            uses: values compare across runs and settings; chance level is about log(num_patches).
+        """
+        feats_k, ids = sampler(generator.encode(real, self.nce_layers), num_patches=num_patches)  # (B, S, D) each
+        feats_q, _ = sampler(generator.encode(fake, self.nce_layers), patch_ids=ids)
+        return multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, "image")[0]
+
     def iteration(
         self,
         generator: nn.Module,
