@@ -211,7 +211,8 @@ def test_entrypoint_tiny_is_quiet_names_the_run_and_tests_the_best_fid_checkpoin
     assert noisy_lines(res.stderr) == [], res.stderr
     # outputs/<date>/<what differs from the defaults>/<time>
     (run,) = (tmp_path / "outputs").glob("*/*/*")
-    assert run.parent.name == "callbacks=best_fid,data.num_test=4,data.num_train=8,data.size=32,debug=tiny"
+    assert run.parent.name == ("callbacks=best_fid,data.num_test=4,data.num_train=8,data.size=32,debug=tiny,"
+                               "model.objective.num_patches=16,model.sampler.mlp_dim=16")
     assert re.fullmatch(r"\d\d-\d\d-\d\d", run.name)
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "epoch001-step0000008.ckpt" in names and "last.ckpt" in names

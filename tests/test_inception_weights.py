@@ -55,6 +55,7 @@ def test_standard_fid_builds_offline_and_is_zero_on_itself(no_download):
     evaluator.update(imgs, real=True)
     evaluator.update(imgs, real=False)
     values = evaluator.compute()
-    assert abs(float(values["fid"])) < 1e-2 and abs(float(values["kid"])) < 1e-6  # 2048x2048 eigvals: slow on CPU
+    assert abs(float(values["fid"])) < 1e-2  # 2048x2048 eigvals: the slow part on CPU
+    assert torch.isfinite(values["kid"])  # unbiased KID of 3 identical images is not 0 (it can be negative)
     plain = Evaluator(antialias=False)
     assert isinstance(plain.extractor, NoTrainInceptionV3) and not plain.extractor.use_antialias
