@@ -191,9 +191,15 @@ def _job_num(job_dir: Path) -> int | None:
 
 
 def _max_epochs(job_dir: Path) -> int | None:
+    """Epochs the run was set to train: the model's schedule (``n_epochs + n_epochs_decay``), capped by
+    ``trainer.max_epochs`` when that is set (-1 / null: the schedule decides, as in ``TranslationModule``)."""
     try:
-        value = OmegaConf.select(OmegaConf.load(job_dir / "config_resolved.yaml"), "trainer.max_epochs")
-        return int(value) if value is not None else None
+        cfg = OmegaConf.load(job_dir / "config_resolved.yaml")
+        limit = OmegaConf.select(cfg, "trainer.max_epochs")
+        n, d = OmegaConf.select(cfg, "model.n_epochs"), OmegaConf.select(cfg, "model.n_epochs_decay")
+        schedule = int(n) + int(d) if n is not None and d is not None else None
+        limit = int(limit) if limit is not None and int(limit) >= 0 else None
+        return min(x for x in (schedule, limit) if x is not None) if (schedule or limit) is not None else None
     except Exception:
         return None
 
