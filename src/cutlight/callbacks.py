@@ -41,7 +41,8 @@ def batches_done(trainer: pl.Trainer) -> int:
 
 class ImageGrid(pl.Callback):
     """Every ``every_n_steps`` batches (and at the end of training) translate a fixed set of validation images:
-    rows of ``real A | G(A) | real B | G(B) (identity)``, saved to ``images/step_XXXXXX.png`` and logged."""
+    rows of ``real A | G(A) | real B | G(B) (identity)``, saved to ``images/step_XXXXXX.png`` and logged. A grid
+    is never overwritten: a resumed run reaching a step again writes ``step_XXXXXX-resumed1.png``."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None):
         self.every_n_steps = every_n_steps
@@ -49,6 +50,7 @@ class ImageGrid(pl.Callback):
         self.dirpath = dirpath
         self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_path: Path | None = None
+        self._written: set[int] = set()
 
     def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._fixed is None:
@@ -58,7 +60,8 @@ class ImageGrid(pl.Callback):
                 a = b = getattr(dm, "train_dataset", None)
                 if a is None:
                     return None
-                pick = [a[i] for i in range(min(self.num_images, len(a)))]
+                with torch.random.fork_rng(devices=[]):  # random crops: leave the training RNG stream alone
+                    pick = [a[i] for i in range(min(self.num_images, len(a)))]
                 self._fixed = (torch.stack([p["A"] for p in pick]), torch.stack([p["B"] for p in pick]))
             else:
                 n = min(self.num_images, len(a), len(b))
@@ -71,7 +74,7 @@ class ImageGrid(pl.Callback):
         if not trainer.is_global_zero:
             return
         images = self._images(trainer)
-        if images is None:
+        if images is None or batches_done(trainer) in self._written:  # this state's grid is already written
             return
         was_training = module.training
         module.eval()
@@ -82,7 +85,12 @@ class ImageGrid(pl.Callback):
         grid = make_grid(rows.cpu(), nrow=4, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
         step = batches_done(trainer)
         path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
+        resumed = 0
+        while path.exists():  # a resumed run reaching a step again: keep the earlier grid
+            resumed += 1
+            path = path.with_name(f"step_{step:06d}-resumed{resumed}.png")
         save_image(grid, path)
+        self._written.add(step)
         self.last_path = path
         log_image(trainer, "samples/realA_fakeB_realB_idtB", (grid * 255).round().to(torch.uint8), step)
 
@@ -203,6 +211,9 @@ class TranslationScore(pl.Callback):
         pl_module.eval()
         fake_b = torch.cat([pl_module(chunk).float() for chunk in real_a.split(16)])
         pl_module.train(was_training)
+        if not torch.isfinite(fake_b).all():  # no score for NaN images (they would look black, not missing)
+            log.error("translation score not computed: the generator produced non-finite images")
+            return None
         scores = score_fn(real_a.cpu(), fake_b.cpu())
         self.history.append(scores)
         return scores

@@ -5,7 +5,12 @@
   ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``; -1 or None mean "the schedule");
 - validation FID/KID through a ``cutlight.metrics.Evaluator`` (real statistics computed once per fit);
 - translation: ``forward`` and ``predict_step``; channels-last inputs; ``torch.compile`` of the networks;
-- logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``.
+- logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``;
+- reliability (``cutlight.lightning.reliability``): every iteration's losses and gradients are checked for NaN /
+  infinity (hyperparameter ``nonfinite``: ``{"policy": "stop" | "skip", "max_skips": N}``; a non-finite generator
+  never gets validation numbers logged); checkpoints carry the RNG states and the data position, so a run resumed
+  from any checkpoint, also mid-epoch, continues exactly as it would have; the training crop is checked against
+  the networks before the first step (``data.crop_size``).
 
 A method subclass builds its networks and objective in ``__init__`` (eagerly: DDP wrapping, optimizer creation
 and checkpoint loading need every parameter before the first step) and implements ``translate``,
@@ -23,8 +28,12 @@ import torch
 from torch import nn
 
 from ..build import build
+from ..checkpoint import state_dict_mismatch
+from ..checks import ConfigValueError, check_input_size
+from ..data.resumable import note_batch
 from ..metrics import Evaluator
 from ..optim import build_optimizers
+from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_state
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+def check_settings(name: str, check, settings: dict) -> object:
+    """``check(settings)`` for a dict of keyword settings (``optimizer``, ``nonfinite``): a bad value's
+    ``ConfigValueError`` gets ``name.`` in front of its key; a bad keyword raises one naming the keyword."""
+    if not isinstance(settings, dict) and not hasattr(settings, "items"):
+        raise ConfigValueError(name, settings, "a mapping of keyword settings")
+    try:
+        return check(dict(settings))
+    except ConfigValueError as err:
+        raise err.prefixed(name) from None
+    except TypeError as err:  # an unknown keyword
+        raise ConfigValueError(name, dict(settings), f"valid keywords ({err})") from None
+
+
 def network(spec: dict | nn.Module | None, default: type, name: str, **extra) -> nn.Module:
     """A network from a spec (``{"_target_": "pkg.Class", **kwargs}``, ``default`` without ``_target_``), or the
     ``nn.Module`` instance itself."""
@@ -55,13 +77,15 @@ class TranslationModule(pl.LightningModule):
     The subclass saves its hyperparameters, which must include ``optimizer`` (``torch.optim.Adam`` keywords),
     ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True``: FID/KID with the defaults when the Inception
     weights are present, else a one-line warning; a dict of ``DEFAULT_METRICS`` keys: required; ``False``/``None``:
-    off), ``channels_last`` and ``compile``.
+    off), ``channels_last`` and ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.evaluator: Evaluator | None = None  # a plain object: never in state dicts or DDP buckets
+        self._guard: NonFiniteGuard | None = None
+        self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
 
     # ------------------------------------------------------------------ subclass interface
     def translate(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +114,61 @@ class TranslationModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
         gen_params, disc_params = self.optimizer_groups()
-        return build_optimizers(gen_params, disc_params, self.hparams.n_epochs, self.hparams.n_epochs_decay,
-                                device=self.device, **self.hparams.optimizer)
+        optimizers, schedulers = build_optimizers(gen_params, disc_params, self.hparams.n_epochs,
+                                                  self.hparams.n_epochs_decay, device=self.device,
+                                                  **self.hparams.optimizer)
+        self.guard.attach(optimizers, ("generator-side", "discriminator-side"))
+        return optimizers, schedulers
+
+    # ------------------------------------------------------------------ reliability
+    @property
+    def guard(self) -> NonFiniteGuard:
+        """The non-finite guard, configured by the ``nonfinite`` hyperparameter."""
+        if self._guard is None:
+            self._guard = NonFiniteGuard(**(self.hparams.get("nonfinite") or {}))
+        return self._guard
+
+    def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        self.guard.note_loss(loss)  # the next optimizer step skips its update when this loss is not finite
+        super().manual_backward(loss, *args, **kwargs)
+
+    def input_networks(self) -> list[tuple[nn.Module, int]]:
+        """(network, input channels) of the networks that see training crops: ``generator`` and
+        ``discriminator`` when the module has them (a method with other names overrides this)."""
+        nets = []
+        for name, channels in (("generator", "input_nc"), ("discriminator", "input_nc")):
+            net = getattr(self, name, None)
+            if isinstance(net, nn.Module):
+                nets.append((net, int(getattr(net, channels, 3))))
+        return nets
+
+    def _last_good_checkpoint(self) -> str:
+        paths = [getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
+                 for cb in self.trainer.checkpoint_callbacks]
+        paths = [p for p in paths if p]
+        return f"'{paths[0]}'" if paths else "none was written"
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the position a checkpoint written after this batch resumes from (see cutlight.data.resumable)
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        note_batch(self.trainer.train_dataloader, self.current_epoch, batch_idx, last)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["cutlight"] = resume_state(self, self.guard)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
+            mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+            if mismatch:
+                raise ValueError(f"checkpoint '{self._trainer.ckpt_path}' was written for another architecture or "
+                                 f"method ({type(self).__name__} with these hyperparameters does not fit it): "
+                                 f"{mismatch}")
+        self._resume = checkpoint.get("cutlight")
+
+    def on_train_start(self) -> None:
+        if self._resume is not None:  # after the loader is built (it draws nothing from the global RNG)
+            restore_resume_state(self, self.guard, self._resume)
+            self._resume = None
 
     @property
     def total_epochs(self) -> int:
@@ -102,7 +179,13 @@ class TranslationModule(pl.LightningModule):
             scheduler.step()
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
-        """``train/<name>`` for every loss term, ``train/lr`` of the generator side."""
+        """``train/<name>`` for every loss term, ``train/lr`` of the generator side; first the non-finite check
+        (raises ``NonFiniteError``, or skips the logging of a skipped iteration)."""
+        loop = self.trainer.fit_loop.epoch_loop
+        where = f"step {loop._batches_that_stepped} (epoch {self.current_epoch}, batch {loop.batch_idx})"
+        if not self.guard.after_iteration(losses, where, self._last_good_checkpoint()):
+            self.log("train/nonfinite_skips", float(self.guard.skipped), batch_size=batch_size)
+            return
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
 
@@ -124,6 +207,11 @@ class TranslationModule(pl.LightningModule):
             loop = self.trainer.fit_loop
             if loop.max_epochs is None or loop.max_epochs < 0 or loop.max_epochs > self.total_epochs:
                 loop.max_epochs = self.total_epochs
+        crop = getattr(self.trainer.datamodule, "crop_size", None)
+        if crop is not None and stage in ("fit", "validate"):  # before the first step: every network takes it
+            nets = self.input_networks()
+            multiple = max([int(getattr(n, "size_multiple", 1)) for n, _ in nets] or [1])
+            check_input_size("data.crop_size", crop, nets, multiple)
         if stage in ("fit", "validate", "test"):
             self._build_evaluator()
 
@@ -137,15 +225,28 @@ class TranslationModule(pl.LightningModule):
         if self.evaluator is None or self.trainer.sanity_checking:
             return
         if dataloader_idx == 0:
-            self.evaluator.update(self(batch["image"]), real=False)
+            fake = self(batch["image"])
+            self._val_finite = self._val_finite & torch.isfinite(fake).all()  # read once, at the epoch end
+            self.evaluator.update(fake, real=False)
         elif not self._reals_fed:
             self.evaluator.update(batch["image"], real=True)
 
     def on_validation_epoch_start(self) -> None:
         self._reals_fed = self.evaluator is not None and self.evaluator.has_reals
+        self._val_finite = torch.ones((), dtype=torch.bool, device=self.device)
 
     def on_validation_epoch_end(self) -> None:
         if self.evaluator is None or self.trainer.sanity_checking:
+            return
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(self._val_finite), all=True)
+        if not finite:  # FID of black (NaN -> 0) images would look like a number: log none
+            self.evaluator.reset(reals=False)
+            message = (f"the generator produced non-finite (NaN or infinite) images in validation at step "
+                       f"{self.trainer.fit_loop.epoch_loop._batches_that_stepped}: no val/* metrics logged")
+            if self.trainer.state.fn == "fit" and self.guard.policy == "stop":
+                raise NonFiniteError(f"{message}. Training stopped (model.nonfinite.policy=stop). Last good "
+                                     f"checkpoint: {self._last_good_checkpoint()}.")
+            log.error(message)
             return
         values = self.evaluator.compute()  # a collective under DDP: every rank calls it
         self.evaluator.reset(reals=False)

@@ -17,8 +17,16 @@ def upcast_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Divide each row (last dim) by its L2 norm + eps, as the reference does."""
-    return x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+    """Divide each row (last dim) by its L2 norm + eps, as the reference does.
+
+    The same values as ``x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)``; but an all-zero row (an MLP head
+    whose ReLU switched every unit off, leaving a zero bias) gets a zero gradient through its norm instead of NaN
+    (``sqrt``'s derivative is infinite at 0, and inf * 0 = NaN would spread to every weight).
+    """
+    sq = x.pow(2).sum(-1, keepdim=True)  # (..., 1)
+    nonzero = sq > 0
+    norm = torch.where(nonzero, torch.where(nonzero, sq, 1.0).sqrt(), 0.0)  # sqrt only sees positive values
+    return x / (norm + eps)
 
 
 class _SampleColumns(torch.autograd.Function):
