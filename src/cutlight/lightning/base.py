@@ -33,7 +33,7 @@ from ..checks import ConfigValueError, check_input_size
 from ..data.resumable import note_batch
 from ..metrics import Evaluator
 from ..optim import build_optimizers
-from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_state
+from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class TranslationModule(pl.LightningModule):
         self.evaluator: Evaluator | None = None  # a plain object: never in state dicts or DDP buckets
         self._guard: NonFiniteGuard | None = None
         self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
+        self._resumed_loggers = False
 
     # ------------------------------------------------------------------ subclass interface
     def translate(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,6 +153,9 @@ class TranslationModule(pl.LightningModule):
         # the position a checkpoint written after this batch resumes from (see cutlight.data.resumable)
         last = batch_idx + 1 >= self.trainer.num_training_batches
         note_batch(self.trainer.train_dataloader, self.current_epoch, batch_idx, last)
+        if self._resumed_loggers:
+            resume_loggers(self.trainer)
+            self._resumed_loggers = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cutlight"] = resume_state(self, self.guard)
@@ -168,7 +172,7 @@ class TranslationModule(pl.LightningModule):
     def on_train_start(self) -> None:
         if self._resume is not None:  # after the loader is built (it draws nothing from the global RNG)
             restore_resume_state(self, self.guard, self._resume)
-            self._resume = None
+            self._resume, self._resumed_loggers = None, True
 
     @property
     def total_epochs(self) -> int:

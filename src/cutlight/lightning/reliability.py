@@ -204,7 +204,12 @@ def restore_resume_state(module: pl.LightningModule, guard: NonFiniteGuard, stat
         log.warning("the checkpoint was written by %d process(es), this run has %d: RNG states not restored "
                     "(the run continues, but not bit-exactly)", len(rngs), trainer.world_size)
     guard.load_state_dict(state.get("guard") or {})
-    step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the next logged step
-    for logger in trainer.loggers:  # e.g. AppendingCSVLogger: drop rows of the steps trained again
+
+
+def resume_loggers(trainer: pl.Trainer) -> None:
+    """At the first batch after a resume: loggers that can (``AppendingCSVLogger``) drop what they logged at the
+    steps trained again (a run killed after its last checkpoint had logged them)."""
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step this batch logs at
+    for logger in trainer.loggers:
         if trainer.is_global_zero and callable(getattr(logger, "resume_at_step", None)):
             logger.resume_at_step(step)

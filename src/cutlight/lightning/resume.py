@@ -107,12 +107,33 @@ class AtomicCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n = self.last_every_n_steps
-        if (n and self.save_last and _batches_done(trainer) % n == 0
-                and not self._should_skip_saving_checkpoint(trainer)):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not (n and self.save_last and _batches_done(trainer) % n == 0):
+            return
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # the epoch's last batch: Lightning resumes a checkpoint written here as a finished epoch without
+            # running its end (validation, the schedule step); write last.ckpt when the epoch has ended instead
+            self._last_due_at_epoch_end = True
+        else:
+            self._save_last_now(trainer)
+
+    def _save_last_now(self, trainer: pl.Trainer) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        periodic_step = self._last_global_step_saved
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_global_step_saved = periodic_step  # a periodic checkpoint of this step may still be due
+        self._last_step_of_last = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if getattr(self, "_last_due_at_epoch_end", False):
+            self._last_due_at_epoch_end = False
+            if trainer.global_step not in (self._last_global_step_saved, getattr(self, "_last_step_of_last", None)):
+                self._save_last_now(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.fast_dev_run:
+        saved = (self._last_global_step_saved, getattr(self, "_last_step_of_last", None))
+        if self.save_last and trainer.global_step not in saved and not trainer.fast_dev_run:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # the final state
         super().on_train_end(trainer, pl_module)
 
