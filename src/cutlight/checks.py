@@ -126,6 +126,24 @@ def _probe(net, channels: int, size: int) -> str | None:
     return None
 
 
+def smallest_input_size(nets, multiple: int = 1, start: int = 64, limit: int = 8192) -> int:
+    """The smallest multiple of ``multiple`` that every ``(network, channels)`` of ``nets`` accepts as a square
+    input (probed on the meta device; assumes that larger sizes keep working)."""
+    nets = list(nets)
+
+    def works(k: int) -> bool:
+        return not any(_probe(n, c, k * multiple) for n, c in nets)
+
+    hi = max(1, -(-start // multiple))  # smallest k with k * multiple >= start
+    while not works(hi) and hi * multiple < limit:
+        hi *= 2
+    lo = 0  # invariant: lo * multiple fails (or is 0), hi * multiple works
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    return hi * multiple
+
+
 def check_input_size(name: str, size, nets, multiple: int = 1) -> int:
     """Check that every ``(network, channels)`` in ``nets`` takes square ``size`` x ``size`` inputs.
 
@@ -144,14 +162,7 @@ def check_input_size(name: str, size, nets, multiple: int = 1) -> int:
     why = problem(size)
     if why is None:
         return size
-    hi = -(-size // multiple)  # smallest k with k * multiple >= size
-    while problem(hi * multiple) and hi * multiple < 8192:
-        hi *= 2
-    lo = 0  # invariant: lo * multiple fails (or 0), hi * multiple works
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if problem(mid * multiple) is None else (mid, hi)
-    smallest = hi * multiple
+    smallest = smallest_input_size(nets, multiple, start=size)
     names = " and ".join(sorted({type(n).__name__ for n, _ in nets}))
     near = sorted({max(smallest, size // multiple * multiple), max(smallest, -(-size // multiple) * multiple)})
     raise ConfigValueError(

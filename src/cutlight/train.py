@@ -99,6 +99,15 @@ def _link_previous_run(old: Path, out: Path) -> None:
     log.info("continuing run %s in %s (link: %s)", old, out, link)
 
 
+def _continue_wandb_run(cfg: DictConfig, resumed: dict) -> None:
+    """Resuming: log into the W&B run the checkpoint was written by (its id; ``resume="allow"``), unless the
+    config names a run id itself."""
+    run_id = (resumed.get("loggers") or {}).get("WandbLogger")
+    if run_id and (cfg.get("logger") or {}).get("wandb") and not cfg.logger.wandb.get("id"):
+        with open_dict(cfg):
+            cfg.logger.wandb.id, cfg.logger.wandb.resume = run_id, "allow"
+
+
 def _save_config(cfg: DictConfig, out: Path) -> None:
     """``config_resolved.yaml``; a resumed run keeps it and adds ``config_resolved.resume<N>.yaml``."""
     path, n = out / "config_resolved.yaml", 0
@@ -134,10 +143,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     _save_config(cfg, out)
     ckpt_path, resumed = _resume_checkpoint(cfg, out)
-    wandb_id = (resumed.get("loggers") or {}).get("WandbLogger")
-    if wandb_id and (cfg.get("logger") or {}).get("wandb") and not cfg.logger.wandb.get("id"):
-        with open_dict(cfg):  # the same W&B run continues
-            cfg.logger.wandb.id, cfg.logger.wandb.resume = wandb_id, "allow"
+    _continue_wandb_run(cfg, resumed)
     _name_wandb_run(cfg)
 
     datamodule = _instantiate(cfg.data, "data")

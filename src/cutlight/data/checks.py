@@ -22,7 +22,14 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from cutlight.checks import check_choice
-from cutlight.data.folder import MAX_IMAGE_PIXELS, SUPPORTED_MODES, load_image, too_many_pixels, unsupported_mode
+from cutlight.data.folder import (
+    MAX_IMAGE_PIXELS,
+    SUPPORTED_MODES,
+    bomb_reason,
+    load_image,
+    too_many_pixels,
+    unsupported_mode,
+)
 
 VERIFY_CHOICES = ("header", "full", "none")
 _PNG_END = b"IEND\xaeB`\x82"
@@ -83,7 +90,10 @@ def check_image(
         try:
             image = load_image(path, 3, max_pixels)
         except (OSError, ValueError) as err:
-            return str(err).replace(f"image file '{path}'", "").strip(": ") or str(err)
+            text = str(err)
+            for named in (f" image file '{path}'", f"image file '{path}' ", f"image file '{path}': "):
+                text = text.replace(named, "")
+            return text
         return min_size(*image.size) if min_size is not None else None
     try:
         with Image.open(path) as image:
@@ -92,11 +102,13 @@ def check_image(
                 return unsupported_mode(mode)
             if max_pixels is not None and width * height > max_pixels:
                 return too_many_pixels(width, height, max_pixels)
-            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: rotated by 90 degrees
+            # EXIF orientation, read where it sits in the header (a PNG's getexif() would decode the image)
+            rotated = fmt in ("JPEG", "MPO", "TIFF", "WEBP") and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            if rotated:  # by 90 degrees
                 width, height = height, width
         ended = _ends_properly(path, fmt, size)
     except Image.DecompressionBombError as err:
-        return f"too large: {err} (limit: data.max_image_pixels)"
+        return f"too large: {bomb_reason(err, max_pixels)}"
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for malformed files
         return f"not an image Pillow can read ({type(err).__name__}: {err})"
     if not ended:  # confirm by decoding: some writers append data after the end marker
@@ -106,7 +118,8 @@ def check_image(
                 ImageOps.exif_transpose(image)
         except Exception as err:  # noqa: BLE001
             return f"truncated or corrupt {fmt} data ({type(err).__name__}: {err}; file size {size} bytes)"
-    return min_size(width, height) if min_size is not None else None
+    small = min_size(width, height) if min_size is not None else None
+    return f"{small} (EXIF orientation applied)" if small and rotated else small
 
 
 def check_images(

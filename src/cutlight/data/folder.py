@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,8 +135,16 @@ def unsupported_mode(mode: str) -> str:
     return f"mode {mode!r} is not supported; supported modes: {', '.join(SUPPORTED_MODES)}"
 
 
-def too_many_pixels(width: int, height: int, max_pixels: int) -> str:
+def too_many_pixels(width: int, height: int, max_pixels: int | None) -> str:
     return (f"{width}x{height} = {width * height} pixels, more than the limit of {max_pixels} (data.max_image_pixels; "
+            "Pillow's decompression-bomb guard)")
+
+
+def bomb_reason(err: Exception, max_pixels: int | None) -> str:
+    """Pillow's DecompressionBombError (raised while opening, before the size is known) in the words above."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    pixels = found.group(1) if found else "too many"
+    return (f"{pixels} pixels, more than the limit of {max_pixels or Image.MAX_IMAGE_PIXELS} (data.max_image_pixels; "
             "Pillow's decompression-bomb guard)")
 
 
@@ -154,7 +163,7 @@ def load_image(path: str | os.PathLike, channels: int, max_pixels: int | None = 
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as err:  # not an OSError: caught on its own
-        raise ValueError(f"image file '{path}' is too large: {err} (limit: data.max_image_pixels)") from err
+        raise ValueError(f"image file '{path}' is too large: {bomb_reason(err, max_pixels)}") from err
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for malformed files
         raise ValueError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
     with image:
