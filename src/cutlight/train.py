@@ -148,6 +148,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = _instantiate(cfg.data, "data")
     model = _instantiate(cfg.model, "model")
+    if hasattr(model, "check_crop_size"):  # crop size against the networks, before the data files are checked
+        model.check_crop_size(datamodule)
     callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     trainer: pl.Trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)

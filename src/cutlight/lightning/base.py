@@ -211,13 +211,19 @@ class TranslationModule(pl.LightningModule):
             loop = self.trainer.fit_loop
             if loop.max_epochs is None or loop.max_epochs < 0 or loop.max_epochs > self.total_epochs:
                 loop.max_epochs = self.total_epochs
-        crop = getattr(self.trainer.datamodule, "crop_size", None)
-        if crop is not None and stage in ("fit", "validate"):  # before the first step: every network takes it
+        if stage in ("fit", "validate"):
+            self.check_crop_size(self.trainer.datamodule)
+        if stage in ("fit", "validate", "test"):
+            self._build_evaluator()
+
+    def check_crop_size(self, datamodule: object) -> None:
+        """Raise ``ConfigValueError`` naming ``data.crop_size`` unless every network of ``input_networks`` takes
+        the datamodule's ``crop_size`` (probed on the meta device; nothing to check without a ``crop_size``)."""
+        crop = getattr(datamodule, "crop_size", None)
+        if crop is not None:
             nets = self.input_networks()
             multiple = max([int(getattr(n, "size_multiple", 1)) for n, _ in nets] or [1])
             check_input_size("data.crop_size", crop, nets, multiple)
-        if stage in ("fit", "validate", "test"):
-            self._build_evaluator()
 
     def on_fit_start(self) -> None:
         # real statistics are computed once per fit: drop any left by an earlier fit or ``trainer.validate``
