@@ -117,7 +117,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(reference, tmp_path):
 @pytest.mark.slow
 def test_resume_from_a_file_continues_in_a_new_folder_linked_to_the_old(reference, tmp_path):
     old = tmp_path / "old"  # a run stopped after 3 batches (mid-epoch), as a kill would leave it
-    res = subprocess.run(train_cmd("trainer.max_steps=6", f"hydra.run.dir={old}"), cwd=tmp_path, env=env(tmp_path),
+    res = subprocess.run(train_cmd("+trainer.max_steps=6", f"hydra.run.dir={old}"), cwd=tmp_path, env=env(tmp_path),
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert read_resume_checkpoint(old / "checkpoints" / "last.ckpt")["global_step"] == 6
@@ -132,7 +132,7 @@ def test_resume_from_a_file_continues_in_a_new_folder_linked_to_the_old(referenc
 
 
 SAVE_KILLER = """
-import sys, time
+import pathlib, sys, time
 sys.path.insert(0, {tests!r})
 import pytorch_lightning as pl, torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -154,10 +154,10 @@ def slow_save(self, filepath, weights_only=False, storage_options=None):
     return original(self, filepath, weights_only, storage_options)
 
 pl.Trainer.save_checkpoint = slow_save
-tmp = {tmp!r}
+tmp = pathlib.Path({tmp!r})
 cls = AtomicCheckpoint if {atomic!r} else ModelCheckpoint
 kw = dict(last_every_n_steps=1) if {atomic!r} else dict(every_n_train_steps=1)
-ckpt = cls(dirpath=tmp + "/ckpt", save_last=True, save_top_k=0, **kw)
+ckpt = cls(dirpath=tmp / "ckpt", save_last=True, save_top_k=0, **kw)
 torch.manual_seed(0)
 trainer = tiny_trainer(tmp, max_epochs=1, limit_train_batches=5, limit_val_batches=0, enable_checkpointing=True,
                        callbacks=[ckpt])
@@ -166,6 +166,7 @@ trainer.fit(tiny_module(val_metrics=False), datamodule=tiny_data(tmp, num_train=
 
 
 def kill_during_third_save(tmp_path: Path, atomic: bool) -> str:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     code = textwrap.dedent(SAVE_KILLER.format(tests=str(ROOT / "tests"), tmp=str(tmp_path), atomic=atomic))
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)

@@ -62,7 +62,14 @@ class AtomicCheckpoint(ModelCheckpoint):
     * never non-finite: a state dict holding NaN or infinity is not written; :class:`NonFiniteError` stops the run
       and the last checkpoint stays the last good state;
     * ``last.ckpt`` is the newest state: always that one name (replaced, never ``last-v1.ckpt``), written whenever
-      this callback saves, every ``last_every_n_steps`` training batches (0: off) and at the end of training.
+      this callback saves, every ``last_every_n_steps`` training batches (0: off) and at the end of training;
+      a run stopped mid-epoch (``max_steps``, ``max_time``) leaves the state after its last batch, from which a
+      resume continues that epoch.
+
+    At an epoch's last batch ``last.ckpt`` is written once the epoch has ended (after validation and the
+    schedule step): Lightning resumes a checkpoint written at that batch as a finished epoch without running its
+    end, so such a checkpoint would not resume exactly. (Plain ``every_n_train_steps`` checkpoints have that
+    problem; ``last_every_n_steps`` does not.)
     """
 
     def __init__(self, *args: Any, last_every_n_steps: int = 0, **kwargs: Any) -> None:
@@ -107,7 +114,8 @@ class AtomicCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n = self.last_every_n_steps
-        if not (n and self.save_last and _batches_done(trainer) % n == 0):
+        stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step  # max_steps, max_time
+        if not (self.save_last and (stopping or (n and _batches_done(trainer) % n == 0))):
             return
         if batch_idx + 1 >= trainer.num_training_batches:
             # the epoch's last batch: Lightning resumes a checkpoint written here as a finished epoch without
@@ -115,6 +123,13 @@ class AtomicCheckpoint(ModelCheckpoint):
             self._last_due_at_epoch_end = True
         else:
             self._save_last_now(trainer)
+            # stopped mid-epoch: this is the state to resume from (Lightning ends the epoch early after it)
+            self._stopped_mid_epoch = stopping
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if getattr(self, "_stopped_mid_epoch", False):
+            return
+        super().on_validation_end(trainer, pl_module)
 
     def _save_last_now(self, trainer: pl.Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):
@@ -125,6 +140,8 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._last_step_of_last = trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if getattr(self, "_stopped_mid_epoch", False):  # the cut-short epoch is not saved as if it had ended
+            return
         super().on_train_epoch_end(trainer, pl_module)
         if getattr(self, "_last_due_at_epoch_end", False):
             self._last_due_at_epoch_end = False
@@ -133,7 +150,8 @@ class AtomicCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         saved = (self._last_global_step_saved, getattr(self, "_last_step_of_last", None))
-        if self.save_last and trainer.global_step not in saved and not trainer.fast_dev_run:
+        if (self.save_last and trainer.global_step not in saved and not trainer.fast_dev_run
+                and not getattr(self, "_stopped_mid_epoch", False)):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # the final state
         super().on_train_end(trainer, pl_module)
 
