@@ -62,13 +62,15 @@ def test_lr_zero_with_zero_head_rows_stays_finite(fixed, monkeypatch):
     opt_d = torch.optim.Adam(module.discriminator.parameters(), lr=0.0)
     gen = torch.Generator().manual_seed(1)
     finite = []
-    for _ in range(8):
+    for _ in range(6):
         a, b = (torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
         losses = module.objective.iteration(module.generator, module.discriminator, module.sampler, a, b, opt_g,
                                             opt_d)
         finite.append(all(math.isfinite(float(v)) for v in losses.values())
                       and all(torch.isfinite(p).all() for p in module.parameters()))
-    assert all(finite) if fixed else not finite[0]
+        if not finite[-1]:
+            break
+    assert finite == ([True] * 6 if fixed else [False])
 
 
 # ---------------------------------------------------------------------------------------------- the guard
@@ -152,7 +154,7 @@ def test_nonfinite_loss_stops_with_term_step_and_last_good_checkpoint(tmp_path):
 
 def test_skip_policy_drops_isolated_bad_iterations_and_logs_the_count(tmp_path):
     torch.manual_seed(0)
-    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=6, limit_val_batches=0,
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0,
                            callbacks=[InjectNaN({1, 3, 4})])
     model = tiny_module(val_metrics=False, nonfinite={"policy": "skip", "max_skips": 2})
     trainer.fit(model, datamodule=tiny_data(tmp_path, num_train=8))

@@ -58,15 +58,20 @@ def hostile_layout(root: Path) -> dict[str, str]:
     for split in ("trainA", "trainB", "testA", "testB"):
         for i in range(2):
             write(root / split / f"good{i}.png", _png(40, 36, seed=i))
-    bad = {}
     png, jpg = _png(48, 48, seed=3), _jpeg(48, 48, seed=4)
-    write(root / "trainA" / "truncated.png", png[: len(png) // 2]); bad["truncated.png"] = "truncated"
-    write(root / "trainB" / "truncated.jpg", jpg[: len(jpg) * 3 // 5]); bad["truncated.jpg"] = "truncated"
-    write(root / "testB" / "cut.png", png[: len(png) - 40]); bad["cut.png"] = "truncated"  # the case
-    write(root / "trainA" / "zero.png", b""); bad["zero.png"] = "empty file"
-    write(root / "trainB" / "notes.jpg", b"this is a text file, not a JPEG\n"); bad["notes.jpg"] = "not an image"
-    write(root / "testA" / "bomb.png", bomb_png(100_000, 100_000)); bad["bomb.png"] = "10000000000 pixels, more than the limit"
-    write(root / "trainA" / "bomb_mid.png", bomb_png(10_000, 10_000)); bad["bomb_mid.png"] = "more than the limit"
+    files = [  # (path, content, fragment of the expected reason)
+        ("trainA/truncated.png", png[: len(png) // 2], "truncated"),
+        ("trainB/truncated.jpg", jpg[: len(jpg) * 3 // 5], "truncated"),
+        ("testB/cut.png", png[: len(png) - 40], "truncated"),  # the case: found after an epoch before
+        ("trainA/zero.png", b"", "empty file"),
+        ("trainB/notes.jpg", b"this is a text file, not a JPEG\n", "not an image"),
+        ("testA/bomb.png", bomb_png(100_000, 100_000), "10000000000 pixels, more than the limit"),
+        ("trainA/bomb_mid.png", bomb_png(10_000, 10_000), "more than the limit"),
+    ]
+    bad = {}
+    for name, content, fragment in files:
+        write(root / name, content)
+        bad[Path(name).name] = fragment
     Image.fromarray(np.ones((40, 40), np.float32)).save(root / "trainB" / "float.tif")
     bad["float.tif"] = "mode 'F' (32-bit float) is not supported"
     small = Image.new("RGB", (40, 24), (200, 10, 10))  # 40 x 24, EXIF says rotate: 24 x 40, below the crop of 32
@@ -75,7 +80,7 @@ def hostile_layout(root: Path) -> dict[str, str]:
     small.save(root / "trainA" / "rotated_small.jpg", exif=exif)
     bad["rotated_small.jpg"] = "24x40 (WxH)"
     # odd but valid: 16-bit grayscale, CMYK, palette, EXIF-rotated large enough, trailing bytes after IEND
-    Image.fromarray((np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40)).save(root / "trainA" / "gray16.png")
+    Image.fromarray(np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40).save(root / "trainA" / "gray16.png")
     Image.new("CMYK", (40, 40), (10, 200, 30, 0)).save(root / "trainB" / "cmyk.jpg")
     Image.fromarray(np.random.default_rng(5).integers(0, 255, (40, 40, 3), np.uint8)).convert("P").save(
         root / "testA" / "palette.png")
