@@ -8,6 +8,7 @@ entrypoint), so the final message names the config key a user would type.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Iterable
@@ -126,16 +127,19 @@ def _probe(net, channels: int, size: int) -> str | None:
     return None
 
 
-def smallest_input_size(nets, multiple: int = 1, start: int = 64, limit: int = 8192) -> int:
+def smallest_input_size(nets, multiple: int = 1, start: int = 64, limit: int = 8192) -> int | None:
     """The smallest multiple of ``multiple`` that every ``(network, channels)`` of ``nets`` accepts as a square
-    input (probed on the meta device; assumes that larger sizes keep working)."""
+    input (probed on the meta device; assumes that larger sizes keep working); None when no size up to ``limit``
+    works (then the networks cannot be probed this way)."""
     nets = list(nets)
 
     def works(k: int) -> bool:
         return not any(_probe(n, c, k * multiple) for n, c in nets)
 
     hi = max(1, -(-start // multiple))  # smallest k with k * multiple >= start
-    while not works(hi) and hi * multiple < limit:
+    while not works(hi):
+        if hi * multiple >= limit:
+            return None
         hi *= 2
     lo = 0  # invariant: lo * multiple fails (or is 0), hi * multiple works
     while hi - lo > 1:
@@ -163,6 +167,12 @@ def check_input_size(name: str, size, nets, multiple: int = 1) -> int:
     if why is None:
         return size
     smallest = smallest_input_size(nets, multiple, start=size)
+    if smallest is None:  # no size works on the meta device: the probe, not the size, is at fault
+        if size % multiple == 0:
+            logging.getLogger(__name__).warning("%s=%s: the networks could not be checked on the meta device (%s)",
+                                                name, size, why)
+            return size
+        smallest = multiple
     names = " and ".join(sorted({type(n).__name__ for n, _ in nets}))
     near = sorted({max(smallest, size // multiple * multiple), max(smallest, -(-size // multiple) * multiple)})
     raise ConfigValueError(
@@ -176,3 +186,16 @@ def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise ConfigValueError(name, value, "true or false")
     return value
+
+
+def check_settings(name: str, check, settings) -> object:
+    """``check(settings)`` for a mapping of keyword settings (``optimizer``, ``nonfinite``): a bad value's
+    ``ConfigValueError`` gets ``name.`` in front of its key; an unknown keyword raises one naming ``name``."""
+    if not hasattr(settings, "items"):
+        raise ConfigValueError(name, settings, "a mapping of keyword settings")
+    try:
+        return check(dict(settings))
+    except ConfigValueError as err:
+        raise err.prefixed(name) from None
+    except TypeError as err:  # an unknown keyword
+        raise ConfigValueError(name, dict(settings), f"valid keywords ({err})") from None

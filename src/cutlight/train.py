@@ -27,6 +27,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
 
 from .checks import ConfigValueError
 
@@ -89,6 +90,8 @@ def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
 
 def _link_previous_run(old: Path, out: Path) -> None:
     """A resumed run in a new folder: link ``out/resumed_from`` to the old run and continue its metrics CSV."""
+    if rank_zero_only.rank != 0:  # DDP: the files are rank 0's to write
+        return
     link = out / "resumed_from"
     if old.is_dir() and not link.exists() and not link.is_symlink():
         os.symlink(old.resolve(), link, target_is_directory=True)
@@ -110,6 +113,8 @@ def _continue_wandb_run(cfg: DictConfig, resumed: dict) -> None:
 
 def _save_config(cfg: DictConfig, out: Path) -> None:
     """``config_resolved.yaml``; a resumed run keeps it and adds ``config_resolved.resume<N>.yaml``."""
+    if rank_zero_only.rank != 0:  # DDP: rank 0 writes it
+        return
     path, n = out / "config_resolved.yaml", 0
     while path.exists():
         n += 1

@@ -31,7 +31,8 @@ class ResumableSampler(DistributedSampler):
     Args:
         dataset: sized dataset.
         shuffle: random order per epoch (else 0, 1, 2, ...; item seeds are random either way).
-        seed: base seed; default ``torch.initial_seed()`` (what ``seed_everything`` set), read without drawing.
+        seed: base seed; default ``torch.initial_seed()`` (what ``seed_everything`` set), read without drawing;
+            under DDP rank 0's seed is used by every rank.
         num_replicas, rank: default: the initialized process group, else 1 and 0.
     """
 
@@ -41,6 +42,10 @@ class ResumableSampler(DistributedSampler):
         num_replicas = num_replicas if num_replicas is not None else dist.get_world_size() if distributed else 1
         rank = rank if rank is not None else dist.get_rank() if distributed else 0
         seed = int(torch.initial_seed() if seed is None else seed) % 2**62
+        if distributed and num_replicas > 1:  # one order for all ranks, even when they were seeded differently
+            shared = [seed]
+            dist.broadcast_object_list(shared, src=0)
+            seed = shared[0]
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0  # samples of this epoch's shard already consumed (set by load_state_dict)
         self._next = (0, 0)  # (epoch, start) of the sample after the current batch (set by advance)

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..build import build
 from ..checkpoint import state_dict_mismatch
-from ..checks import ConfigValueError, check_input_size
+from ..checks import check_input_size
 from ..data.resumable import note_batch
 from ..metrics import Evaluator
 from ..optim import build_optimizers
@@ -48,19 +48,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
         return [plain(v) for v in value]
     return value
-
-
-def check_settings(name: str, check, settings: dict) -> object:
-    """``check(settings)`` for a dict of keyword settings (``optimizer``, ``nonfinite``): a bad value's
-    ``ConfigValueError`` gets ``name.`` in front of its key; a bad keyword raises one naming the keyword."""
-    if not isinstance(settings, dict) and not hasattr(settings, "items"):
-        raise ConfigValueError(name, settings, "a mapping of keyword settings")
-    try:
-        return check(dict(settings))
-    except ConfigValueError as err:
-        raise err.prefixed(name) from None
-    except TypeError as err:  # an unknown keyword
-        raise ConfigValueError(name, dict(settings), f"valid keywords ({err})") from None
 
 
 def network(spec: dict | nn.Module | None, default: type, name: str, **extra) -> nn.Module:
@@ -136,11 +123,12 @@ class TranslationModule(pl.LightningModule):
     def input_networks(self) -> list[tuple[nn.Module, int]]:
         """(network, input channels) of the networks that see training crops: ``generator`` and
         ``discriminator`` when the module has them (a method with other names overrides this)."""
+        generator, discriminator = getattr(self, "generator", None), getattr(self, "discriminator", None)
         nets = []
-        for name, channels in (("generator", "input_nc"), ("discriminator", "input_nc")):
-            net = getattr(self, name, None)
-            if isinstance(net, nn.Module):
-                nets.append((net, int(getattr(net, channels, 3))))
+        if isinstance(generator, nn.Module):
+            nets.append((generator, int(getattr(generator, "input_nc", 3))))
+        if isinstance(discriminator, nn.Module):  # it sees the generator's outputs and real B images
+            nets.append((discriminator, int(getattr(discriminator, "input_nc", getattr(generator, "output_nc", 3)))))
         return nets
 
     def _last_good_checkpoint(self) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..checks import ConfigValueError, check_int
+from ..checks import ConfigValueError, check_int, check_settings
 from ..networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from ..objectives import CUTObjective
 from ..optim import check_adam_kwargs
-from .base import TranslationModule, check_settings, network, plain
+from .base import TranslationModule, network, plain
 from .reliability import NonFiniteGuard
 
 

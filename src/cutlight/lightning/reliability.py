@@ -3,7 +3,8 @@
 ``NonFiniteGuard`` (used by ``TranslationModule``; policy from the module's ``nonfinite`` hyperparameter):
 
 * every ``manual_backward`` notes whether its loss is finite, and a pre-step hook on each optimizer notes whether
-  the gradients are (one fused max-norm over all of them, on the device, no host sync). A fused optimizer (the
+  the gradients are (one fused max-norm over all of them, on the device, no host sync; under DDP the flag is
+  all-reduced so that every rank skips the same updates). A fused optimizer (the
   default Adam) skips a bad update on the device itself through its ``found_inf`` input, as under a gradient
   scaler; another optimizer gets its gradients cleared (one host sync, only for non-fused optimizers). Under a
   gradient scaler (fp16) non-finite gradients are the scaler's business and only losses are checked;
@@ -83,6 +84,11 @@ class NonFiniteGuard:
             norm = torch.nn.utils.get_total_norm(grads, norm_type=math.inf)  # max |g|: NaN or inf iff any is
             bad = ~torch.isfinite(norm)
             flag = bad if flag is None else flag.to(bad.device) | bad
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:  # all ranks skip together (a tiny all-reduce, no sync)
+            found = (flag if flag is not None else torch.zeros((), dtype=torch.bool, device=params[0].device)).float()
+            torch.distributed.all_reduce(found, op=torch.distributed.ReduceOp.MAX)
+            flag = found > 0
         if flag is None:
             return
         self._flags.append((label, flag))
