@@ -241,6 +241,8 @@ BAD_VALUES = [
     ("model.objective.lambda_nce=-1", "model.objective.lambda_nce=-1 is invalid: expected a finite number >= 0",
      "build"),
     ("model.n_epochs=abc", "model.n_epochs='abc' is invalid: expected an integer >= 0", "build"),
+    ("model.generator.ngf=abc", "model.generator.ngf='abc' is invalid: expected an integer >= 1", "build"),
+    ("model.discriminator.n_layers=0", "model.discriminator.n_layers=0 is invalid", "build"),
     ("model.nonfinite.policy=ignore", "unknown model.nonfinite.policy 'ignore'; expected one of stop, skip", "build"),
     ("model.nonfinite.max_skips=0", "model.nonfinite.max_skips=0 is invalid: expected an integer >= 1", "build"),
 ]
