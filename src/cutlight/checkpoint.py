@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,7 +49,8 @@ def read_checkpoint(path: str | os.PathLike) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).split("\n\n")[-1].strip().splitlines()[0] if "Weights only" in str(err) else str(err)
+        found = re.search(r"WeightsUnpickler error: (.*?)(\. |\.?$)", str(err), re.MULTILINE)
+        reason = found.group(1) if found else (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(
             f"checkpoint '{path}' holds more than tensors and plain containers, which cutlight never unpickles "
             f"(it could run arbitrary code): {reason}"
