@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,8 @@ TINY_MODEL = dict(
 )
 
 # debug=tiny keeps the data group; on the built-in data the tests also make the generated dataset itself small
-TINY_ARGS = ["debug=tiny", "data.size=32", "data.num_train=8", "data.num_test=4"]
+TINY_DATA = ["debug=tiny", "data.size=32", "data.num_train=8", "data.num_test=4"]
+TINY_ARGS = [*TINY_DATA, "model.objective.num_patches=16", "model.sampler.mlp_dim=16"]  # CUT
 
 
 def tiny_module(**overrides):
@@ -74,10 +76,14 @@ def tiny_trainer(tmp_path, **kw):
 
 
 def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.train", env=None):
-    """``python -m cutlight.train ARGS`` in ``tmp_path`` with a private data cache; tests/ is importable (for
-    ``helpers.TinyFeatureExtractor``)."""
+    """``python -m cutlight.train ARGS`` in ``tmp_path`` with a private data cache; the ``cutlight`` this test
+    process imported comes first on the path (the code under test, also from a checkout that is not the installed
+    one), then tests/ (for ``helpers.TinyFeatureExtractor``)."""
+    import cutlight
+
+    path = os.pathsep.join([str(Path(cutlight.__file__).parents[1]), str(ROOT / "tests")])
     env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
-           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
+           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": path, **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

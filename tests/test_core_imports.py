@@ -20,8 +20,8 @@ PLAIN = ["cutlight", "cutlight.checks", "cutlight.build", "cutlight.networks", "
          "cutlight.data.datasets", "cutlight.data.builtin", "cutlight.viz", "cutlight.checkpoint",
          "cutlight.data.checks", "cutlight.data.resumable"]
 WITH_METRICS = ["cutlight.metrics", "cutlight.evaluate", "cutlight.inference"]  # torchmetrics, no Lightning
-LIGHTNING = ["cutlight.lightning", "cutlight.data.datamodule", "cutlight.callbacks",  # Lightning, no Hydra
-             "cutlight.lightning.reliability", "cutlight.lightning.resume"]
+LIGHTNING = ["cutlight.lightning", "cutlight.data.datamodule", "cutlight.data.single_image_datamodule",
+             "cutlight.callbacks", "cutlight.lightning.reliability", "cutlight.lightning.resume"]  # no Hydra
 
 
 def run(code: str, blocked: set[str]) -> subprocess.CompletedProcess:

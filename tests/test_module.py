@@ -226,3 +226,13 @@ def test_bad_network_specs_name_the_network():
         tiny_module(generator={"ngf": 8, "n_blocks": 1, "bogus": 1})
     with pytest.raises(ImportError, match="cannot import 'nowhere.Gen'"):
         tiny_module(generator={"_target_": "nowhere.Gen"})
+
+
+def test_missing_inception_weights_warn_once_and_validation_runs(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights there; nothing may be downloaded
+    model = tiny_module(val_metrics=True)
+    with caplog.at_level("WARNING"):
+        tiny_trainer(tmp_path, max_steps=1, limit_val_batches=1).fit(model, datamodule=tiny_data(tmp_path))
+    assert model.evaluator is None
+    warnings = [r.getMessage() for r in caplog.records if "validation without FID/KID" in r.getMessage()]
+    assert len(warnings) == 1 and "make fid-weights" in warnings[0]

@@ -17,8 +17,12 @@ def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
                     "-w", str(tmp / "dist")], check=True, capture_output=True, timeout=600)
-    (wheel,) = (tmp / "dist").glob("cutlight-*.whl")
+    import cutlight
+
+    (wheel,) = (tmp / "dist").glob(f"cutlight-{cutlight.__version__}-*.whl")  # one source of truth for the version
     names = zipfile.ZipFile(wheel).namelist()
+    metadata = zipfile.ZipFile(wheel).read(f"cutlight-{cutlight.__version__}.dist-info/METADATA").decode()
+    assert "License-Expression: MIT" in metadata and f"cutlight-{cutlight.__version__}.dist-info/licenses/LICENSE" in names
     for required in ("cutlight/conf/train.yaml", "cutlight/conf/model/resnet_9blocks.yaml",
                      "cutlight/conf/debug/tiny.yaml", "cutlight/lightning/base.py", "cutlight/py.typed"):
         assert required in names, required

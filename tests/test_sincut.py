@@ -15,12 +15,7 @@ from cutlight.objectives import CUTObjective, SinCUTObjective
 ADAM = {"lr": 0.002, "betas": (0.0, 0.99)}  # the reference's SinCUT optimiser
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

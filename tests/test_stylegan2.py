@@ -78,12 +78,7 @@ def nets():
     return StyleGAN2Generator(), StyleGAN2Discriminator()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_layout_and_parameter_counts(nets):
@@ -150,7 +145,7 @@ def test_upsampling_conv_doubles_every_size():
 def test_encode_stops_after_deepest_layer_and_checks_indices():
     g = StyleGAN2Generator(ngf=1, n_blocks=4, crop_size=32)
     calls = []
-    for i, layer in enumerate(g.layers):
+    for i, layer in enumerate(g.numbered_layers()):
         layer.register_forward_hook(lambda *_, i=i: calls.append(i))
     feats = g.encode(torch.randn(1, 3, 16, 16), [4, 0, 2])
     assert max(calls) == 4 and [f.shape[1] for f in feats] == g.feature_channels([4, 0, 2]) == [32, 3, 32]

@@ -6,9 +6,10 @@ here with a small reader since wandb 0.31 ships no Python one) and its ``files/m
 * the loss terms, ``val/fid``, ``val/kid``, ``perf/sec_per_iter`` and ``perf/peak_mem_mb`` are in the history,
   with the same values as the CSV logger;
 * image grids and the loss-curve plot were logged as 8-bit RGB PNGs;
-* the composed config and the module's hyperparameters are in the run config;
+* the run config is one tree, the composed config: its top-level keys are exactly those of the job's
+  ``config_resolved.yaml``, each written once (no flattened module / datamodule hyperparameters next to it);
 * the two jobs are two runs of one W&B group, each with its own config (not one run reused by both jobs).
-``_name_wandb_run`` is also unit-tested for single runs and multiruns without starting W&B.
+``_name_wandb_run`` is also unit-tested for single runs (overrides + time) and multiruns without starting W&B.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from helpers import TINY_ARGS
 REPO = Path(__file__).resolve().parents[1]
 LOGGED = ["train/loss_d", "train/loss_g", "train/loss_g_gan", "train/loss_nce", "train/loss_nce_idt",
           "val/fid", "val/kid", "perf/sec_per_iter", "perf/peak_mem_mb"]
-IMAGE_KEYS = ["samples/realA_fakeB_realB_idtB", "plots/loss_curves"]
+IMAGE_KEYS = ["samples/translations", "plots/loss_curves"]
 
 
 def read_wandb_records(path: Path) -> list:
@@ -76,12 +78,13 @@ def parse_run(job_dir: Path) -> dict:
     runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     history = [{_key(i): json.loads(i.value_json) for i in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
-    config = {}
+    config, config_writes = {}, []
     for r in records:
         if r.WhichOneof("record_type") == "config":
             config.update({_key(i): json.loads(i.value_json) for i in r.config.update})
+            config_writes += [_key(i) for i in r.config.update]
     return dict(run=runs[0], n_runs=len(runs), kinds=kinds, history=history, config=config,
-                dir=run_files[0].parent)
+                config_writes=config_writes, dir=run_files[0].parent)
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +136,15 @@ def test_offline_run_has_metrics_images_and_hyperparameters(multirun):
         assert img.size[0] == 4 * 32 + 5 * 2
 
     # Hyperparameters: one tree, the composed Hydra config (the module's and datamodule's hparams are not
-    # logged a second time next to it).
+    # logged a second time next to it), every key written once.
     config = run["config"]
+    from omegaconf import OmegaConf
+
+    composed = OmegaConf.to_container(OmegaConf.load(job / "config_resolved.yaml"))
+    user_keys = [k for k in run["config_writes"] if not k.startswith("_")]  # "_wandb": W&B's own bookkeeping
+    assert sorted(user_keys) == sorted(composed), (sorted(user_keys), sorted(composed))
+    # the same values (the W&B logger node also holds the run name and group, set after the file was written)
+    assert {k: config[k] for k in composed if k != "logger"} == {k: v for k, v in composed.items() if k != "logger"}
     assert config["seed"] == 0
     assert config["model"]["objective"]["num_patches"] == 16
     assert config["trainer"]["accelerator"] == "cpu"
@@ -188,7 +198,8 @@ def test_name_wandb_run_single_run(hydra_config):
 
     cfg = hydra_config("RUN", [])
     _name_wandb_run(cfg)
-    assert cfg.logger.wandb.name == "run7" and cfg.logger.wandb.group is None
+    assert re.fullmatch(r"seed=5 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", cfg.logger.wandb.name)  # overrides + time
+    assert cfg.logger.wandb.group is None
 
 
 def test_name_wandb_run_multirun_and_explicit_names(hydra_config):

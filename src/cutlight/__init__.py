@@ -8,13 +8,15 @@ from .losses import PatchNCELoss, discriminator_loss, generator_loss, multilayer
 from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from .objectives import CUTObjective
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of truth: pyproject.toml reads it (tool.setuptools.dynamic)
 
 _LAZY = {
     "CUTModule": ("cutlight.lightning", "CUTModule"),
+    "CycleGANModule": ("cutlight.lightning", "CycleGANModule"),
     "TranslationModule": ("cutlight.lightning", "TranslationModule"),
     "UnpairedDataModule": ("cutlight.data", "UnpairedDataModule"),
     "BuiltinDataModule": ("cutlight.data", "BuiltinDataModule"),
+    "SingleImageDataModule": ("cutlight.data", "SingleImageDataModule"),
     "load_generator": ("cutlight.inference", "load_generator"),
     "translate": ("cutlight.inference", "translate"),
     "translate_folder": ("cutlight.translate", "translate_folder"),

@@ -1,7 +1,11 @@
-"""Logger-agnostic callbacks: image grids, loss-curve plots, timing/memory and the built-in dataset's score.
+"""Logger-agnostic callbacks: image grids, full-image translations (SinCUT), loss-curve plots, timing/memory and the
+built-in dataset's score.
 
-Pictures are always written as PNG files under the run directory and, when the trainer has loggers that
-accept images (W&B's ``log_image``, TensorBoard's ``add_image``), logged there too.
+Pictures are always written as PNG files under the run's own directory (``dirpath``, else
+``cutlight.lightning.rundir.run_dir``: the first logger's version folder, e.g. ``lightning_logs/version_3/images``,
+never the current directory) and, when the trainer has loggers that accept images (W&B's ``log_image``,
+TensorBoard's ``add_image``), logged there too. Steps are training batches done (``rundir.batches_done``).
+``TranslationWriter`` (``trainer.predict``) writes translated image files.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid, save_image
 
+from .lightning.prediction import TranslationWriter
+from .lightning.rundir import batches_done, log_step
+from .lightning.rundir import output_dir as run_dir
+
+__all__ = ["ImageGrid", "LossCurves", "PerfMonitor", "TranslationScore", "TranslationWriter"]
+
 log = logging.getLogger(__name__)
-
-
-def run_dir(trainer: pl.Trainer, dirpath: str | None, sub: str) -> Path:
-    path = Path(dirpath) if dirpath else Path(trainer.default_root_dir) / sub
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) -> None:
@@ -34,15 +38,16 @@ def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) 
             logger.experiment.add_image(key, image_u8, global_step=step)
 
 
-def batches_done(trainer: pl.Trainer) -> int:
-    """Training batches processed so far (``global_step`` counts optimizer steps: 2 per CUT iteration)."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+def to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) with C in {1, 3, 4} -> (N, 3, H, W) for display (grayscale repeated, alpha dropped)."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
 
 
 class ImageGrid(pl.Callback):
     """Every ``every_n_steps`` batches (and at the end of training) translate a fixed set of validation images:
-    rows of ``real A | G(A) | real B | G(B) (identity)``, saved to ``images/step_XXXXXX.png`` and logged. A grid
-    is never overwritten: a resumed run reaching a step again writes ``step_XXXXXX-resumed1.png``."""
+    one row per image with the columns of the module's ``visuals`` (CUT: ``A | G(A) | B | G(B)``; CycleGAN:
+    ``A | G_A(A) | G_B(G_A(A)) | B | G_B(B)``), saved to ``images/step_XXXXXX.png`` and logged. A grid is never
+    overwritten: a resumed run reaching a step again writes ``step_XXXXXX-resumed1.png``."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None):
         self.every_n_steps = every_n_steps
@@ -50,6 +55,7 @@ class ImageGrid(pl.Callback):
         self.dirpath = dirpath
         self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_path: Path | None = None
+        self.columns: list[str] = []
         self._written: set[int] = set()
 
     def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -79,10 +85,11 @@ class ImageGrid(pl.Callback):
         was_training = module.training
         module.eval()
         real_a, real_b = (x.to(module.device) for x in images)
-        fake_b, idt_b = module(real_a).float(), module(real_b).float()
+        columns = module.visuals(real_a, real_b)  # label -> (N, C, H, W); the method chooses its columns
         module.train(was_training)
-        rows = torch.stack([real_a, fake_b, real_b, idt_b], dim=1).flatten(0, 1)  # (4N, C, H, W)
-        grid = make_grid(rows.cpu(), nrow=4, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
+        cols = [to_rgb(c.float().clamp(-1, 1)) for c in columns.values()]
+        rows = torch.stack(cols, dim=1).flatten(0, 1)  # (N * n_cols, 3, H, W)
+        grid = make_grid(rows.cpu(), nrow=len(cols), normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
         step = batches_done(trainer)
         path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
         resumed = 0
@@ -91,8 +98,8 @@ class ImageGrid(pl.Callback):
             path = path.with_name(f"step_{step:06d}-resumed{resumed}.png")
         save_image(grid, path)
         self._written.add(step)
-        self.last_path = path
-        log_image(trainer, "samples/realA_fakeB_realB_idtB", (grid * 255).round().to(torch.uint8), step)
+        self.last_path, self.columns = path, list(columns)
+        log_image(trainer, "samples/translations", (grid * 255).round().to(torch.uint8), step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps > 0 and batches_done(trainer) % self.every_n_steps == 0:
@@ -101,7 +108,99 @@ class ImageGrid(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module)
         if self.last_path is not None:
-            log.info("image grids (rows: real A | translation | real B | identity): %s", self.last_path.parent)
+            log.info("image grids (columns: %s): %s", " | ".join(self.columns), self.last_path.parent)
+
+
+class FullImageTranslation(pl.Callback):
+    """Single-image translation (SinCUT): at every validation end, and at the end of training, translate the whole
+    source image at its own resolution (``trainer.datamodule.full_images()``, e.g. ``SingleImageDataModule``; a
+    no-op for datamodules without it) and
+
+    * save ``images/full_step_XXXXXX.png`` (source | translation | target, the target scaled to the source's
+      height) and ``images/translation_step_XXXXXX.png`` (the translation alone, at the source's size), and send
+      the panel to loggers that take images (``samples/full_source_translation_target``);
+    * log ``val/nce`` and ``val/nce_idt``: PatchNCE of G(source) against the source and of G(target) against the
+      target through the module's objective (``evaluation_nce``: unweighted, ``nce_patches`` positions per layer,
+      same-image negatives; chance is about log(nce_patches)). ``nce_patches: 0`` or a module without PatchNCE
+      heads skips them.
+
+    Generator noise (SinCUT's generator draws fresh noise at every call) and patch positions come from a fixed
+    ``seed`` in a forked RNG: successive images differ only by the weights, and training's random stream is left
+    as it was. Images are clamped to [-1, 1] for display (SinCUT's generator has no final tanh). The
+    discriminator is not used. Rank 0 only.
+    """
+
+    KEY = "samples/full_source_translation_target"
+
+    def __init__(self, nce_patches: int = 256, seed: int = 0, dirpath: str | None = None):
+        self.nce_patches, self.seed, self.dirpath = nce_patches, seed, dirpath
+        self.last_path: Path | None = None
+        self._stale = False  # trained since the last picture
+
+    @torch.no_grad()
+    def write(self, trainer: pl.Trainer, module: pl.LightningModule, with_metrics: bool) -> dict[str, float]:
+        full_images = getattr(trainer.datamodule, "full_images", None)
+        if not trainer.is_global_zero or full_images is None:
+            return {}
+        from .inference import pad_to_multiple, tensor_to_image
+
+        source, target = (x.to(module.device) for x in full_images())  # (1, C, H, W) each, own sizes
+        h, w = source.shape[-2:]
+        was_training = module.training
+        module.eval()
+        metrics = {}
+        with torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            src = pad_to_multiple(source, module.size_multiple)  # the generator's own sizes, for the NCE too
+            fake = module(src).float()  # (1, C_out, H', W')
+            objective, sampler = getattr(module, "objective", None), getattr(module, "sampler", None)
+            if with_metrics and self.nce_patches > 0 and sampler is not None and hasattr(objective, "evaluation_nce"):
+                tgt = pad_to_multiple(target, module.size_multiple)
+                nce = objective.evaluation_nce(module.generator, sampler, src, fake, self.nce_patches)
+                nce_idt = objective.evaluation_nce(module.generator, sampler, tgt, module(tgt).float(),
+                                                   self.nce_patches)
+                metrics = {"val/nce": float(nce), "val/nce_idt": float(nce_idt)}
+        module.train(was_training)
+        fake = fake[..., :h, :w].cpu()
+        step = batches_done(trainer)
+        folder = run_dir(trainer, self.dirpath, "images")
+        tensor_to_image(fake[0].clamp(-1, 1)).save(folder / f"translation_step_{step:06d}.png")
+        panel = full_image_panel(source.cpu(), fake, target.cpu())
+        self.last_path = folder / f"full_step_{step:06d}.png"
+        save_image(panel.float() / 255, self.last_path)
+        log_image(trainer, self.KEY, panel, step)
+        self._stale = False
+        return metrics
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stale = True
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = self.write(trainer, pl_module, with_metrics=True)
+        if metrics:
+            pl_module.log_dict(metrics, rank_zero_only=True)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._stale:  # the final weights, unless the last validation showed them
+            self.write(trainer, pl_module, with_metrics=False)
+        if self.last_path is not None:
+            log.info("full-image translations (source | translation | target): %s", self.last_path.parent)
+
+
+def full_image_panel(source: torch.Tensor, translation: torch.Tensor, target: torch.Tensor, gap: int = 4
+                     ) -> torch.Tensor:
+    """source | translation | target side by side (the target scaled to the source's height, aspect kept), white
+    gaps: (1, C, H, W) images in [-1, 1] (clamped) -> (3, H, W_total) uint8."""
+    from .metrics import to_uint8
+
+    h = source.shape[-2]
+    width = max(1, round(target.shape[-1] * h / target.shape[-2]))
+    target = torch.nn.functional.interpolate(target.float(), size=(h, width), mode="bilinear", antialias=True)
+    parts = [to_uint8(x.float(), rgb=True)[0] for x in (source, translation, target)]  # (3, H, W_i) each
+    white = torch.full((3, h, gap), 255, dtype=torch.uint8)
+    return torch.cat([parts[0], white, parts[1], white, parts[2]], dim=2)
 
 
 class LossCurves(pl.Callback):
@@ -168,7 +267,15 @@ class LossCurves(pl.Callback):
 
 class PerfMonitor(pl.Callback):
     """Logs ``perf/sec_per_iter`` (wall time between consecutive training batches) and ``perf/peak_mem_mb``
-    (max allocated CUDA memory on GPU, peak process RSS on CPU) every batch."""
+    (max allocated CUDA memory on GPU, peak process RSS on CPU) every batch.
+
+    Why not Lightning's monitors: ``ThroughputMonitor`` logs windowed rates (batches/s once 100 batches are in
+    the window) straight to the loggers, so they reach neither the progress bar nor ``callback_metrics`` (the
+    end-of-run summary, sweeps' ``optimized_metric``), needs a ``batch_size_fn`` and warns unless the module
+    defines ``flops_per_batch``; ``DeviceStatsMonitor`` logs dozens of per-device keys (CUDA allocator stats;
+    CPU utilisation through psutil), not one peak-memory number; ``Timer`` measures whole stages (and enforces
+    ``Trainer(max_time=...)``), not iterations. Add any of them next to this one when wanted.
+    """
 
     def __init__(self):
         self._last: float | None = None
@@ -192,17 +299,19 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class TranslationScore(pl.Callback):
     """At each validation end, scores the translation of the validation A images with the datamodule's
-    ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``."""
+    ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``;
+    at each test end the same on the test A images, logged as ``test/<name>`` (so it is in ``trainer.test``'s
+    results and the module's results table)."""
 
     def __init__(self, max_images: int = 64):
         self.max_images = max_images
         self.history: list[dict[str, float]] = []
 
     @torch.no_grad()
-    def score(self, trainer, pl_module) -> dict[str, float] | None:
+    def score(self, trainer, pl_module, split: str = "val") -> dict[str, float] | None:
         dm = trainer.datamodule
         score_fn = getattr(dm, "translation_score", None)
-        dataset = getattr(dm, "val_dataset_a", None)
+        dataset = getattr(dm, f"{split}_dataset_a", None)
         if score_fn is None or dataset is None:
             return None
         n = min(self.max_images, len(dataset))
@@ -215,7 +324,8 @@ class TranslationScore(pl.Callback):
             log.error("translation score not computed: the generator produced non-finite images")
             return None
         scores = score_fn(real_a.cpu(), fake_b.cpu())
-        self.history.append(scores)
+        if split == "val":
+            self.history.append(scores)
         return scores
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -229,3 +339,10 @@ class TranslationScore(pl.Callback):
         scores = self.score(trainer, pl_module)
         if scores:
             pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)
+            if trainer.state.fn == "fit":
+                log_step(pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        scores = self.score(trainer, pl_module, "test")
+        if scores:
+            pl_module.log_dict({f"test/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)

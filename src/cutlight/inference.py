@@ -117,6 +117,8 @@ def _from_lightning(path: Path, ckpt: dict, direction: str | None) -> tuple[dict
                          f"{sorted(prefixes)}")
     state = {k[len(name) + 1:].replace("_orig_mod.", ""): v for k, v in weights.items() if k.startswith(name + ".")}
     config = dict((ckpt.get("hyper_parameters") or {}).get("generator") or {})
+    if name == "gen_b":  # G_B translates B to A: the shared generator settings with the channel counts swapped
+        config["input_nc"], config["output_nc"] = config.get("output_nc", 3), config.get("input_nc", 3)
     return config, state, f"cutlight Lightning checkpoint '{path}' ({name})"
 
 

@@ -173,3 +173,143 @@ def r1_penalty(
     if not track:
         penalty, pred = penalty.detach(), pred.detach()
     return penalty, pred
+
+
+# ---- baselines (CycleGAN, GcGAN, DistanceGAN, SelfDistance)
+# Pure functions used by ``cutlight.objectives`` (cyclegan.py, gcgan.py, distance.py). Images are (B, C, H, W).
+
+GEOMETRIC_TRANSFORMS = ("rot90", "vflip")
+HALVES = ("left_right", "top_bottom")
+
+
+def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error (L1) between a reconstruction and the real image: CycleGAN's cycle term, and its
+    identity term on (G(y), y). (B, C, H, W) x2 -> scalar."""
+    return F.l1_loss(reconstructed, real)
+
+
+def geometric_transform(x: torch.Tensor, transform: str = "rot90", inverse: bool = False) -> torch.Tensor:
+    """GcGAN's predefined transform f (or f^-1 with ``inverse``), applied to (B, C, H, W) images.
+
+    ``rot90``: rotation by 90 degrees clockwise (out[..., i, j] = x[..., H-1-j, i], as the GcGAN code's
+    ``rot90(x, 0)``), output (B, C, W, H); its inverse rotates counter-clockwise. ``vflip``: upside-down flip
+    (out[..., i, j] = x[..., H-1-i, j], its own inverse).
+    """
+    check_choice("transform", transform, GEOMETRIC_TRANSFORMS)
+    if transform == "vflip":
+        return x.flip(2)
+    return torch.rot90(x, 1 if inverse else -1, dims=(2, 3))
+
+
+def geometry_consistency_loss(
+    fake: torch.Tensor, fake_gc: torch.Tensor, transform: str = "rot90"
+) -> torch.Tensor:
+    """GcGAN's geometry-consistency constraint (Fu et al., CVPR 2019, arXiv:1809.05852), for f and f^-1 of
+    ``geometric_transform``:
+
+        || G(x) - f^-1(G(f(x))) ||_1  +  || G(f(x)) - f(G(x)) ||_1
+
+    with ``fake`` = G(x) (B, C, H, W) and ``fake_gc`` = G(f(x)) (B, C, H', W'); each L1 is a mean over elements.
+    As in the authors' code, each side's target is a constant (detached): the gradient reaching ``fake`` comes from
+    the first term only, the one reaching ``fake_gc`` from the second. Unweighted (the code multiplies by
+    lambda_AB * lambda_gc). Returns a scalar.
+    """
+    target = geometric_transform(fake_gc.detach(), transform, inverse=True)  # f^-1(G(f(x))), (B, C, H, W)
+    target_gc = geometric_transform(fake.detach(), transform)  # f(G(x)), (B, C, H', W')
+    return F.l1_loss(fake, target) + F.l1_loss(fake_gc, target_gc)
+
+
+def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    """DistanceGAN's distance between every pair i < j of a batch: mean absolute difference over all elements
+    (the L1 norm divided by C*H*W, as in the authors' code). (B, C, H, W) -> (B*(B-1)/2,), pairs in the order
+    (0,1), (0,2), ..., (1,2), ... (``torch.triu_indices``)."""
+    b = x.shape[0]
+    i, j = torch.triu_indices(b, b, offset=1, device=x.device)  # (P,) each
+    return (x[i] - x[j]).abs().flatten(1).mean(1)  # (P,)
+
+
+def half_distances(x: torch.Tensor, halves: str = "left_right") -> torch.Tensor:
+    """SelfDistance's distance between the two halves of each image (mean absolute difference).
+
+    ``left_right`` splits the width (the paper's L(x), R(x)); ``top_bottom`` splits the height (what the DistanceGAN
+    code's ``torch.chunk(x, 2, dim=2)`` does). The split size must be even. (B, C, H, W) -> (B,).
+    """
+    check_choice("halves", halves, HALVES)
+    dim = 3 if halves == "left_right" else 2
+    if x.shape[dim] % 2:
+        raise ValueError(f"half_distances: the {'width' if dim == 3 else 'height'} must be even to split "
+                         f"{halves.replace('_', '/')}; got shape {tuple(x.shape)}")
+    first, second = x.chunk(2, dim=dim)  # (B, C, H, W/2) or (B, C, H/2, W)
+    return (first - second).abs().flatten(1).mean(1)  # (B,)
+
+
+def _normalised_distance_gap(d_real, d_fake, stats_real, stats_fake) -> torch.Tensor:
+    (mu_r, sigma_r), (mu_f, sigma_f) = stats_real, stats_fake
+    return ((d_real - mu_r) / sigma_r - (d_fake - mu_f) / sigma_f).abs().mean()
+
+
+def distance_loss(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    stats_real: tuple[float | torch.Tensor, float | torch.Tensor] = (0.0, 1.0),
+    stats_fake: tuple[float | torch.Tensor, float | torch.Tensor] = (0.0, 1.0),
+) -> torch.Tensor:
+    """DistanceGAN's pairwise distance-preservation loss (Benaim & Wolf, NIPS 2017), mean over pairs i < j:
+
+        | (d(x_i, x_j) - mu_A) / sigma_A  -  (d(G(x_i), G(x_j)) - mu_B) / sigma_B |
+
+    with d = ``pairwise_distances``. ``real`` (B, C, H, W) source images, ``fake`` = G(real) (B, C', H, W),
+    B >= 2; ``stats_real`` = (mu_A, sigma_A) and ``stats_fake`` = (mu_B, sigma_B) are the mean and std of such
+    distances over each domain's data (``distance_stats``); (0, 1) leaves distances unnormalised. Scalar.
+    """
+    if real.shape[0] != fake.shape[0] or real.shape[0] < 2:
+        raise ValueError(f"distance_loss needs two batches of the same size >= 2 (pairs within the batch); got "
+                         f"{real.shape[0]} and {fake.shape[0]} images")
+    return _normalised_distance_gap(pairwise_distances(real), pairwise_distances(fake), stats_real, stats_fake)
+
+
+def self_distance_loss(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    stats_real: tuple[float | torch.Tensor, float | torch.Tensor] = (0.0, 1.0),
+    stats_fake: tuple[float | torch.Tensor, float | torch.Tensor] = (0.0, 1.0),
+    halves: str = "left_right",
+) -> torch.Tensor:
+    """SelfDistance loss: ``distance_loss`` between the two halves of each image instead of between images
+    (works at batch size 1), mean over the batch:
+
+        | (d(L(x), R(x)) - mu_A) / sigma_A  -  (d(L(G(x)), R(G(x))) - mu_B) / sigma_B |
+
+    The stats are those of ``half_distances`` in each domain (``distance_stats(..., self_distance=True)``). Scalar.
+    """
+    if real.shape[0] != fake.shape[0]:
+        raise ValueError(f"self_distance_loss needs batches of the same size; got {real.shape[0]} and {fake.shape[0]}")
+    return _normalised_distance_gap(half_distances(real, halves), half_distances(fake, halves), stats_real, stats_fake)
+
+
+@torch.no_grad()
+def distance_stats(
+    images: torch.Tensor, self_distance: bool = False, halves: str = "left_right", chunk: int = 64
+) -> tuple[float, float]:
+    """(mean, std) of one domain's distances from a sample of its images, (N, C, H, W) in [-1, 1].
+
+    Pairwise (``self_distance=False``): over all N*(N-1)/2 pairs (N >= 2), computed ``chunk`` rows at a time;
+    self-distance: over the N images' half distances. The std is the population std (divide by the count), as in
+    the DistanceGAN code (which uses up to ``max_items`` images of the training set).
+    """
+    n = images.shape[0]
+    if self_distance:
+        d = half_distances(images, halves)  # (N,)
+    else:
+        if n < 2:
+            raise ValueError(f"distance_stats needs at least 2 images for pairwise distances; got {n}")
+        x = images.flatten(1)  # (N, D)
+        rows = []
+        for start in range(0, n - 1, chunk):
+            block = x[start: start + chunk]  # (c, D)
+            dist = torch.cdist(block[None], x[None], p=1)[0] / x.shape[1]  # (c, N): mean |x_i - x_j|
+            i = torch.arange(start, start + block.shape[0], device=x.device)
+            rows.append(dist[torch.arange(n, device=x.device)[None] > i[:, None]])  # pairs j > i
+        d = torch.cat(rows)  # (N*(N-1)/2,)
+    d = d.double()
+    return float(d.mean()), float(d.std(unbiased=False))

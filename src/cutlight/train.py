@@ -2,8 +2,13 @@
 
 Composes ``train.yaml`` of the package ``cutlight.conf`` (the repository's ``conf/``, shipped in the wheel; groups
 data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
-instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, and
-prints where the run's outputs are. This is the only module that sees a DictConfig.
+instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, optionally
+tests (``test_after_fit=true``: the best-``val/fid`` checkpoint when one is kept, else the final weights), and
+prints where the run's outputs are (also into the run's log file). This is the only module that sees a DictConfig.
+
+Runs are named after what differs from the defaults: a run's folder is ``outputs/<date>/<overrides>/<time>``
+(``<overrides>`` = Hydra's ``override_dirname``: the experiment and the command-line overrides, without paths),
+which names it in TensorBoard and the CSV files; its W&B run is named ``<overrides> <date> <time>``.
 
 Bad values fail before training with their config key (``model.optimizer.lr='abc' is invalid: expected ...``).
 Resuming (``resume=<run folder>``, ``ckpt_path=<file>`` or ``ckpt_path=last``) checks the checkpoint first
@@ -17,7 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
+import warnings
+from datetime import datetime
 from pathlib import Path
 
 import hydra
@@ -30,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from .checks import ConfigValueError
+from .lightning.rundir import RESULTS_CSV, RESULTS_MD
 
 log = logging.getLogger("cutlight.train")
 
@@ -123,8 +130,9 @@ def _save_config(cfg: DictConfig, out: Path) -> None:
 
 
 def _name_wandb_run(cfg: DictConfig) -> None:
-    """W&B: multirun jobs share a group (the sweep folder), are named after their overrides, and each gets its
-    own run (the jobs of a local multirun share one process)."""
+    """W&B: a single run is named after its overrides and the time (``debug=tiny,seed=1 2024-05-01 12:00:00``;
+    ``defaults ...`` without overrides); multirun jobs share a group (the sweep folder), are named after their
+    overrides, and each gets its own run (the jobs of a local multirun share one process)."""
     if not (cfg.get("logger") or {}).get("wandb") or not HydraConfig.initialized():
         return  # no W&B logger (absent or logger.wandb=null), or not run by Hydra
     hc = HydraConfig.get()
@@ -133,7 +141,7 @@ def _name_wandb_run(cfg: DictConfig) -> None:
         if hc.mode == RunMode.MULTIRUN:
             wb.group = wb.group or Path(hc.sweep.dir).name
             wb.name = wb.name or (hc.job.override_dirname or f"job{hc.job.num}")
-        wb.name = wb.name or Path(hc.runtime.output_dir).name
+        wb.name = wb.name or f"{hc.job.override_dirname or 'defaults'} {datetime.now():%Y-%m-%d %H:%M:%S}"
     if hc.mode == RunMode.MULTIRUN:
         import wandb
 
@@ -141,8 +149,37 @@ def _name_wandb_run(cfg: DictConfig) -> None:
             wandb.finish()
 
 
+class _NoTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: try installing ..." advertisements (one per fit and per checkpoint callback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet() -> None:
+    """Lightning's tips off; torch's ``LeafSpec`` deprecation, which Lightning's own code triggers on every fit
+    with recent torch, silenced (nothing a user can change)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in logger.filters):
+            logger.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def _test_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str]:
+    """(checkpoint for ``trainer.test``, which weights that is, in words): the best ``val/fid`` checkpoint kept by
+    a ModelCheckpoint, else None, the weights in memory (those at the end of training)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val/fid" and cb.best_model_path:
+            return cb.best_model_path, f"best val/fid ({float(cb.best_model_score):.4g}) checkpoint {cb.best_model_path}"
+    return None, "final weights (no checkpoint monitors val/fid; callbacks=best_fid keeps the best one)"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train from a composed config; returns the final callback metrics as floats."""
+    """Train from a composed config; returns the final callback metrics as floats (with ``test/*`` after a test)."""
+    _quiet()
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,21 +206,42 @@ def train(cfg: DictConfig) -> dict[str, float]:
         before = {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule, verbose=False)[0].items()}
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    tested = None
+    if cfg.get("test_after_fit") and not trainer.fast_dev_run:
+        ckpt, tested = _test_checkpoint(trainer)
+        log.info("testing the %s", tested)
+        model.results_dir = str(out)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        metrics.update({k: float(v) for k, v in results[0].items()})
     if trainer.is_global_zero:
-        _print_summary(trainer, out, metrics, before)
+        _report_summary(trainer, out, metrics, before, tested)
     for logger in loggers:
         if hasattr(logger, "log_image") and trainer.is_global_zero:  # W&B: close the run (next one starts fresh)
             logger.experiment.finish()
     return metrics
 
 
-def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float]) -> None:
-    from .callbacks import ImageGrid, LossCurves, TranslationScore
+def _report_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
+                    tested: str | None = None) -> None:
+    """The end-of-run summary on stdout and, as one record, in the run's log file (Hydra's ``<run>/train.log``)."""
+    text = _summary(trainer, out, metrics, before, tested)
+    print(text, flush=True)
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, text.strip("\n"), None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):  # not the console handler: printed once
+            handler.handle(record)
+
+
+def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
+             tested: str | None = None) -> str:
+    from .callbacks import FullImageTranslation, ImageGrid, LossCurves, TranslationScore
 
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
-            lines.append(f"  image grids (real A | G(A) | real B | G(B)): {cb.last_path.parent}")
+            lines.append(f"  image grids ({' | '.join(cb.columns)}): {cb.last_path.parent}")
+        if isinstance(cb, FullImageTranslation) and cb.last_path:
+            lines.append(f"  full image (source | translation | target): {cb.last_path}")
         if isinstance(cb, LossCurves) and cb.path:
             lines.append(f"  loss curves:        {cb.path}")
         if isinstance(cb, TranslationScore) and cb.history:
@@ -202,12 +260,19 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], be
     shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "perf/"))}
     if shown:
         lines.append("  final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+    if tested:
+        lines.append(f"  test of the {tested}")
+        shown = {k: v for k, v in metrics.items() if k.startswith("test/")}
+        lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+        if (out / RESULTS_MD).exists():
+            lines.append(f"  test results table: {out / RESULTS_MD} (and {RESULTS_CSV})")
     lines.append("=" * 72)
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix (bad value, bad file, diverged run): a message, no traceback."""
+    """Errors that are the user's to fix (bad value, bad file, diverged run): reported by their message alone
+    (Hydra still marks the job failed, and ``cutlight.runs.RunRecord`` records the error)."""
     from .checkpoint import CheckpointError
     from .data.checks import ImageCheckError
     from .lightning.reliability import NonFiniteError
@@ -219,10 +284,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except _expected_errors() as err:
-        log.error("%s: %s", type(err).__name__, err)  # also in the run's train.log
-        print(f"cutlight.train: error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+    except _expected_errors() as err:  # the message says it all: no traceback through Lightning's loops
+        raise err.with_traceback(None) from None
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -72,11 +73,12 @@ class UnpairedImageDataset(Dataset):
 
 
 class SingleFolderDataset(Dataset):
-    """Deterministic images of one folder (validation / evaluation): resize to ``size`` x ``size``, no crop or flip.
+    """Deterministic images of one folder (validation / evaluation / prediction): resize to ``size`` x ``size``
+    (``size=None``: each image at its own size), no crop or flip.
 
     Args:
-        folder: searched recursively; files sorted by relative path.
-        size: output side length.
+        folder: searched recursively; files sorted by relative path (``root`` keeps the folder).
+        size: output side length, or None.
         channels: 1, 3 or 4 (L, RGB, RGBA).
         max_images: keep only the first N files.
         max_image_pixels: refuse larger images (see :func:`~cutlight.data.folder.load_image`).
@@ -86,10 +88,11 @@ class SingleFolderDataset(Dataset):
     """
 
     def __init__(
-        self, folder: str | os.PathLike, size: int, channels: int = 3, max_images: int | None = None,
+        self, folder: str | os.PathLike, size: int | None, channels: int = 3, max_images: int | None = None,
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
         self.max_image_pixels = max_image_pixels
+        self.root = Path(folder).expanduser()
         self.paths = list_images(folder, max_images)
         self.channels = channels
         self.transform = EvalTransform(size, channels)

@@ -45,7 +45,8 @@ from torchvision.transforms.v2 import functional as TF
 from cutlight.data.folder import list_images, load_image
 from cutlight.data.transforms import resize
 
-__all__ = ["PatchParams", "ZoomAndPatchDataset", "load_full_image", "resolve_image_path", "zoomed_patch"]
+__all__ = ["FullImageDataset", "PatchParams", "ZoomAndPatchDataset", "load_full_image", "resolve_image_path",
+           "zoomed_patch"]
 
 
 def resolve_image_path(path: str | os.PathLike) -> Path:
@@ -227,3 +228,22 @@ def load_full_image(
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x, (h, w)
+
+
+class FullImageDataset(Dataset):
+    """Whole images at their own resolution, for SinCUT's validation and prediction (the reference translates the
+    full test image): decoded once (``load_full_image``, no padding; the LightningModule pads to its generator's
+    ``size_multiple`` and crops back).
+
+    ``dataset[i]``: ``{"image": (channels, H_i, W_i)`` float32 in [-1, 1], ``"path": str, "index": int}``.
+    """
+
+    def __init__(self, paths: list[str | os.PathLike], channels: int = 3) -> None:
+        self.paths = [resolve_image_path(p) for p in paths]
+        self.images = [load_full_image(p, channels, size_multiple=1)[0][0] for p in self.paths]  # (C, H, W) each
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index], "path": str(self.paths[index]), "index": index}

@@ -121,13 +121,14 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Deterministic transform: bicubic resize to ``size`` x ``size``, scale to [-1, 1].
+    """Deterministic transform: bicubic resize to ``size`` x ``size`` (``size=None``: keep the image's size), scale
+    to [-1, 1].
 
-    Call: ``transform(image) -> (channels, size, size)`` float32 tensor in [-1, 1].
+    Call: ``transform(image) -> (channels, size, size)`` (or (channels, H, W)) float32 tensor in [-1, 1].
     """
 
-    def __init__(self, size: int, channels: int) -> None:
-        check_int("size", size, low=1)
+    def __init__(self, size: int | None, channels: int) -> None:
+        check_int("size", size, low=1, optional=True)
         if channels not in CHANNEL_CHOICES:
             raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         self.size = size
@@ -135,4 +136,4 @@ class EvalTransform:
         self.to_tensor = to_normalized_tensor(channels)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.to_tensor(resize(image, self.size, self.size))
+        return self.to_tensor(image if self.size is None else resize(image, self.size, self.size))

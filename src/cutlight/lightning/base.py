@@ -4,8 +4,14 @@
   epoch-based schedule (constant, then linear decay) stepped at each epoch end; training stops when the schedule
   ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``; -1 or None mean "the schedule");
 - validation FID/KID through a ``cutlight.metrics.Evaluator`` (real statistics computed once per fit);
-- translation: ``forward`` and ``predict_step``; channels-last inputs; ``torch.compile`` of the networks;
-- logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``;
+- a test stage: ``trainer.test`` scores the datamodule's test loaders (``[source images, real target images]``)
+  the same way, logs ``test/fid``, ``test/kid``, ``test/kid_std`` and adds a row (checkpoint, time, every
+  ``test/*`` metric, e.g. the built-in score from ``callbacks.TranslationScore``) to ``test_results.csv`` /
+  ``test_results.md`` in ``results_dir`` (default: the run directory, ``cutlight.lightning.rundir.run_dir``);
+- translation: ``forward`` and ``predict_step`` (any image size); channels-last inputs; ``torch.compile``;
+- logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``, and ``step`` =
+  training batches done, so logger x-axes and checkpoint names count batches (see ``rundir``);
+- checks at setup that the datamodule's ``input_nc`` / ``output_nc`` (after its ``direction``) match the generator.
 - reliability (``cutlight.lightning.reliability``): every iteration's losses and gradients are checked for NaN /
   infinity (hyperparameter ``nonfinite``: ``{"policy": "stop" | "skip", "max_skips": N}``; a non-finite generator
   never gets validation numbers logged); checkpoints carry the RNG states and the data position, so a run resumed
@@ -31,9 +37,11 @@ from ..build import build
 from ..checkpoint import state_dict_mismatch
 from ..checks import check_input_size
 from ..data.resumable import note_batch
+from ..inference import pad_to_multiple, translate_tensor
 from ..metrics import Evaluator
 from ..optim import build_optimizers
 from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
+from .rundir import batches_done, log_step, now, run_dir, write_test_results
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +70,19 @@ class TranslationModule(pl.LightningModule):
     """Shared base of cutlight's LightningModules (see the module docstring).
 
     The subclass saves its hyperparameters, which must include ``optimizer`` (``torch.optim.Adam`` keywords),
-    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True``: FID/KID with the defaults when the Inception
-    weights are present, else a one-line warning; a dict of ``DEFAULT_METRICS`` keys: required; ``False``/``None``:
-    off), ``channels_last`` and ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords).
+    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True`` or a dict of ``DEFAULT_METRICS`` keys: FID/KID
+    when the standard Inception weights are on this machine, else a one-line warning and validation without them;
+    an explicit ``weights_path`` that does not exist is an error; ``False``/``None``: off), ``channels_last`` and
+    ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.evaluator: Evaluator | None = None  # a plain object: never in state dicts or DDP buckets
+        self._metrics_unavailable = False  # val_metrics=True without Inception weights: warned once
+        self.results_dir: str | None = None  # where on_test_end writes test_results.*; None: the run directory
+        self.results_paths: tuple | None = None  # (csv, md) written by the last trainer.test
         self._guard: NonFiniteGuard | None = None
         self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
         self._resumed_loggers = False
@@ -96,8 +108,16 @@ class TranslationModule(pl.LightningModule):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
+    @property
+    def size_multiple(self) -> int:
+        """``translate`` needs H and W divisible by this: ``self.generator``'s (1 without one)."""
+        return int(getattr(getattr(self, "generator", None), "size_multiple", 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.translate(self.prepare(x))
+        """``translate`` for any H and W: reflect-padded at the bottom and right to ``size_multiple`` and cropped
+        back (a no-op at training sizes), so full-size images of any shape validate and predict."""
+        h, w = x.shape[-2:]
+        return self.translate(self.prepare(pad_to_multiple(x, self.size_multiple)))[..., :h, :w]
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
@@ -174,25 +194,42 @@ class TranslationModule(pl.LightningModule):
         """``train/<name>`` for every loss term, ``train/lr`` of the generator side; first the non-finite check
         (raises ``NonFiniteError``, or skips the logging of a skipped iteration)."""
         loop = self.trainer.fit_loop.epoch_loop
-        where = f"step {loop._batches_that_stepped} (epoch {self.current_epoch}, batch {loop.batch_idx})"
+        where = f"step {batches_done(self.trainer)} (epoch {self.current_epoch}, batch {loop.batch_idx})"
         if not self.guard.after_iteration(losses, where, self._last_good_checkpoint()):
             self.log("train/nonfinite_skips", float(self.guard.skipped), batch_size=batch_size)
             return
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
+        log_step(self)
 
     # ------------------------------------------------------------------ validation metrics
     def _build_evaluator(self) -> None:
         cfg = self.hparams.val_metrics
-        if self.evaluator is not None or cfg in (None, False):
+        if self.evaluator is not None or cfg in (None, False) or self._metrics_unavailable:
             return
         settings = {**DEFAULT_METRICS, **(cfg if isinstance(cfg, dict) else {})}
         try:
             self.evaluator = Evaluator(**settings)
-        except RuntimeError as err:  # Inception weights missing
-            if isinstance(cfg, dict):
+        except RuntimeError as err:  # the standard Inception weights are not on this machine
+            if settings.get("weights_path"):
                 raise
-            log.warning("validation without FID/KID: %s", str(err).split(". ")[0])
+            self._metrics_unavailable = True
+            log.warning("validation without FID/KID: %s. Run `make fid-weights` (or `python -m "
+                        "cutlight.metrics.inception_weights`) once to enable them.", str(err).split(";")[0])
+
+    def _check_channels(self) -> None:
+        """The datamodule's source/target channels (after its ``direction``) are the generator's in/out channels."""
+        dm, gen = getattr(self.trainer, "datamodule", None), getattr(self, "generator", None)
+        pairs = [(getattr(dm, k, None), getattr(gen, k, None)) for k in ("input_nc", "output_nc")]
+        if any(want is not None and have is not None and want != have for want, have in pairs):
+            (data_in, gen_in), (data_out, gen_out) = pairs
+            raise ValueError(
+                f"the data gives {data_in}-channel source and {data_out}-channel target images "
+                f"(direction={getattr(dm, 'direction', 'AtoB')!r}) but the generator maps {gen_in} to {gen_out} "
+                f"channels; build it with input_nc={data_in}, output_nc={data_out} and the discriminator with "
+                f"input_nc={data_out} (Hydra: model.generator.input_nc={data_in} model.generator.output_nc="
+                f"{data_out} model.discriminator.input_nc={data_out})"
+            )
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # training ends with the schedule (the learning rate is zero after it)
@@ -203,6 +240,7 @@ class TranslationModule(pl.LightningModule):
             self.check_crop_size(self.trainer.datamodule)
         if stage in ("fit", "validate", "test"):
             self._build_evaluator()
+        self._check_channels()
 
     def check_crop_size(self, datamodule: object) -> None:
         """Raise ``ConfigValueError`` naming ``data.crop_size`` unless every network of ``input_networks`` takes
@@ -240,7 +278,7 @@ class TranslationModule(pl.LightningModule):
         if not finite:  # FID of black (NaN -> 0) images would look like a number: log none
             self.evaluator.reset(reals=False)
             message = (f"the generator produced non-finite (NaN or infinite) images in validation at step "
-                       f"{self.trainer.fit_loop.epoch_loop._batches_that_stepped}: no val/* metrics logged")
+                       f"{batches_done(self.trainer)}: no val/* metrics logged")
             if self.trainer.state.fn == "fit" and self.guard.policy == "stop":
                 raise NonFiniteError(f"{message}. Training stopped (model.nonfinite.policy=stop). Last good "
                                      f"checkpoint: {self._last_good_checkpoint()}.")
@@ -249,8 +287,49 @@ class TranslationModule(pl.LightningModule):
         values = self.evaluator.compute()  # a collective under DDP: every rank calls it
         self.evaluator.reset(reals=False)
         self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+        if self.trainer.state.fn == "fit":
+            log_step(self)  # at "batches done", like the training rows (Lightning would use the batch index)
+
+    # ------------------------------------------------------------------ test
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """As ``validation_step``, on the test loaders (0: source images, 1: real target images)."""
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_start(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.reset(reals=True)  # the test split's reals, not the validation ones
+        self._reals_fed = False
+        self._val_finite = torch.ones((), dtype=torch.bool, device=self.device)
+
+    def on_test_epoch_end(self) -> None:
+        if self.evaluator is None:
+            return
+        if not self.trainer.strategy.reduce_boolean_decision(bool(self._val_finite), all=True):
+            self.evaluator.reset(reals=True)
+            log.error("the generator produced non-finite (NaN or infinite) images in the test: no test/* metrics")
+            return
+        values = self.evaluator.compute()  # a collective under DDP
+        self.evaluator.reset(reals=True)  # a later validation computes its own reals again
+        self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+
+    def on_test_end(self) -> None:
+        """One row per ``trainer.test`` in ``test_results.csv`` / ``.md``: checkpoint, time, ``test/*`` metrics."""
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in sorted(self.trainer.callback_metrics.items()) if k.startswith("test/")}
+        row = {"checkpoint": self.trainer.ckpt_path or "weights in memory", "time": now(), **metrics}
+        self.results_paths = write_test_results(self.results_dir or run_dir(self.trainer), row)
+        log.info("test results: %s", self.results_paths[1])
+
+    @torch.no_grad()
+    def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation, a target
+        image and the translation of that target image (identity). Methods with more images override this."""
+        return {"A": real_a, "G(A)": self(real_a), "B": real_b, "G(B)": self(real_b)}
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Translate ``batch["image"]``: returns ``{"image": (B, C, H, W) in [-1, 1], "path": [...]}``."""
-        return {"image": self(batch["image"]).float(), "path": batch.get("path")}
+        """Translate ``batch["image"]`` of any H, W (padded to ``size_multiple``, cropped back): returns
+        ``{"image": (B, C_out, H, W) float32 in [-1, 1] (clamped: generators without a final tanh, e.g. SinCUT's, may leave the range), "path":
+        [...] or None}`` (see ``TranslationWriter``)."""
+        return {"image": translate_tensor(self, batch["image"]).clamp(-1, 1), "path": batch.get("path")}

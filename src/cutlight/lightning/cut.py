@@ -12,7 +12,7 @@ from torch import nn
 
 from ..checks import ConfigValueError, check_int, check_settings
 from ..networks import PatchDiscriminator, PatchSampler, ResnetGenerator
-from ..objectives import CUTObjective
+from ..objectives import CUTObjective, CycleGANObjective
 from ..optim import check_adam_kwargs
 from .base import TranslationModule, network, plain
 from .reliability import NonFiniteGuard
@@ -77,6 +77,9 @@ class CUTModule(TranslationModule):
             "compile": compile, "nonfinite": nonfinite,
         })
         self.objective = network(plain(objective or {}), CUTObjective, "objective")
+        if isinstance(self.objective, CycleGANObjective):
+            raise ValueError("the CycleGAN objective (loss=cyclegan) trains two generators: use it with "
+                             "model=cyclegan (CycleGANModule)")
         self.generator = network(plain(generator) if isinstance(generator, dict) else generator,
                                  ResnetGenerator, "generator")
         self.discriminator = network(plain(discriminator) if isinstance(discriminator, dict) else discriminator,

@@ -32,6 +32,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..checks import check_choice, check_int
+from .rundir import batches_done
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ def restore_resume_state(module: pl.LightningModule, guard: NonFiniteGuard, stat
 def resume_loggers(trainer: pl.Trainer) -> None:
     """At the first batch after a resume: loggers that can (``AppendingCSVLogger``) drop what they logged at the
     steps trained again (a run killed after its last checkpoint had logged them)."""
-    step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step this batch logs at
+    step = batches_done(trainer)  # the step this batch logs at
     for logger in trainer.loggers:
         if trainer.is_global_zero and callable(getattr(logger, "resume_at_step", None)):
             logger.resume_at_step(step)

@@ -26,6 +26,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from ..checkpoint import CheckpointError, nonfinite_entries, read_checkpoint
 from .reliability import NonFiniteError
+from .rundir import batches_done
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _batches_done(trainer: pl.Trainer) -> int:
-    return trainer.fit_loop.epoch_loop._batches_that_stepped + 1  # at on_train_batch_end: this batch included
 
 
 class AtomicCheckpoint(ModelCheckpoint):
@@ -115,7 +112,7 @@ class AtomicCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n = self.last_every_n_steps
         stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step  # max_steps, max_time
-        if not (self.save_last and (stopping or (n and _batches_done(trainer) % n == 0))):
+        if not (self.save_last and (stopping or (n and batches_done(trainer) % n == 0))):
             return
         if batch_idx + 1 >= trainer.num_training_batches:
             # the epoch's last batch: Lightning resumes a checkpoint written here as a finished epoch without

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .protocol import LayeredGenerator
+
 # Channel widths of StyleGAN2 by resolution, before the ngf / ndf multiplier.
 BASE_CHANNELS = {4: 4096, 8: 2048, 16: 1024, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 BLUR_KERNEL = (1, 3, 3, 1)
@@ -250,7 +252,7 @@ def _pow2_resolution(size: int) -> int:
     return 2 ** round(math.log2(size))
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(LayeredGenerator):
     """SinCUT's generator: a fully convolutional StyleGAN2-style encoder-decoder (the reference's "stylegan2" netG).
 
     Layers (indices are the ``nce_layers`` / ``layers`` indices; the encoder's come first):
@@ -319,75 +321,15 @@ class StyleGAN2Generator(nn.Module):
         self.encoder.convs = nn.Sequential(*enc)
         self.decoder = nn.Module()
         self.decoder.convs = nn.Sequential(*dec)
-        widths = [input_nc]  # output channels of each layer, in layer order
-        for layer in [*enc, *dec][1:]:
-            widths.append(_out_channels(layer))
-        self._widths = widths
+        self.layer_channels = [input_nc] + [_out_channels(layer) for layer in [*enc, *dec][1:]]  # per layer
 
-    @property
-    def layers(self) -> list[nn.Module]:
+    def numbered_layers(self) -> list[nn.Module]:
         """All layers in order: encoder then decoder (indices as in ``nce_layers``)."""
         return [*self.encoder.convs, *self.decoder.convs]
 
     @property
-    def num_layers(self) -> int:
-        return len(self._widths)
-
-    @property
     def num_encoder_layers(self) -> int:
         return len(self.encoder.convs)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError unless ``x`` is (B, input_nc, H, W) with H, W positive multiples of size_multiple."""
-        if x.dim() != 4 or x.shape[1] != self.input_nc:
-            raise ValueError(f"generator expects input of shape (B, {self.input_nc}, H, W); got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        m = self.size_multiple
-        if h % m or w % m or h < m or w < m:
-            raise ValueError(f"generator input height and width must be positive multiples of {m}; got {h}x{w}")
-
-    def check_layers(self, layers: Sequence[int]) -> list[int]:
-        layers = [int(i) for i in layers]
-        if not layers:
-            raise ValueError("layers must name at least one layer index")
-        bad = [i for i in layers if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"layer index {bad[0]} out of range; expected indices in 0..{self.num_layers - 1} "
-                             f"(encoder: 0..{self.num_encoder_layers - 1})")
-        return layers
-
-    def forward(
-        self, x: torch.Tensor, layers: Sequence[int] | None = None, encode_only: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
-        """(B, C_in, H, W) -> (B, C_out, H, W). With ``layers``: (output, feature maps at ``layers``), or only the
-        feature maps when ``encode_only`` (``forward_with_features`` and ``encode`` call this)."""
-        self.check_input(x)
-        if layers is None:
-            return self.decoder.convs(self.encoder.convs(x))
-        layers = self.check_layers(layers)
-        wanted, last = set(layers), max(layers)
-        found: dict[int, torch.Tensor] = {}
-        for idx, layer in enumerate(self.layers):
-            x = layer(x)
-            if idx in wanted:
-                found[idx] = x
-            if encode_only and idx == last:
-                break
-        feats = [found[i] for i in layers]
-        return feats if encode_only else (x, feats)
-
-    def forward_with_features(self, x: torch.Tensor, layers: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One full forward pass that also returns the feature maps at ``layers`` (in the order given)."""
-        return self(x, tuple(layers))
-
-    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
-        """Feature maps at ``layers`` (in the order given), each (B, C_l, H_l, W_l); stops after the deepest one
-        (with SinCUT's layers 0, 2, 4 the decoder never runs)."""
-        return self(x, tuple(layers), encode_only=True)
-
-    def feature_channels(self, layers: Sequence[int]) -> list[int]:
-        """Channel counts of the feature maps at ``layers``, without running the network."""
-        return [self._widths[i] for i in self.check_layers(layers)]
 
 
 def _out_channels(layer: nn.Module) -> int:
