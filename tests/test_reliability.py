@@ -141,7 +141,7 @@ def test_nonfinite_loss_stops_with_term_step_and_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError) as info:
         trainer.fit(model, datamodule=tiny_data(tmp_path))
     message = str(info.value)
-    assert "non-finite loss loss_nce=nan" in message and "at training step 3 (epoch 0, batch 3)" in message
+    assert "non-finite loss loss_nce=nan" in message and "at training step 4 (epoch 0, batch 3)" in message
     assert f"Last good checkpoint: '{tmp_path / 'ckpt' / 'last.ckpt'}'" in message
     assert "generator-side update (skipped" in message
     saved = read_resume_checkpoint(tmp_path / "ckpt" / "last.ckpt")  # finite, or this raises
@@ -204,7 +204,7 @@ def test_entrypoint_huge_lr_exits_nonzero_naming_term_and_step(tmp_path):
                           "model.val_metrics=false", f"hydra.run.dir={run}"], tmp_path)
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
     err = res.stderr.strip().splitlines()[-1]
-    assert err.startswith("cutlight.train: error: non-finite loss") and "at training step 0" in err, err
+    assert err.startswith("cutlight.train: error: non-finite loss") and "at training step 1" in err, err
     assert "loss_g=nan" in err and "Training stopped" in err
     for path in run.rglob("*.ckpt"):  # whatever was written is finite
         read_resume_checkpoint(path)

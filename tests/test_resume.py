@@ -291,7 +291,7 @@ def test_image_grids_are_never_overwritten(tmp_path):
 
     for _ in range(2):  # the same steps twice, as a resumed run in the same folder would
         grid = ImageGrid(every_n_steps=1, num_images=1, dirpath=str(tmp_path / "images"))
-        trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[grid])
+        trainer = tiny_trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[grid])  # 2 batches
         trainer.fit(tiny_module(val_metrics=False), datamodule=tiny_data(tmp_path))
     names = sorted(p.name for p in (tmp_path / "images").iterdir())
-    assert names == ["step_000000-resumed1.png", "step_000000.png", "step_000001-resumed1.png", "step_000001.png"]
+    assert names == ["step_000001-resumed1.png", "step_000001.png", "step_000002-resumed1.png", "step_000002.png"]
