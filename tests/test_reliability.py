@@ -3,6 +3,7 @@ leaves non-finite weights behind."""
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import re
@@ -203,12 +204,20 @@ def test_entrypoint_huge_lr_exits_nonzero_naming_term_and_step(tmp_path):
     res = run_entrypoint([*TINY_ARGS, "model.optimizer.lr=1e30", "callbacks.checkpoint.last_every_n_steps=1",
                           "model.val_metrics=false", f"hydra.run.dir={run}"], tmp_path)
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
-    err = res.stderr.strip().splitlines()[-1]
-    assert err.startswith("cutlight.train: error: non-finite loss") and "at training step 1" in err, err
-    assert "loss_g=nan" in err and "Training stopped" in err
+    err = error_line(res.stderr)
+    assert err.startswith("cutlight.lightning.reliability.NonFiniteError: non-finite loss"), err
+    assert "at training step 1" in err and "loss_g=nan" in err and "Training stopped" in err, err
     for path in run.rglob("*.ckpt"):  # whatever was written is finite
         read_resume_checkpoint(path)
-    assert "Traceback" not in res.stderr
+    assert json.loads((run / "summary.json").read_text())["state"] == "failed"
+
+
+def error_line(stderr: str) -> str:
+    """The exception line Hydra prints for a failed job; the traceback above it is one frame (``train.main``),
+    not Lightning's loops."""
+    lines = stderr.strip().splitlines()
+    assert sum(line.startswith("  File ") for line in lines) == 1, stderr[-3000:]
+    return next(line for line in reversed(lines) if line.startswith("cutlight."))
 
 
 # ------------------------------------------------------------------------------------ configuration values
@@ -269,8 +278,8 @@ def test_entrypoint_bad_value_is_one_clear_line(tmp_path):
     res = run_entrypoint([*TINY_ARGS, "model.objective.num_patches=abc", f"hydra.run.dir={tmp_path / 'run'}"],
                          tmp_path)
     assert res.returncode == 1
-    assert res.stderr.strip().splitlines()[-1] == (
-        "cutlight.train: error: model.objective.num_patches='abc' is invalid: expected an integer >= 1")
+    assert error_line(res.stderr) == ("cutlight.checks.ConfigValueError: model.objective.num_patches='abc' is "
+                                      "invalid: expected an integer >= 1")
 
 
 # -------------------------------------------------------------------------------------- checkpoint files

@@ -75,7 +75,7 @@ def reference(tmp_path_factory):
 
 @pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_is_bit_exact(reference, tmp_path):
-    kill_after = random.Random(os.urandom(8)).randrange(STEPS - 1)  # any step but the last; printed on failure
+    kill_after = random.Random(os.urandom(8)).randrange(1, STEPS)  # any logged step but the last; in messages
     run = tmp_path / "run"
     wandb = ["logger=wandb", "logger.wandb.offline=true"]
     proc = subprocess.Popen(train_cmd(*wandb, f"hydra.run.dir={run}"), cwd=tmp_path,
@@ -103,7 +103,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(reference, tmp_path):
     assert not list((run / "checkpoints").glob("last-v*.ckpt")) and not list(run.rglob("*.tmp"))
     # one continuous metrics.csv, the same values as the uninterrupted run (losses, lr, FID/KID)
     assert csv_rows(metrics) == csv_rows(reference / "csv" / "metrics.csv"), f"killed after step {kill_after}"
-    assert logged_steps(metrics) == list(range(STEPS))
+    assert logged_steps(metrics) == list(range(1, STEPS + 1))  # steps count batches done
     # no image grid overwritten: every grid of the uninterrupted run, and any repeated step under a new name
     grids = sorted(p.name for p in (run / "images").iterdir())
     assert set(sorted(p.name for p in (reference / "images").iterdir())) <= set(grids)
