@@ -17,10 +17,11 @@ sys.meta_path.insert(0, Block())
 
 PLAIN = ["cutlight", "cutlight.checks", "cutlight.build", "cutlight.networks", "cutlight.losses",
          "cutlight.objectives", "cutlight.optim", "cutlight.data", "cutlight.data.folder", "cutlight.data.transforms",
-         "cutlight.data.datasets", "cutlight.data.builtin", "cutlight.viz"]
+         "cutlight.data.datasets", "cutlight.data.builtin", "cutlight.viz", "cutlight.checkpoint",
+         "cutlight.data.checks", "cutlight.data.resumable"]
 WITH_METRICS = ["cutlight.metrics", "cutlight.evaluate", "cutlight.inference"]  # torchmetrics, no Lightning
 LIGHTNING = ["cutlight.lightning", "cutlight.data.datamodule", "cutlight.data.single_image_datamodule",
-             "cutlight.callbacks"]  # Lightning, no Hydra
+             "cutlight.callbacks", "cutlight.lightning.reliability", "cutlight.lightning.resume"]  # no Hydra
 
 
 def run(code: str, blocked: set[str]) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from PIL import Image
-from torch.utils.data import DistributedSampler, RandomSampler
+from torch.utils.data import DistributedSampler
 
 from cutlight.data import (
     BuiltinDataModule,
@@ -27,6 +27,7 @@ from cutlight.data import (
 )
 from cutlight.data.builtin import builtin_root, generate_image
 from cutlight.data.datamodule import loader_settings
+from cutlight.data.resumable import ResumableSampler
 from cutlight.data.shapes import pil_to_batch, random_layout, render
 
 
@@ -202,7 +203,8 @@ def test_random_pairing_reproducible_with_workers(layout):
     dm = UnpairedDataModule(root=str(layout), batch_size=2, num_workers=2, **small())
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert loader.persistent_workers and isinstance(loader.sampler, RandomSampler) and loader.drop_last
+    assert loader.persistent_workers and isinstance(loader.sampler, ResumableSampler) and loader.drop_last
+    assert loader.sampler.shuffle
 
     def epoch(seed):
         pl.seed_everything(seed, workers=True, verbose=False)

@@ -184,7 +184,7 @@ def test_sampler_seed_determinism():
         (lambda: ResnetGenerator(norm="group"), "unknown norm 'group'; expected one of instance, batch, none"),
         (lambda: PatchDiscriminator(norm="layer"), "unknown norm 'layer'"),
         (lambda: ResnetGenerator(init_type="uniform"), "unknown init_type 'uniform'; expected one of xavier"),
-        (lambda: ResnetGenerator(n_blocks=0), "n_blocks must be >= 1"),
+        (lambda: ResnetGenerator(n_blocks=0), "n_blocks=0 is invalid: expected an integer >= 1"),
     ],
 )
 def test_bad_construction_args(build, match):

@@ -277,7 +277,7 @@ def test_multirun_with_a_failing_job_then_report(tmp_path):
     assert summaries[0]["metrics"]["final"]["val/fid"] == summaries[0]["optimized_metric"]
     log0, log2 = (jobs[0] / "train.log").read_text(), (jobs[2] / "train.log").read_text()
     assert "cutlight run finished" in log0 and "final: " in log0  # the end-of-run summary, in the log file too
-    assert "unknown gan_mode 'foo'" in log2 and "Traceback" in log2
+    assert "unknown model.objective.gan_mode 'foo'" in log2 and "Traceback" in log2
 
     proc = run_module("cutlight.report", [str(sweep)], tmp_path)
     assert proc.returncode == 0, output(proc)
@@ -290,6 +290,6 @@ def test_multirun_with_a_failing_job_then_report(tmp_path):
         assert float(r["fid_best"]) <= float(r["fid_final"])
         assert r["epochs"] == r["max_epochs"] == "2" and float(r["sec_per_iter"]) > 0
         assert 0 <= float(r["content_iou_final"]) <= 1  # the built-in score terms
-    assert "unknown gan_mode 'foo'" in rows[2]["error"] and rows[2]["fid_final"] == ""
+    assert "unknown model.objective.gan_mode 'foo'" in rows[2]["error"] and rows[2]["fid_final"] == ""
     for png in ("ablation.png", "curves.png"):
         assert (sweep / png).stat().st_size > 5000

@@ -234,7 +234,7 @@ def test_checkpoints_that_are_neither_cutlight_nor_reference_name_the_file(tmp_p
     with pytest.raises(ValueError, match=r"other\.pth' is neither a cutlight checkpoint .* nor a reference ResNet"):
         load_generator(tmp_path / "other.pth")
     (tmp_path / "notes.pth").write_text("hello")
-    with pytest.raises(ValueError, match=r"cannot read '.*notes\.pth' as a PyTorch checkpoint"):
+    with pytest.raises(ValueError, match=r"notes\.pth' is not a PyTorch checkpoint: it starts with b'hello'"):
         load_generator(tmp_path / "notes.pth")
     torch.save({"state_dict": {"net.w": torch.zeros(1)}}, tmp_path / "lit.ckpt")
     with pytest.raises(ValueError, match=r"lit\.ckpt' is a Lightning checkpoint without generator weights.*'net'"):
@@ -406,7 +406,7 @@ def test_transforms_and_datamodule_accept_1_3_4_channels(tmp_path):
         dm.setup("fit")
         item = dm.train_dataset[0]
         assert item["A"].shape == (a, 16, 16) and item["B"].shape == (b, 16, 16)
-    with pytest.raises(ValueError, match=r"output_nc must be one of \(1, 3, 4\) .* got 2"):
+    with pytest.raises(ValueError, match=r"output_nc=2 is invalid: expected one of \(1, 3, 4\)"):
         UnpairedDataModule(dir_a="a", dir_b="b", output_nc=2)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .checks import ConfigValueError
+
 
 def locate(path: str) -> Any:
     """The object at a dotted path (``"package.module.Name"``), with an error naming the path."""
@@ -34,5 +36,7 @@ def build(spec: dict | None, default: type, name: str = "object", **extra) -> An
     cls = locate(target) if target else default
     try:
         return cls(**spec, **extra)
+    except ConfigValueError as err:  # a bad value: name its key as the config spells it (objective.num_patches)
+        raise err.prefixed(name) from None
     except TypeError as err:
         raise TypeError(f"cannot build {name} {class_path(cls)} from {sorted(spec)}: {err}") from err

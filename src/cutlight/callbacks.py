@@ -46,7 +46,8 @@ def to_rgb(x: torch.Tensor) -> torch.Tensor:
 class ImageGrid(pl.Callback):
     """Every ``every_n_steps`` batches (and at the end of training) translate a fixed set of validation images:
     one row per image with the columns of the module's ``visuals`` (CUT: ``A | G(A) | B | G(B)``; CycleGAN:
-    ``A | G_A(A) | G_B(G_A(A)) | B | G_B(B)``), saved to ``images/step_XXXXXX.png`` and logged."""
+    ``A | G_A(A) | G_B(G_A(A)) | B | G_B(B)``), saved to ``images/step_XXXXXX.png`` and logged. A grid is never
+    overwritten: a resumed run reaching a step again writes ``step_XXXXXX-resumed1.png``."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None):
         self.every_n_steps = every_n_steps
@@ -55,6 +56,7 @@ class ImageGrid(pl.Callback):
         self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_path: Path | None = None
         self.columns: list[str] = []
+        self._written: set[int] = set()
 
     def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._fixed is None:
@@ -64,7 +66,8 @@ class ImageGrid(pl.Callback):
                 a = b = getattr(dm, "train_dataset", None)
                 if a is None:
                     return None
-                pick = [a[i] for i in range(min(self.num_images, len(a)))]
+                with torch.random.fork_rng(devices=[]):  # random crops: leave the training RNG stream alone
+                    pick = [a[i] for i in range(min(self.num_images, len(a)))]
                 self._fixed = (torch.stack([p["A"] for p in pick]), torch.stack([p["B"] for p in pick]))
             else:
                 n = min(self.num_images, len(a), len(b))
@@ -77,7 +80,7 @@ class ImageGrid(pl.Callback):
         if not trainer.is_global_zero:
             return
         images = self._images(trainer)
-        if images is None:
+        if images is None or batches_done(trainer) in self._written:  # this state's grid is already written
             return
         was_training = module.training
         module.eval()
@@ -89,7 +92,12 @@ class ImageGrid(pl.Callback):
         grid = make_grid(rows.cpu(), nrow=len(cols), normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
         step = batches_done(trainer)
         path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
+        resumed = 0
+        while path.exists():  # a resumed run reaching a step again: keep the earlier grid
+            resumed += 1
+            path = path.with_name(f"step_{step:06d}-resumed{resumed}.png")
         save_image(grid, path)
+        self._written.add(step)
         self.last_path, self.columns = path, list(columns)
         log_image(trainer, "samples/translations", (grid * 255).round().to(torch.uint8), step)
 
@@ -312,6 +320,9 @@ class TranslationScore(pl.Callback):
         pl_module.eval()
         fake_b = torch.cat([pl_module(chunk).float() for chunk in real_a.split(16)])
         pl_module.train(was_training)
+        if not torch.isfinite(fake_b).all():  # no score for NaN images (they would look black, not missing)
+            log.error("translation score not computed: the generator produced non-finite images")
+            return None
         scores = score_fn(real_a.cpu(), fake_b.cpu())
         if split == "val":
             self.history.append(scores)

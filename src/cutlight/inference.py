@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .checkpoint import nonfinite_entries, read_checkpoint
+from .checks import smallest_input_size
 from .networks import resnet_generator_kwargs, strip_prefix
 
 logger = logging.getLogger(__name__)
@@ -74,13 +76,7 @@ def resolve_target(target: str, where: str = "") -> type[nn.Module]:
 
 
 def _torch_load(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and weights_only errors come in many types
-        raise ValueError(
-            f"cannot read '{path}' as a PyTorch checkpoint (torch.load, weights_only=True): "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        ) from err
+    return read_checkpoint(path)  # errors say what is wrong: empty, truncated, not a checkpoint, unsafe pickle
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -172,6 +168,10 @@ def read_generator(path: str | os.PathLike, direction: str | None = None, **gene
 def build_generator(spec: GeneratorSpec) -> nn.Module:
     """Construct ``spec``'s generator and load its weights strictly (errors name the source and the config)."""
     cls = resolve_target(spec.target, f" (from {spec.source})")
+    bad = nonfinite_entries(spec.state_dict)
+    if bad:
+        raise ValueError(f"{spec.source} holds non-finite weights (NaN or infinity in {len(bad)} tensor(s): "
+                         f"{', '.join(bad[:5])}): the run that wrote it diverged; use an earlier checkpoint")
     try:
         generator = cls(**spec.kwargs)
         generator.load_state_dict(spec.state_dict, strict=True)
@@ -248,9 +248,17 @@ def translate_tensor(generator: nn.Module, x: torch.Tensor, precision: str | Non
         raise ValueError(f"expected a (B, C, H, W) image batch; got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
     device = _device(generator)
-    padded = pad_to_multiple(x.to(device, torch.float32), int(getattr(generator, "size_multiple", 1)))
-    with _autocast(device, precision):
-        y = generator(padded)  # (B, output_nc, H', W')
+    multiple = int(getattr(generator, "size_multiple", 1))
+    padded = pad_to_multiple(x.to(device, torch.float32), multiple)
+    try:
+        with _autocast(device, precision):
+            y = generator(padded)  # (B, output_nc, H', W')
+    except (RuntimeError, ValueError) as err:
+        smallest = smallest_input_size([(generator, padded.shape[1])], multiple, start=max(padded.shape[-2:]))
+        if min(padded.shape[-2:]) < smallest:  # too small, not another failure: say so
+            raise ValueError(f"image of {w}x{h} (WxH) is too small for this generator: it accepts at least "
+                             f"{smallest}x{smallest}") from err
+        raise
     return y[..., :h, :w].float().to(x.device)
 
 

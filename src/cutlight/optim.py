@@ -6,9 +6,12 @@ for ``n_epochs`` epochs, then decays linearly towards zero over ``n_epochs_decay
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 
 import torch
+
+from .checks import ConfigValueError, check_number
 
 ADAM_DEFAULTS = {"lr": 2e-4, "betas": (0.5, 0.999), "fused": None}
 
@@ -19,18 +22,37 @@ def linear_decay(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
     return 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
 
 
+def check_adam_kwargs(kwargs: dict) -> dict:
+    """The papers' defaults updated with ``kwargs``, each value checked (``ConfigValueError`` naming the key and the
+    valid range: a positive finite ``lr``, ``betas`` in [0, 1), non-negative ``eps`` and ``weight_decay``)."""
+    kwargs = {**ADAM_DEFAULTS, **dict(kwargs)}
+    known = [k for k in inspect.signature(torch.optim.Adam).parameters if k != "params"]
+    for key in kwargs:
+        if key not in known:
+            raise ConfigValueError(key, kwargs[key], f"the name of a torch.optim.Adam keyword ({', '.join(known)})")
+    kwargs["lr"] = check_number("lr", kwargs["lr"], low=0, low_open=True, example=ADAM_DEFAULTS["lr"])
+    betas = kwargs["betas"]
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ConfigValueError("betas", betas, "two numbers in [0, 1), e.g. [0.5, 0.999]")
+    kwargs["betas"] = tuple(check_number(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+    for key in ("eps", "weight_decay"):
+        if key in kwargs:
+            kwargs[key] = check_number(key, kwargs[key], low=0)
+    if kwargs["fused"] not in (None, True, False):
+        raise ConfigValueError("fused", kwargs["fused"], "true, false or null (fused on CUDA and CPU)")
+    return kwargs
+
+
 def adam(params: Iterable[torch.nn.Parameter], device: torch.device | str = "cpu", **kwargs) -> torch.optim.Adam:
-    """``torch.optim.Adam`` with the papers' defaults; ``kwargs`` override them (``torch.optim.Adam`` keywords).
+    """``torch.optim.Adam`` with the papers' defaults; ``kwargs`` override them (``torch.optim.Adam`` keywords,
+    checked by :func:`check_adam_kwargs`).
 
     ``fused=None`` selects the fused implementation on CUDA and CPU (one kernel for all parameters; on CPU about
     8x faster than the per-parameter loop) and PyTorch's default elsewhere.
     """
-    kwargs = {**ADAM_DEFAULTS, **kwargs}
-    if kwargs["lr"] is None or not float(kwargs["lr"]) > 0:
-        raise ValueError(f"optimizer lr must be a positive number; got {kwargs['lr']!r}")
+    kwargs = check_adam_kwargs(kwargs)
     if kwargs["fused"] is None:
         kwargs["fused"] = torch.device(device).type in ("cuda", "cpu")
-    kwargs["betas"] = tuple(kwargs["betas"])
     return torch.optim.Adam(list(params), **kwargs)
 
 

@@ -9,11 +9,19 @@ prints where the run's outputs are (also into the run's log file). This is the o
 Runs are named after what differs from the defaults: a run's folder is ``outputs/<date>/<overrides>/<time>``
 (``<overrides>`` = Hydra's ``override_dirname``: the experiment and the command-line overrides, without paths),
 which names it in TensorBoard and the CSV files; its W&B run is named ``<overrides> <date> <time>``.
+
+Bad values fail before training with their config key (``model.optimizer.lr='abc' is invalid: expected ...``).
+Resuming (``resume=<run folder>``, ``ckpt_path=<file>`` or ``ckpt_path=last``) checks the checkpoint first
+(errors name the file and what is wrong with it) and continues the same run: in the run's own folder with
+``resume`` (metrics appended, the same W&B run), or in a new folder that links to the old one (``resumed_from``)
+and continues its ``csv/metrics.csv``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -21,20 +29,104 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
 
+from .checks import ConfigValueError
 from .lightning.rundir import RESULTS_CSV, RESULTS_MD
 
 log = logging.getLogger("cutlight.train")
 
 
-def _instantiate_all(node: DictConfig | None) -> list:
+def _instantiate(node: DictConfig, key: str, **kwargs):
+    """``instantiate(node)``; a bad value's ``ConfigValueError`` comes out with its full config key (``key.``...)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigValueError):
+            raise cause.prefixed(key) from None
+        raise
+
+
+def _instantiate_all(node: DictConfig | None, key: str) -> list:
     """Instantiate every ``_target_`` child of a group node (``logger``, ``callbacks``); null entries are off."""
     if not node:
         return []
-    return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
+    return [_instantiate(child, f"{key}.{name}") for name, child in node.items()
+            if child is not None and "_target_" in child]
+
+
+def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
+    """The checkpoint a run resumes from (``resume`` / ``ckpt_path``), checked, and its ``cutlight`` section (run
+    folder, logger ids); ``(None, {})`` for a fresh start. Prepares ``out`` when it is not the checkpoint's own run folder (see the module docstring).
+    """
+    from .lightning.resume import find_last_checkpoint, read_resume_checkpoint
+
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume:
+        if not (Path(resume).expanduser() / "checkpoints").is_dir():
+            raise ConfigValueError("resume", resume, "a run folder holding checkpoints/ (outputs/<date>/<time>)")
+        ckpt_path = ckpt_path or "last"
+    if not ckpt_path:
+        return None, {}
+    if ckpt_path == "last":
+        folder = (Path(resume).expanduser() if resume else out) / "checkpoints"
+        found = find_last_checkpoint(folder)
+        if found is None:
+            if resume:
+                raise ConfigValueError("resume", resume, f"a run folder holding a readable checkpoint; none in {folder}")
+            log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", folder)
+            return None, {}
+        path, ckpt = found
+    else:
+        path = Path(ckpt_path).expanduser()
+        ckpt = read_resume_checkpoint(path)
+    log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"), ckpt.get("global_step"))
+    info = ckpt.get("cutlight") or {}
+    old = Path(info.get("run_dir") or path.resolve().parent.parent)
+    if old.resolve() != out.resolve():
+        _link_previous_run(old, out)
+    return str(path), info
+
+
+def _link_previous_run(old: Path, out: Path) -> None:
+    """A resumed run in a new folder: link ``out/resumed_from`` to the old run and continue its metrics CSV."""
+    if rank_zero_only.rank != 0:  # DDP: the files are rank 0's to write
+        return
+    link = out / "resumed_from"
+    if old.is_dir() and not link.exists() and not link.is_symlink():
+        os.symlink(old.resolve(), link, target_is_directory=True)
+    old_csv, new_csv = old / "csv" / "metrics.csv", out / "csv" / "metrics.csv"
+    if old_csv.is_file() and not new_csv.exists():  # the resumed run drops the rows it trains again
+        new_csv.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(old_csv, new_csv)
+    log.info("continuing run %s in %s (link: %s)", old, out, link)
+
+
+def _continue_wandb_run(cfg: DictConfig, resumed: dict) -> None:
+    """Resuming: log into the W&B run the checkpoint was written by (its id; ``resume="allow"``), unless the
+    config names a run id itself."""
+    run_id = (resumed.get("loggers") or {}).get("WandbLogger")
+    if run_id and (cfg.get("logger") or {}).get("wandb") and not cfg.logger.wandb.get("id"):
+        with open_dict(cfg):
+            cfg.logger.wandb.id, cfg.logger.wandb.resume = run_id, "allow"
+
+
+def _save_config(cfg: DictConfig, out: Path) -> None:
+    """``config_resolved.yaml``; a resumed run keeps it and adds ``config_resolved.resume<N>.yaml``."""
+    if rank_zero_only.rank != 0:  # DDP: rank 0 writes it
+        return
+    path, n = out / "config_resolved.yaml", 0
+    while path.exists():
+        n += 1
+        path = out / f"config_resolved.resume{n}.yaml"
+    OmegaConf.save(cfg, path, resolve=True)
 
 
 def _name_wandb_run(cfg: DictConfig) -> None:
@@ -91,24 +183,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    _save_config(cfg, out)
+    ckpt_path, resumed = _resume_checkpoint(cfg, out)
+    _continue_wandb_run(cfg, resumed)
     _name_wandb_run(cfg)
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    datamodule = _instantiate(cfg.data, "data")
+    model = _instantiate(cfg.model, "model")
+    if hasattr(model, "check_crop_size"):  # crop size against the networks, before the data files are checked
+        model.check_crop_size(datamodule)
+    callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")
+    loggers = _instantiate_all(cfg.get("logger"), "logger")
+    trainer: pl.Trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     # one config tree per run: the composed config (W&B: the run's config panel), not also the module's and the
     # datamodule's hyperparameters, which are the same values flattened
     model._log_hyperparams = datamodule._log_hyperparams = False
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     before = {}
-    if cfg.get("validate_before_fit") and not cfg.get("ckpt_path"):
+    if cfg.get("validate_before_fit") and not ckpt_path:
         # FID/KID of the untrained generator: the "before" numbers (reals are recomputed at fit start)
         before = {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule, verbose=False)[0].items()}
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     tested = None
     if cfg.get("test_after_fit") and not trainer.fast_dev_run:
@@ -174,9 +270,22 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
     return "\n".join(lines)
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix (bad value, bad file, diverged run): reported by their message alone
+    (Hydra still marks the job failed, and ``cutlight.runs.RunRecord`` records the error)."""
+    from .checkpoint import CheckpointError
+    from .data.checks import ImageCheckError
+    from .lightning.reliability import NonFiniteError
+
+    return ConfigValueError, ImageCheckError, CheckpointError, NonFiniteError, FileNotFoundError, NotADirectoryError
+
+
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except _expected_errors() as err:  # the message says it all: no traceback through Lightning's loops
+        raise err.with_traceback(None) from None
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

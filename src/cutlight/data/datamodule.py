@@ -15,13 +15,17 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch.distributed as dist
 from lightning_fabric.utilities.data import suggested_max_num_workers
+from PIL import Image
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from cutlight.checks import ConfigValueError, check_choice, check_int
 from cutlight.data.builtin import builtin_root, ensure_builtin_dataset
+from cutlight.data.checks import VERIFY_CHOICES, ImageCheckError, check_images
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.direction import check_direction, orient
-from cutlight.data.folder import CHANNEL_CHOICES
+from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS
+from cutlight.data.resumable import ResumableLoader
 from cutlight.data.shapes import shapes_score
 from cutlight.data.transforms import TrainTransform
 
@@ -50,9 +54,17 @@ class UnpairedDataModule(pl.LightningDataModule):
     (``val_dataloader()`` returns ``[]``) when the test folders derived from ``root`` do not exist; explicit
     validation folders must exist.
 
-    Training (``train_dataloader``): :class:`UnpairedImageDataset`, shuffled unless ``serial_batches`` (as in
-    the reference implementation, ``serial_batches`` means "in order"), ``drop_last=True``, persistent workers
-    when ``num_workers > 0``. Batches: ``{"A": (B, input_nc, crop, crop), "B": (B, output_nc, crop, crop),
+    Files are checked in ``setup`` before any batch is loaded (``verify``: ``header`` reads each file's header and
+    last bytes, ``full`` decodes every image, ``none`` skips the check; see :mod:`cutlight.data.checks`): all bad
+    training, validation and test files are reported at once in one :class:`~cutlight.data.checks.ImageCheckError`.
+    ``max_image_pixels`` refuses larger images (decompression bombs; Pillow's default limit, about 9459 x 9459;
+    a larger value also raises Pillow's own limit for this process).
+
+    Training (``train_dataloader``): a :class:`~cutlight.data.resumable.ResumableLoader` over
+    :class:`UnpairedImageDataset`, shuffled unless ``serial_batches`` (as in the reference implementation,
+    ``serial_batches`` means "in order"), ``drop_last=True``, persistent workers when ``num_workers > 0``; its
+    order and per-sample randomness come from the seed, the epoch and the position alone, so a run resumed from a
+    mid-epoch checkpoint continues with exactly the batches it would have seen. Batches: ``{"A": (B, input_nc, crop, crop), "B": (B, output_nc, crop, crop),
     "A_path": list[str], "B_path": list[str]}``.
 
     Validation (``val_dataloader``): a list of two loaders, ``[A images to translate, real B images]``, each over
@@ -93,6 +105,8 @@ class UnpairedDataModule(pl.LightningDataModule):
         max_dataset_size: int | None = None,
         max_val_images: int | None = None,
         pin_memory: bool | None = None,
+        verify: str = "header",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
         check_direction(direction)
@@ -112,13 +126,19 @@ class UnpairedDataModule(pl.LightningDataModule):
                 "no training data: give root (with trainA/, trainB/ and optionally testA/, testB/) "
                 "or explicit dir_a and dir_b"
             )
-        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size),
+                            ("max_image_pixels", max_image_pixels)):
+            check_int(name, value, low=1)
+        check_int("num_workers", num_workers, low=0, optional=True)
+        for name, value in (("max_dataset_size", max_dataset_size), ("max_val_images", max_val_images)):
+            check_int(name, value, low=1, optional=True)
         for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
             if value not in CHANNEL_CHOICES:
-                raise ValueError(f"{name} must be one of {CHANNEL_CHOICES} (L, RGB, RGBA images), got {value!r}")
-        TrainTransform(preprocess, load_size, crop_size, flip, input_nc)  # fail early on a bad transform config
+                raise ConfigValueError(name, value, f"one of {CHANNEL_CHOICES} (L, RGB, RGBA images)")
+        check_choice("verify", verify, VERIFY_CHOICES)
+        self.train_transform = TrainTransform(preprocess, load_size, crop_size, flip, input_nc)  # fail early
+        if Image.MAX_IMAGE_PIXELS is not None and max_image_pixels > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = max_image_pixels  # a larger limit is meant for Pillow's own check too
         self.save_hyperparameters()
         base = Path(root).expanduser() if root is not None else None
         self.direction = direction
@@ -144,6 +164,8 @@ class UnpairedDataModule(pl.LightningDataModule):
             max_dataset_size=max_dataset_size,
         )
         self.val_size, self.max_val_images = crop_size, max_val_images
+        self.crop_size = crop_size  # what the networks see (TranslationModule checks it against them)
+        self.verify, self.max_image_pixels = verify, max_image_pixels
         self.input_nc, self.output_nc, self.serial_batches = input_nc, output_nc, serial_batches
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
@@ -160,22 +182,50 @@ class UnpairedDataModule(pl.LightningDataModule):
         """Build what ``stage`` needs: ``train_dataset`` (fit), ``val_dataset_a`` / ``val_dataset_b`` (when the
         validation folders exist), ``test_dataset_a`` / ``test_dataset_b`` (test; the validation datasets unless
         test folders are given) and ``predict_dataset`` (predict). ``None``: all of them."""
+        train = val = test = None
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = UnpairedImageDataset(self.dir_a, self.dir_b, **self.train_kwargs)
+            train = UnpairedImageDataset(self.dir_a, self.dir_b, **self.train_kwargs,
+                                         max_image_pixels=self.max_image_pixels)
         if stage != "predict" and self.val_dataset_a is None and self._has_validation():
-            self.val_dataset_a = SingleFolderDataset(self.val_dir_a, self.val_size, self.input_nc, self.max_val_images)
-            self.val_dataset_b = SingleFolderDataset(self.val_dir_b, self.val_size, self.output_nc, self.max_val_images)
-        if stage in (None, "test") and self.test_dataset_a is None:
-            if self.test_explicit:
-                self.test_dataset_a = SingleFolderDataset(self.test_dir_a, self.val_size, self.input_nc,
-                                                          self.max_val_images)
-                self.test_dataset_b = SingleFolderDataset(self.test_dir_b, self.val_size, self.output_nc,
-                                                          self.max_val_images)
-            else:
-                self.test_dataset_a, self.test_dataset_b = self.val_dataset_a, self.val_dataset_b
+            val = self._eval_pair(self.val_dir_a, self.val_dir_b)
+        if stage in (None, "test") and self.test_dataset_a is None and self.test_explicit:
+            test = self._eval_pair(self.test_dir_a, self.test_dir_b)
+        self.check_files(train, [*(val or []), *(test or [])])  # every bad file at once, before any batch
+        if train is not None:
+            self.train_dataset = train
+        if val is not None:
+            self.val_dataset_a, self.val_dataset_b = val
+        if test is not None:
+            self.test_dataset_a, self.test_dataset_b = test
+        elif stage in (None, "test") and self.test_dataset_a is None:
+            self.test_dataset_a, self.test_dataset_b = self.val_dataset_a, self.val_dataset_b
         if stage in (None, "predict") and self.predict_dataset is None and self.test_dir_a is not None:
             if self.test_explicit or self.test_dir_a.is_dir():
                 self.predict_dataset = SingleFolderDataset(self.test_dir_a, None, self.input_nc)
+
+    def _eval_pair(self, dir_a: Path, dir_b: Path) -> list[SingleFolderDataset]:
+        return [SingleFolderDataset(folder, self.val_size, channels, self.max_val_images, self.max_image_pixels)
+                for folder, channels in ((dir_a, self.input_nc), (dir_b, self.output_nc))]
+
+    def check_files(self, train: UnpairedImageDataset | None, evaluation: list[SingleFolderDataset]) -> None:
+        """Check the files of ``train`` (also against the training crop) and of the ``evaluation`` datasets
+        (``verify``); raise one :class:`~cutlight.data.checks.ImageCheckError` naming every bad file."""
+        transform = self.train_transform
+
+        def big_enough(width: int, height: int) -> str | None:
+            try:
+                transform.check_size(width, height)
+            except ValueError as err:
+                return str(err)
+            return None
+
+        train_paths = list(dict.fromkeys([*train.paths_a, *train.paths_b])) if train is not None else []
+        seen = set(train_paths)
+        eval_paths = list(dict.fromkeys(p for d in evaluation for p in d.paths if p not in seen))
+        problems = check_images(train_paths, self.verify, self.max_image_pixels, big_enough)
+        problems += check_images(eval_paths, self.verify, self.max_image_pixels)
+        if problems:
+            raise ImageCheckError(problems, len(train_paths) + len(eval_paths), self.verify)
 
     def _has_validation(self) -> bool:
         if self.val_dir_a is None:
@@ -198,7 +248,7 @@ class UnpairedDataModule(pl.LightningDataModule):
                 f"the training set has {len(dataset)} image(s), fewer than batch_size {self.batch_size}; "
                 "with drop_last=True no batch would be produced"
             )
-        return DataLoader(
+        return ResumableLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=not self.serial_batches,
@@ -282,7 +332,12 @@ class BuiltinDataModule(UnpairedDataModule):
         max_dataset_size: int | None = None,
         max_val_images: int | None = None,
         pin_memory: bool | None = None,
+        verify: str = "header",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
+        for name, value in (("size", size), ("num_train", num_train)):
+            check_int(name, value, low=1)
+        check_int("num_test", num_test, low=0)
         self.size, self.num_train, self.num_test, self.cache_dir = size, num_train, num_test, cache_dir
         super().__init__(
             root=str(builtin_root(size, num_train, num_test, cache_dir)), direction=direction,
@@ -290,7 +345,7 @@ class BuiltinDataModule(UnpairedDataModule):
             load_size=size if load_size is None else load_size, crop_size=size if crop_size is None else crop_size,
             preprocess=preprocess, flip=flip, serial_batches=serial_batches, input_nc=input_nc,
             output_nc=output_nc, max_dataset_size=max_dataset_size, max_val_images=max_val_images,
-            pin_memory=pin_memory,
+            pin_memory=pin_memory, verify=verify, max_image_pixels=max_image_pixels,
         )
         if direction != "AtoB" or (input_nc, output_nc) != (3, 3):
             self.translation_score = None  # the score is defined for RGB A -> B only

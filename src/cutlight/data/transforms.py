@@ -22,7 +22,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from cutlight.checks import check_choice
+from cutlight.checks import ConfigValueError, check_choice, check_int
 from cutlight.data.folder import CHANNEL_CHOICES
 
 PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "none")
@@ -67,12 +67,11 @@ class TrainTransform:
         if channels not in CHANNEL_CHOICES:
             raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         for name, value in (("load_size", load_size), ("crop_size", crop_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if preprocess == "resize_and_crop" and load_size < crop_size:
-            raise ValueError(
-                f"load_size {load_size} is smaller than crop_size {crop_size} for preprocess 'resize_and_crop'; "
-                "expected load_size >= crop_size"
+            check_int(name, value, low=1)
+        if preprocess in ("resize_and_crop", "scale_width") and load_size < crop_size:
+            raise ConfigValueError(
+                "load_size", load_size, f"load_size >= crop_size ({crop_size}) for preprocess '{preprocess}': "
+                f"load_size {load_size} is smaller than crop_size {crop_size}"
             )
         self.preprocess = preprocess
         self.load_size = load_size
@@ -92,15 +91,21 @@ class TrainTransform:
             return width // 4 * 4, height // 4 * 4
         return width, height
 
-    def __call__(self, image: Image.Image, path: str = "<image>") -> torch.Tensor:
-        width, height = self.resized_size(*image.size)
+    def check_size(self, width: int, height: int, path: str | None = None) -> tuple[int, int]:
+        """(width, height) after the resize step; ``ValueError`` when that is smaller than the crop."""
+        new_w, new_h = self.resized_size(width, height)
         need = self.crop_size if self.crop is not None else 4
-        if width < need or height < need:
+        if new_w < need or new_h < need:
             what = f"crop_size {self.crop_size}" if self.crop is not None else "the minimum size 4"
+            where = f"image '{path}' is " if path else ""
             raise ValueError(
-                f"image '{path}' is {image.size[0]}x{image.size[1]} (WxH), {width}x{height} after preprocess "
+                f"{where}{width}x{height} (WxH), {new_w}x{new_h} after preprocess "
                 f"'{self.preprocess}' (load_size {self.load_size}), smaller than {what}"
             )
+        return new_w, new_h
+
+    def __call__(self, image: Image.Image, path: str = "<image>") -> torch.Tensor:
+        width, height = self.check_size(*image.size, path=path)
         image = resize(image, width, height)
         if self.crop is not None:
             image = self.crop(image)
@@ -123,8 +128,7 @@ class EvalTransform:
     """
 
     def __init__(self, size: int | None, channels: int) -> None:
-        if size is not None and (not isinstance(size, int) or size < 1):
-            raise ValueError(f"size must be a positive integer or None, got {size!r}")
+        check_int("size", size, low=1, optional=True)
         if channels not in CHANNEL_CHOICES:
             raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         self.size = size

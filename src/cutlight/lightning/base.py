@@ -12,6 +12,11 @@
 - logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``, and ``step`` =
   training batches done, so logger x-axes and checkpoint names count batches (see ``rundir``);
 - checks at setup that the datamodule's ``input_nc`` / ``output_nc`` (after its ``direction``) match the generator.
+- reliability (``cutlight.lightning.reliability``): every iteration's losses and gradients are checked for NaN /
+  infinity (hyperparameter ``nonfinite``: ``{"policy": "stop" | "skip", "max_skips": N}``; a non-finite generator
+  never gets validation numbers logged); checkpoints carry the RNG states and the data position, so a run resumed
+  from any checkpoint, also mid-epoch, continues exactly as it would have; the training crop is checked against
+  the networks before the first step (``data.crop_size``).
 
 A method subclass builds its networks and objective in ``__init__`` (eagerly: DDP wrapping, optimizer creation
 and checkpoint loading need every parameter before the first step) and implements ``translate``,
@@ -29,10 +34,14 @@ import torch
 from torch import nn
 
 from ..build import build
+from ..checkpoint import state_dict_mismatch
+from ..checks import check_input_size
+from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
 from ..metrics import Evaluator
 from ..optim import build_optimizers
-from .rundir import log_step, now, run_dir, write_test_results
+from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
+from .rundir import batches_done, log_step, now, run_dir, write_test_results
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +73,7 @@ class TranslationModule(pl.LightningModule):
     ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True`` or a dict of ``DEFAULT_METRICS`` keys: FID/KID
     when the standard Inception weights are on this machine, else a one-line warning and validation without them;
     an explicit ``weights_path`` that does not exist is an error; ``False``/``None``: off), ``channels_last`` and
-    ``compile``.
+    ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords).
     """
 
     def __init__(self) -> None:
@@ -74,6 +83,9 @@ class TranslationModule(pl.LightningModule):
         self._metrics_unavailable = False  # val_metrics=True without Inception weights: warned once
         self.results_dir: str | None = None  # where on_test_end writes test_results.*; None: the run directory
         self.results_paths: tuple | None = None  # (csv, md) written by the last trainer.test
+        self._guard: NonFiniteGuard | None = None
+        self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
+        self._resumed_loggers = False
 
     # ------------------------------------------------------------------ subclass interface
     def translate(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,12 +119,68 @@ class TranslationModule(pl.LightningModule):
         h, w = x.shape[-2:]
         return self.translate(self.prepare(pad_to_multiple(x, self.size_multiple)))[..., :h, :w]
 
-
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
         gen_params, disc_params = self.optimizer_groups()
-        return build_optimizers(gen_params, disc_params, self.hparams.n_epochs, self.hparams.n_epochs_decay,
-                                device=self.device, **self.hparams.optimizer)
+        optimizers, schedulers = build_optimizers(gen_params, disc_params, self.hparams.n_epochs,
+                                                  self.hparams.n_epochs_decay, device=self.device,
+                                                  **self.hparams.optimizer)
+        self.guard.attach(optimizers, ("generator-side", "discriminator-side"))
+        return optimizers, schedulers
+
+    # ------------------------------------------------------------------ reliability
+    @property
+    def guard(self) -> NonFiniteGuard:
+        """The non-finite guard, configured by the ``nonfinite`` hyperparameter."""
+        if self._guard is None:
+            self._guard = NonFiniteGuard(**(self.hparams.get("nonfinite") or {}))
+        return self._guard
+
+    def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        self.guard.note_loss(loss)  # the next optimizer step skips its update when this loss is not finite
+        super().manual_backward(loss, *args, **kwargs)
+
+    def input_networks(self) -> list[tuple[nn.Module, int]]:
+        """(network, input channels) of the networks that see training crops: ``generator`` and
+        ``discriminator`` when the module has them (a method with other names overrides this)."""
+        generator, discriminator = getattr(self, "generator", None), getattr(self, "discriminator", None)
+        nets = []
+        if isinstance(generator, nn.Module):
+            nets.append((generator, int(getattr(generator, "input_nc", 3))))
+        if isinstance(discriminator, nn.Module):  # it sees the generator's outputs and real B images
+            nets.append((discriminator, int(getattr(discriminator, "input_nc", getattr(generator, "output_nc", 3)))))
+        return nets
+
+    def _last_good_checkpoint(self) -> str:
+        paths = [getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
+                 for cb in self.trainer.checkpoint_callbacks]
+        paths = [p for p in paths if p]
+        return f"'{paths[0]}'" if paths else "none was written"
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the position a checkpoint written after this batch resumes from (see cutlight.data.resumable)
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        note_batch(self.trainer.train_dataloader, self.current_epoch, batch_idx, last)
+        if self._resumed_loggers:
+            resume_loggers(self.trainer)
+            self._resumed_loggers = False
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["cutlight"] = resume_state(self, self.guard)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
+            mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+            if mismatch:
+                raise ValueError(f"checkpoint '{self._trainer.ckpt_path}' was written for another architecture or "
+                                 f"method ({type(self).__name__} with these hyperparameters does not fit it): "
+                                 f"{mismatch}")
+        self._resume = checkpoint.get("cutlight")
+
+    def on_train_start(self) -> None:
+        if self._resume is not None:  # after the loader is built (it draws nothing from the global RNG)
+            restore_resume_state(self, self.guard, self._resume)
+            self._resume, self._resumed_loggers = None, True
 
     @property
     def total_epochs(self) -> int:
@@ -123,7 +191,13 @@ class TranslationModule(pl.LightningModule):
             scheduler.step()
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
-        """``train/<name>`` for every loss term, ``train/lr`` of the generator side."""
+        """``train/<name>`` for every loss term, ``train/lr`` of the generator side; first the non-finite check
+        (raises ``NonFiniteError``, or skips the logging of a skipped iteration)."""
+        loop = self.trainer.fit_loop.epoch_loop
+        where = f"step {batches_done(self.trainer)} (epoch {self.current_epoch}, batch {loop.batch_idx})"
+        if not self.guard.after_iteration(losses, where, self._last_good_checkpoint()):
+            self.log("train/nonfinite_skips", float(self.guard.skipped), batch_size=batch_size)
+            return
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
         log_step(self)
@@ -162,9 +236,20 @@ class TranslationModule(pl.LightningModule):
             loop = self.trainer.fit_loop
             if loop.max_epochs is None or loop.max_epochs < 0 or loop.max_epochs > self.total_epochs:
                 loop.max_epochs = self.total_epochs
+        if stage in ("fit", "validate"):
+            self.check_crop_size(self.trainer.datamodule)
         if stage in ("fit", "validate", "test"):
             self._build_evaluator()
         self._check_channels()
+
+    def check_crop_size(self, datamodule: object) -> None:
+        """Raise ``ConfigValueError`` naming ``data.crop_size`` unless every network of ``input_networks`` takes
+        the datamodule's ``crop_size`` (probed on the meta device; nothing to check without a ``crop_size``)."""
+        crop = getattr(datamodule, "crop_size", None)
+        if crop is not None:
+            nets = self.input_networks()
+            multiple = max([int(getattr(n, "size_multiple", 1)) for n, _ in nets] or [1])
+            check_input_size("data.crop_size", crop, nets, multiple)
 
     def on_fit_start(self) -> None:
         # real statistics are computed once per fit: drop any left by an earlier fit or ``trainer.validate``
@@ -176,15 +261,28 @@ class TranslationModule(pl.LightningModule):
         if self.evaluator is None or self.trainer.sanity_checking:
             return
         if dataloader_idx == 0:
-            self.evaluator.update(self(batch["image"]), real=False)
+            fake = self(batch["image"])
+            self._val_finite = self._val_finite & torch.isfinite(fake).all()  # read once, at the epoch end
+            self.evaluator.update(fake, real=False)
         elif not self._reals_fed:
             self.evaluator.update(batch["image"], real=True)
 
     def on_validation_epoch_start(self) -> None:
         self._reals_fed = self.evaluator is not None and self.evaluator.has_reals
+        self._val_finite = torch.ones((), dtype=torch.bool, device=self.device)
 
     def on_validation_epoch_end(self) -> None:
         if self.evaluator is None or self.trainer.sanity_checking:
+            return
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(self._val_finite), all=True)
+        if not finite:  # FID of black (NaN -> 0) images would look like a number: log none
+            self.evaluator.reset(reals=False)
+            message = (f"the generator produced non-finite (NaN or infinite) images in validation at step "
+                       f"{batches_done(self.trainer)}: no val/* metrics logged")
+            if self.trainer.state.fn == "fit" and self.guard.policy == "stop":
+                raise NonFiniteError(f"{message}. Training stopped (model.nonfinite.policy=stop). Last good "
+                                     f"checkpoint: {self._last_good_checkpoint()}.")
+            log.error(message)
             return
         values = self.evaluator.compute()  # a collective under DDP: every rank calls it
         self.evaluator.reset(reals=False)
@@ -201,9 +299,14 @@ class TranslationModule(pl.LightningModule):
         if self.evaluator is not None:
             self.evaluator.reset(reals=True)  # the test split's reals, not the validation ones
         self._reals_fed = False
+        self._val_finite = torch.ones((), dtype=torch.bool, device=self.device)
 
     def on_test_epoch_end(self) -> None:
         if self.evaluator is None:
+            return
+        if not self.trainer.strategy.reduce_boolean_decision(bool(self._val_finite), all=True):
+            self.evaluator.reset(reals=True)
+            log.error("the generator produced non-finite (NaN or infinite) images in the test: no test/* metrics")
             return
         values = self.evaluator.compute()  # a collective under DDP
         self.evaluator.reset(reals=True)  # a later validation computes its own reals again

@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import ConfigValueError, check_int, check_settings
 from ..networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from ..objectives import CUTObjective, CycleGANObjective
+from ..optim import check_adam_kwargs
 from .base import TranslationModule, network, plain
+from .reliability import NonFiniteGuard
 
 
 class CUTModule(TranslationModule):
@@ -36,6 +39,9 @@ class CUTModule(TranslationModule):
             ``cutlight.lightning.base.DEFAULT_METRICS``; ``extractor`` may be a ``_target_`` spec), or ``False``.
         channels_last: keep networks and inputs in channels-last memory format.
         compile: ``torch.compile`` the networks in place (state-dict keys unchanged).
+        nonfinite: what a NaN / infinite loss or gradient does (``NonFiniteGuard`` keywords): ``policy`` ``stop``
+            (default: raise ``NonFiniteError``, the bad update not applied) or ``skip`` (drop the iteration, stop
+            after ``max_skips`` in a row; default 10).
 
     Batches: ``{"A": (B, C, H, W), "B": (B, C, H, W)}`` in [-1, 1] for training; validation batches come from
     two loaders, ``{"image": ...}`` of A images to translate (index 0) and real B images (index 1).
@@ -53,14 +59,22 @@ class CUTModule(TranslationModule):
         val_metrics: dict | bool | None = True,
         channels_last: bool = False,
         compile: bool = False,
+        nonfinite: dict | None = None,
     ):
         super().__init__()
+        check_settings("optimizer", check_adam_kwargs, plain(optimizer or {}))
+        nonfinite = plain(nonfinite or {})
+        check_settings("nonfinite", lambda kw: NonFiniteGuard(**kw), nonfinite)
+        check_int("n_epochs", n_epochs, low=0)
+        check_int("n_epochs_decay", n_epochs_decay, low=0)
+        if n_epochs + n_epochs_decay < 1:
+            raise ConfigValueError("n_epochs", n_epochs, "n_epochs + n_epochs_decay >= 1 (the training length)")
         nets = {"generator": generator, "discriminator": discriminator, "sampler": sampler}
         self.save_hyperparameters({
             **{k: plain(v or {}) for k, v in nets.items() if not isinstance(v, nn.Module)},
             "objective": plain(objective or {}), "optimizer": plain(optimizer or {}), "n_epochs": n_epochs,
             "n_epochs_decay": n_epochs_decay, "val_metrics": plain(val_metrics), "channels_last": channels_last,
-            "compile": compile,
+            "compile": compile, "nonfinite": nonfinite,
         })
         self.objective = network(plain(objective or {}), CUTObjective, "objective")
         if isinstance(self.objective, CycleGANObjective):

@@ -13,9 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_settings
 from ..networks import PatchDiscriminator, ResnetGenerator
 from ..objectives.cyclegan import ORIGINAL_DISCRIMINATOR, ORIGINAL_GENERATOR, CycleGANObjective
+from ..optim import check_adam_kwargs
 from .base import TranslationModule, network, plain
+from .reliability import NonFiniteGuard
 
 
 class CycleGANModule(TranslationModule):
@@ -27,8 +30,8 @@ class CycleGANModule(TranslationModule):
         discriminator: keywords shared by D_A and D_B (``PatchDiscriminator``, original layout); D_A takes
             ``output_nc`` channels and D_B ``input_nc`` (set from the generator).
         objective: ``CycleGANObjective`` keywords (lambda_a, lambda_b, lambda_identity, gan_mode, pool_size).
-        optimizer, n_epochs, n_epochs_decay, val_metrics, channels_last, compile: as ``CUTModule`` (CycleGAN's
-            paper schedule: 100 + 100 epochs).
+        optimizer, n_epochs, n_epochs_decay, val_metrics, channels_last, compile, nonfinite: as ``CUTModule``
+            (CycleGAN's paper schedule: 100 + 100 epochs).
 
     State-dict prefixes: ``gen_a.``, ``gen_b.``, ``disc_a.``, ``disc_b.`` (the original's netG_A, netG_B, netD_A,
     netD_B); ``cutlight.load_generator(ckpt, direction="AtoB"|"BtoA")`` picks a generator.
@@ -45,14 +48,19 @@ class CycleGANModule(TranslationModule):
         val_metrics: dict | bool | None = True,
         channels_last: bool = False,
         compile: bool = False,
+        nonfinite: dict | None = None,
     ):
         super().__init__()
+        check_settings("optimizer", check_adam_kwargs, plain(optimizer or {}))
+        nonfinite = plain(nonfinite or {})
+        check_settings("nonfinite", lambda kw: NonFiniteGuard(**kw), nonfinite)
         gen = {**ORIGINAL_GENERATOR, **plain(generator or {})}
         disc = {**ORIGINAL_DISCRIMINATOR, **plain(discriminator or {})}
         self.save_hyperparameters({
             "generator": gen, "discriminator": disc, "objective": plain(objective or {}),
             "optimizer": plain(optimizer or {}), "n_epochs": n_epochs, "n_epochs_decay": n_epochs_decay,
             "val_metrics": plain(val_metrics), "channels_last": channels_last, "compile": compile,
+            "nonfinite": nonfinite,
         })
         self.objective = network(plain(objective or {}), CycleGANObjective, "objective")
         if not isinstance(self.objective, CycleGANObjective):
@@ -77,6 +85,10 @@ class CycleGANModule(TranslationModule):
 
     def translate(self, x: torch.Tensor) -> torch.Tensor:
         return self.gen_a(x)
+
+    def input_networks(self) -> list[tuple[nn.Module, int]]:
+        """Both generators and both discriminators see training crops (checked against ``data.crop_size``)."""
+        return [(net, int(net.input_nc)) for net in (self.gen_a, self.gen_b, self.disc_a, self.disc_b)]
 
     def optimizer_groups(self):
         return ([*self.gen_a.parameters(), *self.gen_b.parameters()],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..checks import check_int
 from .init import init_weights
 from .layers import BlurDownsample, BlurUpsample, ChannelsLastConv2d, ResnetBlock, conv_bias, make_norm
 from .protocol import LayeredGenerator
@@ -46,11 +47,8 @@ class ResnetGenerator(LayeredGenerator):
         init_gain: float = 0.02,
     ):
         super().__init__()
-        if n_blocks < 1:
-            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
-        for name, value in (("input_nc", input_nc), ("output_nc", output_nc), ("ngf", ngf)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value in (("n_blocks", n_blocks), ("input_nc", input_nc), ("output_nc", output_nc), ("ngf", ngf)):
+            check_int(name, value, low=1)
         self.input_nc, self.output_nc = input_nc, output_nc
         bias = conv_bias(norm)
         layers: list[nn.Module] = [

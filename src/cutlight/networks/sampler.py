@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_int
 from .init import init_weights
 
 
@@ -55,6 +56,7 @@ class PatchSampler(nn.Module):
         init_gain: float = 0.02,
     ):
         super().__init__()
+        check_int("mlp_dim", mlp_dim, low=1)
         self.in_channels = [int(c) for c in in_channels]
         if not self.in_channels:
             raise ValueError("in_channels must list the channel count of at least one feature layer")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..checks import check_choice
+from ..checks import check_bool, check_choice, check_int, check_int_list, check_number
 from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, multilayer_patch_nce
 
 
@@ -85,18 +85,14 @@ class CUTObjective(nn.Module):
         super().__init__()
         check_choice("negatives", negatives, NEGATIVES)
         check_choice("gan_mode", gan_mode, GAN_MODES)
-        if not nce_layers:
-            raise ValueError("nce_layers must list at least one generator layer index")
-        if num_patches < 1:
-            raise ValueError(f"num_patches must be >= 1, got {num_patches}")
-        self.lambda_gan = float(lambda_gan)
-        self.lambda_nce = float(lambda_nce)
-        self.nce_idt = bool(nce_idt)
-        self.nce_layers = [int(i) for i in nce_layers]
-        self.num_patches = int(num_patches)
-        self.nce_temperature = float(nce_temperature)
+        self.lambda_gan = check_number("lambda_gan", lambda_gan, low=0)
+        self.lambda_nce = check_number("lambda_nce", lambda_nce, low=0)
+        self.nce_idt = check_bool("nce_idt", nce_idt)
+        self.nce_layers = check_int_list("nce_layers", nce_layers, low=0)
+        self.num_patches = check_int("num_patches", num_patches, low=1)
+        self.nce_temperature = check_number("nce_temperature", nce_temperature, low=0, low_open=True, example="0.07")
         self.negatives = negatives
-        self.flip_equivariance = bool(flip_equivariance)
+        self.flip_equivariance = check_bool("flip_equivariance", flip_equivariance)
         self.gan_mode = gan_mode
 
     def translate(self, generator: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor) -> Translation:
