@@ -198,6 +198,24 @@ def test_nonfinite_generator_gets_no_validation_numbers(tmp_path, caplog):
     assert "non-finite (NaN or infinite) images in validation" in caplog.text
 
 
+def test_translating_with_a_generator_that_overflows_fails_instead_of_writing_black_images(tmp_path):
+    from PIL import Image
+
+    from cutlight.networks import ResnetGenerator
+    from cutlight.translate import translate_folder
+
+    torch.manual_seed(0)
+    generator = ResnetGenerator(ngf=8, n_blocks=1).eval()
+    with torch.no_grad():  # finite weights (a diverged run's last finite state) whose output is NaN
+        for p in generator.parameters():
+            p.copy_(torch.sign(torch.randn_like(p)) * 1e30)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "x.png")
+    report = translate_folder(generator, tmp_path / "x.png", tmp_path / "out", progress=False, workers=0)
+    assert not report.written and not list((tmp_path / "out").glob("*.png"))
+    assert [p.name for p, _ in report.failed] == ["x.png"]
+    assert "the generator produced non-finite values (NaN or infinity)" in report.failed[0][1]
+
+
 @pytest.mark.slow
 def test_entrypoint_huge_lr_exits_nonzero_naming_term_and_step(tmp_path):
     run = tmp_path / "run"

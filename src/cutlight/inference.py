@@ -243,6 +243,7 @@ def translate_tensor(generator: nn.Module, x: torch.Tensor, precision: str | Non
 
     Padded to ``generator.size_multiple`` and cropped back; runs on the generator's device, optionally under
     autocast (``precision`` "bf16" / "fp16"). The generator is used as it is (call ``.eval()`` first).
+    Raises ``ValueError`` when the output holds NaN or infinity (such images would be written black).
     """
     if x.dim() != 4:
         raise ValueError(f"expected a (B, C, H, W) image batch; got shape {tuple(x.shape)}")
@@ -259,7 +260,12 @@ def translate_tensor(generator: nn.Module, x: torch.Tensor, precision: str | Non
             raise ValueError(f"image of {w}x{h} (WxH) is too small for this generator: it accepts at least "
                              f"{smallest}x{smallest}") from err
         raise
-    return y[..., :h, :w].float().to(x.device)
+    y = y[..., :h, :w].float()
+    if not bool(torch.isfinite(y).all()):  # NaN -> 0: black images that would pass for a translation
+        low = f" or precision fp32 (not {precision})" if precision in ("fp16", "bf16") else ""
+        raise ValueError("the generator produced non-finite values (NaN or infinity): its weights overflow, e.g. "
+                         f"from a run that diverged; use an earlier checkpoint{low}")
+    return y.to(x.device)
 
 
 def image_to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
