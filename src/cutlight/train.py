@@ -37,6 +37,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from .checks import ConfigValueError
 from .lightning.rundir import RESULTS_CSV, RESULTS_MD
+from .runs import log_to_files
 
 log = logging.getLogger("cutlight.train")
 
@@ -226,10 +227,7 @@ def _report_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], b
     """The end-of-run summary on stdout and, as one record, in the run's log file (Hydra's ``<run>/train.log``)."""
     text = _summary(trainer, out, metrics, before, tested)
     print(text, flush=True)
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, text.strip("\n"), None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):  # not the console handler: printed once
-            handler.handle(record)
+    log_to_files(log.makeRecord(log.name, logging.INFO, __file__, 0, text.strip("\n"), None, None))  # printed once
 
 
 def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
