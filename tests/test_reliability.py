@@ -323,6 +323,10 @@ def test_corrupt_checkpoints_are_named_with_the_problem(real_checkpoint, tmp_pat
         "text.ckpt": (b"not a checkpoint at all", "is not a PyTorch checkpoint: it starts with b'not a ch'"),
         "pickle.ckpt": (pickle.dumps({"state_dict": Foreign()}, protocol=2),
                         "holds more than tensors and plain containers, which cutlight never unpickles"),
+        # start like a pickle, then garbage: not an object, and not a bare IndexError from the unpickler
+        "noise.ckpt": (b"\x80\x02" + b"\xff" * 64,
+                       "cannot be read: its pickle data holds an instruction that torch.save never writes"),
+        "noise2.ckpt": (b"\x80" + bytes(range(45, 256)), "cannot be read (IndexError: pop from empty list"),
     }
     for name, (content, fragment) in cases.items():
         path = tmp_path / name
