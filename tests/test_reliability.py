@@ -350,7 +350,7 @@ def test_corrupt_checkpoints_are_named_with_the_problem(real_checkpoint, tmp_pat
 def test_checkpoint_of_another_architecture_names_the_keys(real_checkpoint, tmp_path):
     model = tiny_module(val_metrics=False, generator={"ngf": 4, "n_blocks": 1})
     trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0)
-    with pytest.raises(ValueError, match=r"checkpoint '.*last.ckpt' was written for another architecture") as info:
+    with pytest.raises(CheckpointError, match=r"checkpoint '.*last.ckpt' was written for another architecture") as info:
         trainer.fit(model, datamodule=tiny_data(tmp_path), ckpt_path=str(real_checkpoint))
     assert "different shapes: generator.model.1.weight (8, 3, 7, 7) (the model has (4, 3, 7, 7))" in str(info.value)
 

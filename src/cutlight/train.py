@@ -184,8 +184,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, resumed = _resume_checkpoint(cfg, out)  # a bad resume= / ckpt_path= fails before anything is written
     _save_config(cfg, out)
-    ckpt_path, resumed = _resume_checkpoint(cfg, out)
     _continue_wandb_run(cfg, resumed)
     _name_wandb_run(cfg)
 

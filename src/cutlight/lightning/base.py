@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..build import build
-from ..checkpoint import state_dict_mismatch
+from ..checkpoint import CheckpointError, state_dict_mismatch
 from ..checks import check_input_size
 from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
@@ -172,9 +172,9 @@ class TranslationModule(pl.LightningModule):
         if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
             mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
             if mismatch:
-                raise ValueError(f"checkpoint '{self._trainer.ckpt_path}' was written for another architecture or "
-                                 f"method ({type(self).__name__} with these hyperparameters does not fit it): "
-                                 f"{mismatch}")
+                raise CheckpointError(f"checkpoint '{self._trainer.ckpt_path}' was written for another architecture or "
+                                      f"method ({type(self).__name__} with these hyperparameters does not fit "
+                                      f"it): {mismatch}")
         self._resume = checkpoint.get("cutlight")
 
     def on_train_start(self) -> None:
