@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .checkpoint import nonfinite_entries, read_checkpoint
+from .checkpoint import nonfinite_entries, read_checkpoint, state_dict_mismatch
 from .checks import smallest_input_size
 from .networks import resnet_generator_kwargs, strip_prefix
 
@@ -174,9 +174,13 @@ def build_generator(spec: GeneratorSpec) -> nn.Module:
                          f"{', '.join(bad[:5])}): the run that wrote it diverged; use an earlier checkpoint")
     try:
         generator = cls(**spec.kwargs)
-        generator.load_state_dict(spec.state_dict, strict=True)
     except (TypeError, RuntimeError, ValueError) as err:
         raise ValueError(f"cannot rebuild the generator from {spec.source} with {spec.config()}: {err}") from err
+    mismatch = state_dict_mismatch(generator.state_dict(), spec.state_dict)
+    if mismatch:  # the keys and shapes, not PyTorch's line per tensor
+        raise ValueError(f"the weights of {spec.source} do not fit the generator built with {spec.config()}: "
+                         f"{mismatch}")
+    generator.load_state_dict(spec.state_dict, strict=True)
     return generator
 
 
