@@ -154,14 +154,25 @@ def test_nonfinite_loss_stops_with_term_step_and_last_good_checkpoint(tmp_path):
 
 
 def test_skip_policy_drops_isolated_bad_iterations_and_logs_the_count(tmp_path):
+    import csv
+
+    from cutlight.lightning.resume import AppendingCSVLogger
+    from cutlight.train import _summary
+
     torch.manual_seed(0)
-    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0,
-                           callbacks=[InjectNaN({1, 3, 4})])
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0, log_every_n_steps=1,
+                           callbacks=[InjectNaN({1, 3, 4})], logger=AppendingCSVLogger(tmp_path, name="csv"))
     model = tiny_module(val_metrics=False, nonfinite={"policy": "skip", "max_skips": 2})
     trainer.fit(model, datamodule=tiny_data(tmp_path, num_train=8))
     assert model.guard.skipped == 3 and float(trainer.callback_metrics["train/nonfinite_skips"]) == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert math.isfinite(float(trainer.callback_metrics["train/loss_nce"]))
+    with open(next(tmp_path.rglob("metrics.csv")), newline="") as f:  # one row per batch, at its step
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["step"])) for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["train/nonfinite_skips"] for r in rows][:2] == ["", "1.0"] and rows[-1]["train/nonfinite_skips"] == "3.0"
+    text = _summary(trainer, tmp_path, {}, {})  # the end-of-run summary says so, and that it ended diverging
+    assert "non-finite iterations skipped: 3 (train/nonfinite_skips); the last 2 in a row" in text
 
 
 def test_checkpoint_refuses_nonfinite_weights(tmp_path):

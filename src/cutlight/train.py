@@ -249,6 +249,11 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
     for logger in trainer.loggers:
         if logger.log_dir and (Path(logger.log_dir) / "metrics.csv").exists():
             lines.append(f"  metrics CSV:        {Path(logger.log_dir) / 'metrics.csv'}")
+    guard = getattr(trainer.lightning_module, "guard", None)
+    if guard is not None and guard.skipped:  # model.nonfinite.policy=skip: say how many updates were dropped
+        lines.append(f"  non-finite iterations skipped: {guard.skipped} (train/nonfinite_skips)"
+                     + (f"; the last {guard.consecutive} in a row: the run ended diverging" if guard.consecutive
+                        else ""))
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.dirpath:
         lines.append(f"  checkpoints:        {ckpt.dirpath}")

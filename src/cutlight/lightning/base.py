@@ -197,6 +197,7 @@ class TranslationModule(pl.LightningModule):
         where = f"step {batches_done(self.trainer)} (epoch {self.current_epoch}, batch {loop.batch_idx})"
         if not self.guard.after_iteration(losses, where, self._last_good_checkpoint()):
             self.log("train/nonfinite_skips", float(self.guard.skipped), batch_size=batch_size)
+            log_step(self)  # the row of the skipped batch, at its step like every other row
             return
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
