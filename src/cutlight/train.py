@@ -278,9 +278,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     (Hydra still marks the job failed, and ``cutlight.runs.RunRecord`` records the error)."""
     from .checkpoint import CheckpointError
     from .data.checks import ImageCheckError
+    from .data.folder import ImageFileError
     from .lightning.reliability import NonFiniteError
 
-    return ConfigValueError, ImageCheckError, CheckpointError, NonFiniteError, FileNotFoundError, NotADirectoryError
+    return (ConfigValueError, ImageCheckError, ImageFileError, CheckpointError, NonFiniteError, FileNotFoundError,
+            NotADirectoryError)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")
