@@ -175,6 +175,15 @@ def test_skip_policy_drops_isolated_bad_iterations_and_logs_the_count(tmp_path):
     assert "non-finite iterations skipped: 3 (train/nonfinite_skips); the last 2 in a row" in text
 
 
+def test_skip_policy_stops_after_max_skips_in_a_row_with_the_right_hint(tmp_path):
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0,
+                           callbacks=[InjectNaN({1, 2})])
+    model = tiny_module(val_metrics=False, nonfinite={"policy": "skip", "max_skips": 1})
+    with pytest.raises(NonFiniteError, match="more than model.nonfinite.max_skips=1") as info:
+        trainer.fit(model, datamodule=tiny_data(tmp_path, num_train=8))
+    assert "raise model.nonfinite.max_skips" in str(info.value) and "policy=skip" not in str(info.value)
+
+
 def test_checkpoint_refuses_nonfinite_weights(tmp_path):
     torch.manual_seed(0)
     ckpt = AtomicCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
@@ -364,6 +373,16 @@ def test_checkpoint_of_another_architecture_names_the_keys(real_checkpoint, tmp_
     with pytest.raises(CheckpointError, match=r"checkpoint '.*last.ckpt' was written for another architecture") as info:
         trainer.fit(model, datamodule=tiny_data(tmp_path), ckpt_path=str(real_checkpoint))
     assert "different shapes: generator.model.1.weight (8, 3, 7, 7) (the model has (4, 3, 7, 7))" in str(info.value)
+
+
+def test_entrypoint_refuses_another_architecture_before_touching_the_run_folder(real_checkpoint, tmp_path):
+    from cutlight.train import train
+
+    cfg = compose(["model.generator.ngf=4", f"ckpt_path={real_checkpoint}"], tmp_path)
+    with pytest.raises(CheckpointError, match="was written for another architecture"):
+        train(cfg)
+    out = tmp_path / "run"  # not linked to the checkpoint's run, no config written: nothing to clean up
+    assert not (out / "resumed_from").is_symlink() and not (out / "config_resolved.yaml").exists()
 
 
 def test_find_last_checkpoint_takes_the_newest_readable_one(real_checkpoint, tmp_path):

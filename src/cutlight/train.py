@@ -64,9 +64,8 @@ def _instantiate_all(node: DictConfig | None, key: str) -> list:
 
 
 def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
-    """The checkpoint a run resumes from (``resume`` / ``ckpt_path``), checked, and its ``cutlight`` section (run
-    folder, logger ids); ``(None, {})`` for a fresh start. Prepares ``out`` when it is not the checkpoint's own run folder (see the module docstring).
-    """
+    """The checkpoint a run resumes from (``resume`` / ``ckpt_path``), checked, and its content; ``(None, {})`` for a
+    fresh start."""
     from .lightning.resume import find_last_checkpoint, read_resume_checkpoint
 
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
@@ -89,11 +88,17 @@ def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
         path = Path(ckpt_path).expanduser()
         ckpt = read_resume_checkpoint(path)
     log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"), ckpt.get("global_step"))
+    return str(path), ckpt
+
+
+def _continue_run(path: str, ckpt: dict, out: Path) -> dict:
+    """Prepare ``out`` for continuing the run that wrote ``ckpt`` (linked when it is not that run's own folder, see
+    the module docstring); returns the checkpoint's ``cutlight`` section (run folder, logger ids)."""
     info = ckpt.get("cutlight") or {}
-    old = Path(info.get("run_dir") or path.resolve().parent.parent)
+    old = Path(info.get("run_dir") or Path(path).resolve().parent.parent)
     if old.resolve() != out.resolve():
         _link_previous_run(old, out)
-    return str(path), info
+    return info
 
 
 def _link_previous_run(old: Path, out: Path) -> None:
@@ -184,13 +189,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, resumed = _resume_checkpoint(cfg, out)  # a bad resume= / ckpt_path= fails before anything is written
+    ckpt_path, ckpt = _resume_checkpoint(cfg, out)  # a bad resume= / ckpt_path= fails before anything is written
+    datamodule = _instantiate(cfg.data, "data")
+    model = _instantiate(cfg.model, "model")
+    if ckpt_path and hasattr(model, "check_checkpoint"):  # another architecture: refused before the folder is linked
+        model.check_checkpoint(ckpt, ckpt_path)
+    resumed = _continue_run(ckpt_path, ckpt, out) if ckpt_path else {}
+    del ckpt
     _save_config(cfg, out)
     _continue_wandb_run(cfg, resumed)
     _name_wandb_run(cfg)
 
-    datamodule = _instantiate(cfg.data, "data")
-    model = _instantiate(cfg.model, "model")
     if hasattr(model, "check_crop_size"):  # crop size against the networks, before the data files are checked
         model.check_crop_size(datamodule)
     callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")

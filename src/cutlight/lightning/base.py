@@ -168,13 +168,17 @@ class TranslationModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cutlight"] = resume_state(self, self.guard)
 
+    def check_checkpoint(self, checkpoint: dict, path: object) -> None:
+        """Raise ``CheckpointError`` naming ``path`` and the keys and shapes that differ when the weights of
+        ``checkpoint`` do not fit this module (another architecture or method)."""
+        mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+        if mismatch:
+            raise CheckpointError(f"checkpoint '{path}' was written for another architecture or method "
+                                  f"({type(self).__name__} with these hyperparameters does not fit it): {mismatch}")
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
-            mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
-            if mismatch:
-                raise CheckpointError(f"checkpoint '{self._trainer.ckpt_path}' was written for another architecture or "
-                                      f"method ({type(self).__name__} with these hyperparameters does not fit "
-                                      f"it): {mismatch}")
+            self.check_checkpoint(checkpoint, self._trainer.ckpt_path)
         self._resume = checkpoint.get("cutlight")
 
     def on_train_start(self) -> None:
