@@ -311,6 +311,18 @@ def test_bad_config_value_fails_before_training_naming_its_key(override, message
         assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_missing_mandatory_value_is_reported_by_its_message_alone(tmp_path):
+    from omegaconf.errors import MissingMandatoryValue
+
+    from cutlight.train import _expected_errors, train
+    from test_config import compose_cfg
+
+    cfg = compose_cfg(["debug=tiny", "data=folder", "model.val_metrics=false"], tmp_path)  # no data.root
+    with pytest.raises(MissingMandatoryValue, match="data.root") as info:
+        train(cfg)
+    assert isinstance(info.value, _expected_errors())  # one line from the entrypoint, no traceback
+
+
 @pytest.mark.slow
 def test_entrypoint_bad_value_is_one_clear_line(tmp_path):
     res = run_entrypoint([*TINY_ARGS, "model.objective.num_patches=abc", f"hydra.run.dir={tmp_path / 'run'}"],

@@ -285,13 +285,15 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix (bad value, bad file, diverged run): reported by their message alone
     (Hydra still marks the job failed, and ``cutlight.runs.RunRecord`` records the error)."""
+    from omegaconf.errors import MissingMandatoryValue  # e.g. data=folder without data.root: names the key
+
     from .checkpoint import CheckpointError
     from .data.checks import ImageCheckError
     from .data.folder import ImageFileError
     from .lightning.reliability import NonFiniteError
 
-    return (ConfigValueError, ImageCheckError, ImageFileError, CheckpointError, NonFiniteError, FileNotFoundError,
-            NotADirectoryError)
+    return (ConfigValueError, MissingMandatoryValue, ImageCheckError, ImageFileError, CheckpointError,
+            NonFiniteError, FileNotFoundError, NotADirectoryError)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")
