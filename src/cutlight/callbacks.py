@@ -39,16 +39,77 @@ def batches_done(trainer: pl.Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
-class ImageGrid(pl.Callback):
-    """Every ``every_n_steps`` batches (and at the end of training) translate a fixed set of validation images:
-    rows of ``real A | G(A) | real B | G(B) (identity)``, saved to ``images/step_XXXXXX.png`` and logged."""
+def _font(size: int):
+    from PIL import ImageFont
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None):
+    try:
+        return ImageFont.load_default(size=size)  # scalable (FreeType)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()  # Pillow without FreeType: the small bitmap font
+
+
+def labelled_grid(columns: list[torch.Tensor], titles: list[str], scale: int = 1, caption: str | None = None,
+                  padding: int = 4) -> torch.Tensor:
+    """Tiles in a table with a title over each column (and an optional caption line above the titles).
+
+    Args:
+        columns: K tensors (N, 3, H, W) in [-1, 1]: column k shows ``columns[k][i]`` in row i.
+        titles: K column titles.
+        scale: integer upscaling of every tile (nearest neighbour: pixels stay crisp).
+
+    Returns: (3, H', W') uint8, white background.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    if len(columns) != len(titles):
+        raise ValueError(f"got {len(columns)} columns but {len(titles)} titles")
+    tiles = torch.stack([c.detach().float().cpu() for c in columns], dim=1).flatten(0, 1)  # (N*K, 3, H, W)
+    tiles = ((tiles.clamp(-1, 1) + 1) / 2).repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    grid = make_grid(tiles, nrow=len(columns), padding=padding, pad_value=1.0)  # (3, Hg, Wg) in [0, 1]
+    body = Image.fromarray((grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    tile_w = columns[0].shape[-1] * scale
+    font = _font(max(12, min(24, tile_w // 9)))
+    line = font.getbbox("Ag")[3] + 6
+    header = line * (2 if caption else 1)
+    image = Image.new("RGB", (body.width, body.height + header), "white")
+    image.paste(body, (0, header))
+    draw = ImageDraw.Draw(image)
+    if caption:
+        draw.text((padding, 2), caption, fill=(0, 0, 0), font=font)
+    for k, title in enumerate(titles):
+        left = padding + k * (tile_w + padding)
+        width = draw.textlength(title, font=font)
+        draw.text((left + max(0.0, (tile_w - width) / 2), header - line + 2), title, fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # (3, H', W') uint8
+
+
+class ImageGrid(pl.Callback):
+    """Every ``every_n_steps`` batches (and at the end of training) translate the same fixed validation images and
+    save a labelled grid, one row per image: ``input (A) | translation G(A) | target-domain example (B)``, to
+    ``images/step_XXXXXX.png`` (also sent to the loggers that take images). At the end of training
+    ``images/progress.png`` shows the translations of every saved step side by side, and ``last_path`` is the
+    final grid.
+
+    Args:
+        every_n_steps: training batches between grids (0: only at the end).
+        num_images: rows (the first validation A and B images; the training set's first pairs without validation).
+        tile_size: tiles are upscaled by an integer factor to at least this many pixels (nearest neighbour).
+        dirpath: folder for the PNGs (default ``<run>/images``).
+    """
+
+    TITLES = ("input (A)", "translation G(A)", "target domain (B)")
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 4, tile_size: int = 192,
+                 dirpath: str | None = None):
         self.every_n_steps = every_n_steps
         self.num_images = num_images
+        self.tile_size = tile_size
         self.dirpath = dirpath
         self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.history: list[tuple[int, torch.Tensor]] = []  # (step, translations (N, 3, H, W) on CPU)
         self.last_path: Path | None = None
+        self.progress_path: Path | None = None
 
     def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._fixed is None:
@@ -66,6 +127,9 @@ class ImageGrid(pl.Callback):
                                torch.stack([b[i]["image"] for i in range(n)]))
         return self._fixed
 
+    def _scale(self, size: int) -> int:
+        return max(1, -(-self.tile_size // size))  # ceil
+
     @torch.no_grad()
     def write(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -73,18 +137,40 @@ class ImageGrid(pl.Callback):
         images = self._images(trainer)
         if images is None:
             return
+        step = batches_done(trainer)
+        if self.history and self.history[-1][0] == step and self.last_path is not None:
+            return  # already written at this step (periodic grid on the last batch)
         was_training = module.training
         module.eval()
-        real_a, real_b = (x.to(module.device) for x in images)
-        fake_b, idt_b = module(real_a).float(), module(real_b).float()
+        real_a, real_b = images
+        fake_b = module(real_a.to(module.device)).float().cpu()
         module.train(was_training)
-        rows = torch.stack([real_a, fake_b, real_b, idt_b], dim=1).flatten(0, 1)  # (4N, C, H, W)
-        grid = make_grid(rows.cpu(), nrow=4, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
-        step = batches_done(trainer)
+        self.history.append((step, fake_b))
+        grid = labelled_grid([real_a, fake_b, real_b], list(self.TITLES), self._scale(real_a.shape[-1]),
+                             caption=f"step {step}")
         path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
-        save_image(grid, path)
+        save_image(grid.float() / 255, path)
         self.last_path = path
-        log_image(trainer, "samples/realA_fakeB_realB_idtB", (grid * 255).round().to(torch.uint8), step)
+        log_image(trainer, "samples/input_translation_target", grid, step)
+
+    def write_progress(self, trainer: pl.Trainer, max_steps: int = 10) -> None:
+        """``images/progress.png``: input | G(A) at the saved steps (at most ``max_steps``, evenly spread, first
+        and last included) | target-domain example."""
+        if not self.history or self._fixed is None:
+            return
+        real_a, real_b = self._fixed
+        n = len(self.history)
+        picks = sorted({round(i * (n - 1) / (max_steps - 1)) for i in range(max_steps)}) if n > max_steps else range(n)
+        shown = [self.history[i] for i in picks]
+        columns = [real_a, *(fake for _, fake in shown), real_b]
+        titles = ["input (A)", *(f"step {step}" for step, _ in shown), "target (B)"]
+        scale = max(1, self._scale(real_a.shape[-1]) // 2)
+        grid = labelled_grid(columns, titles, scale, caption="translation G(A) during training")
+        self.progress_path = run_dir(trainer, self.dirpath, "images") / "progress.png"
+        save_image(grid.float() / 255, self.progress_path)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.write(trainer, pl_module)  # step 0: the untrained (or resumed) generator
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps > 0 and batches_done(trainer) % self.every_n_steps == 0:
@@ -92,8 +178,10 @@ class ImageGrid(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module)
+        if trainer.is_global_zero:
+            self.write_progress(trainer)
         if self.last_path is not None:
-            log.info("image grids (rows: real A | translation | real B | identity): %s", self.last_path.parent)
+            log.info("image grids (input | translation | target-domain example): %s", self.last_path.parent)
 
 
 class LossCurves(pl.Callback):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -54,6 +55,8 @@ def _name_wandb_run(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train from a composed config; returns the final callback metrics as floats."""
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,12 +85,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float]) -> None:
+    """The run's outputs and numbers; the final image grid comes last (the line to open first)."""
     from .callbacks import ImageGrid, LossCurves, TranslationScore
 
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
+    grid = None
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
-            lines.append(f"  image grids (real A | G(A) | real B | G(B)): {cb.last_path.parent}")
+            grid = cb
         if isinstance(cb, LossCurves) and cb.path:
             lines.append(f"  loss curves:        {cb.path}")
         if isinstance(cb, TranslationScore) and cb.history:
@@ -106,7 +111,14 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], be
     shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "perf/"))}
     if shown:
         lines.append("  final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
-    lines.append("=" * 72)
+    if grid is not None:
+        lines.append(f"  image grids:        {grid.last_path.parent}")
+        if grid.progress_path:
+            lines.append(f"  progress (G(A) at every grid step): {grid.progress_path}")
+        lines.append("=" * 72)
+        lines.append(f"final image grid (input | translation | target-domain example): {grid.last_path}")
+    else:
+        lines.append("=" * 72)
     print("\n".join(lines), flush=True)
 
 
