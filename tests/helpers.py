@@ -1,8 +1,43 @@
-"""Shared builders for tests: tiny networks and data so Lightning runs take seconds on a CPU."""
+"""Shared builders for tests: tiny networks, data and feature extractor so Lightning runs take seconds on a CPU."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TinyFeatureExtractor(nn.Module):
+    """Small fixed random feature net for fast tests: uint8 (B, 3, H, W), any H, W -> float64 (B, num_features).
+
+    Deterministic (weights from a seeded generator, float64 math); not a perceptual metric. Selected in configs
+    by ``val_metrics.extractor: {_target_: helpers.TinyFeatureExtractor, num_features: 16}``.
+    """
+
+    def __init__(self, num_features: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        self.num_features = num_features
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(num_features, 3, 4, 4, generator=g, dtype=torch.float64) / 4)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        if imgs.dtype != torch.uint8 or imgs.dim() != 4 or imgs.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W); got {imgs.dtype} {tuple(imgs.shape)}")
+        x = imgs.to(torch.float64) / 127.5 - 1  # (B, 3, H, W) in [-1, 1]
+        x = F.adaptive_avg_pool2d(x, 16)  # (B, 3, 16, 16)
+        x = F.conv2d(x, self.weight, stride=4)  # (B, F, 4, 4)
+        return torch.tanh(x).mean(dim=(2, 3))  # (B, F)
+
+
+TINY_EXTRACTOR = {"_target_": "helpers.TinyFeatureExtractor", "num_features": 16}
 
 TINY_MODEL = dict(
     generator={"ngf": 8, "n_blocks": 1},
@@ -11,8 +46,12 @@ TINY_MODEL = dict(
     objective={"num_patches": 16},
     n_epochs=1,
     n_epochs_decay=1,
-    val_metrics={"extractor": "tiny", "feature": 16},
+    val_metrics={"extractor": TINY_EXTRACTOR},
 )
+
+# debug=tiny keeps the data group; on the built-in data the tests also make the generated dataset itself small
+TINY_DATA = ["debug=tiny", "data.size=32", "data.num_train=8", "data.num_test=4"]
+TINY_ARGS = [*TINY_DATA, "model.objective.num_patches=16", "model.sampler.mlp_dim=16"]  # CUT
 
 
 def tiny_module(**overrides):
@@ -34,3 +73,45 @@ def tiny_trainer(tmp_path, **kw):
                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                     default_root_dir=str(tmp_path))
     return pl.Trainer(**{**defaults, **kw})
+
+
+def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.train", env=None):
+    """``python -m cutlight.train ARGS`` in ``tmp_path`` with a private data cache; the ``cutlight`` this test
+    process imported comes first on the path (the code under test, also from a checkout that is not the installed
+    one), then tests/ (for ``helpers.TinyFeatureExtractor``)."""
+    import cutlight
+
+    path = os.pathsep.join([str(Path(cutlight.__file__).parents[1]), str(ROOT / "tests")])
+    env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
+           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": path, **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class PlainGenerator(nn.Module):
+    """A user-defined generator that follows cutlight's generator protocol (3x3 convs; layer i = output of conv i),
+    for testing ``_target_`` selection: ``generator: {_target_: helpers.PlainGenerator, width: 6}``."""
+
+    size_multiple = 1
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, width: int = 8) -> None:
+        super().__init__()
+        self.input_nc, self.output_nc = input_nc, output_nc
+        self.convs = nn.ModuleList([nn.Conv2d(input_nc, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1),
+                                    nn.Conv2d(width, output_nc, 3, padding=1)])
+
+    def forward_with_features(self, x, layers):
+        feats = {}
+        for i, conv in enumerate(self.convs):
+            x = conv(x) if i == len(self.convs) - 1 else torch.relu(conv(x))
+            feats[i] = x
+        return torch.tanh(x), [feats[i] for i in layers]
+
+    def forward(self, x):
+        return self.forward_with_features(x, [])[0]
+
+    def encode(self, x, layers):
+        return self.forward_with_features(x, layers)[1]
+
+    def feature_channels(self, layers):
+        return [self.convs[i].out_channels for i in layers]

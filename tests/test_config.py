@@ -12,8 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf, open_dict
 
-import cutlight.train  # noqa: F401  (registers the ${add:...} resolver)
 from cutlight import CUTObjective, PatchDiscriminator, PatchSampler, ResnetGenerator
+from helpers import TINY_ARGS, TINY_EXTRACTOR, run_entrypoint
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -41,21 +41,27 @@ def options():
             yield group, f.stem
 
 
+# Options that only compose with a partner: CycleGAN's networks and objective go together; SinCUT's generator has 11
+# layers (CUT's nce_layers reach 16).
+PARTNERS = {("model", "cyclegan"): ["loss=cyclegan"], ("loss", "cyclegan"): ["model=cyclegan"],
+            ("model", "stylegan2"): ["loss=sincut"]}
+
+
 @pytest.mark.parametrize("group,option", list(options()))
 def test_every_yaml_composes_and_instantiates(group, option, tmp_path):
     root = folder_root(tmp_path)
-    cfg = compose_cfg([f"{group}={option}"], tmp_path)
+    cfg = compose_cfg([f"{group}={option}", *PARTNERS.get((group, option), [])], tmp_path)
     with open_dict(cfg):
         if cfg.data._target_.endswith("UnpairedDataModule"):
             cfg.data.root = str(root)
         else:
             cfg.data.cache_dir = str(tmp_path / "cache")
         if cfg.model.get("val_metrics"):
-            cfg.model.val_metrics.extractor = "tiny"
+            cfg.model.val_metrics.extractor = TINY_EXTRACTOR
     OmegaConf.resolve(cfg)
     instantiate(cfg.data)
     model = instantiate(cfg.model)
-    assert isinstance(model.generator, ResnetGenerator)
+    assert type(model.generator) is get_class(cfg.model.generator.get("_target_", "cutlight.ResnetGenerator"))
     for node in list((cfg.get("callbacks") or {}).values()) + list((cfg.get("logger") or {}).values()):
         if node is not None and node.get("_target_", "").endswith("WandbLogger"):
             sig = inspect.signature(get_class(node._target_))
@@ -73,7 +79,10 @@ def test_yaml_nodes_mirror_constructor_signatures(tmp_path):
     cfg = compose_cfg([], tmp_path)
     for key, cls in (("generator", ResnetGenerator), ("discriminator", PatchDiscriminator),
                      ("objective", CUTObjective)):
-        assert set(cfg.model[key]) == set(inspect.signature(cls).parameters), key
+        assert set(cfg.model[key]) - {"_target_"} == set(inspect.signature(cls).parameters), key
+    assert get_class(cfg.model.objective._target_) is CUTObjective
+    module_cls = get_class(cfg.model._target_)
+    assert set(cfg.model) - {"_target_", "_recursive_"} == set(inspect.signature(module_cls).parameters)
     assert set(cfg.model.sampler) | {"in_channels"} == set(inspect.signature(PatchSampler).parameters)
     data_cls = get_class(cfg.data._target_)
     assert set(cfg.data) - {"_target_"} == set(inspect.signature(data_cls).parameters)
@@ -84,7 +93,9 @@ def test_cut_and_fastcut_presets(tmp_path):
     fast = compose_cfg(["loss=fastcut"], tmp_path).model
     assert (cut.objective.lambda_nce, cut.objective.nce_idt, cut.objective.flip_equivariance) == (1.0, True, False)
     assert (fast.objective.lambda_nce, fast.objective.nce_idt, fast.objective.flip_equivariance) == (10.0, False, True)
-    assert (cut.n_epochs, cut.n_epochs_decay, fast.n_epochs, fast.n_epochs_decay) == (200, 200, 150, 50)
+    assert (cut.n_epochs, cut.n_epochs_decay) == (fast.n_epochs, fast.n_epochs_decay) == (200, 200)  # model's
+    paper = compose_cfg(["experiment=fastcut_horse2zebra"], tmp_path).model
+    assert (paper.n_epochs, paper.n_epochs_decay, paper.objective.lambda_nce) == (150, 50, 10.0)
     for m in (cut, fast):
         assert m.objective.lambda_gan == 1.0 and list(m.objective.nce_layers) == [0, 4, 8, 12, 16]
         assert m.objective.num_patches == 256 and m.objective.nce_temperature == 0.07
@@ -100,24 +111,39 @@ def test_cut_and_fastcut_presets(tmp_path):
         assert (list(got) if key == "nce_layers" else got) == value, option
 
 
-def test_max_epochs_is_constant_plus_decay(tmp_path):
-    cfg = compose_cfg(["loss=fastcut"], tmp_path)
-    OmegaConf.resolve(cfg)
-    assert cfg.trainer.max_epochs == 200
-    cfg = compose_cfg(["experiment=builtin_cpu"], tmp_path)
-    OmegaConf.resolve(cfg)
-    assert cfg.trainer.max_epochs == cfg.model.n_epochs + cfg.model.n_epochs_decay
+def test_groups_compose_without_cutlight_imported_and_alone(tmp_path):
+    """Another app can compose cutlight's groups: no custom resolver, and the model group resolves without data."""
+    code = f"""
+import sys
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+with initialize_config_dir(config_dir={str(CONF)!r}, version_base="1.3"):
+    cfg = compose("model/resnet_9blocks")
+assert "cutlight" not in sys.modules, "composing imported cutlight"
+model = OmegaConf.to_container(cfg.model, resolve=True)
+assert model["generator"]["input_nc"] == 3 and model["n_epochs"] == 200
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
-def run_entrypoint(args, tmp_path, timeout=300):
-    env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
-           "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
-    return subprocess.run([sys.executable, "-m", "cutlight.train", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def test_training_stops_with_the_schedule(tmp_path):
+    from helpers import tiny_data, tiny_module, tiny_trainer
+
+    model = tiny_module(n_epochs=1, n_epochs_decay=1, val_metrics=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=-1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(model, datamodule=tiny_data(tmp_path))
+    assert trainer.current_epoch == 2 and trainer.max_epochs == 2
+
+
+def test_debug_tiny_keeps_the_users_data_group(tmp_path):
+    cfg = compose_cfg(["experiment=horse2zebra", "data.root=/data/h2z", "debug=tiny"], tmp_path)
+    assert cfg.data._target_.endswith("UnpairedDataModule") and cfg.data.root == "/data/h2z"
+    assert (cfg.data.crop_size, cfg.model.generator.ngf, cfg.trainer.limit_train_batches) == (32, 8, 4)
 
 
 def test_entrypoint_fast_dev_run(tmp_path):
-    res = run_entrypoint(["debug=tiny", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    res = run_entrypoint([*TINY_ARGS, "+trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()  # the composed config is saved with the run
     assert (tmp_path / "run" / "config_resolved.yaml").exists()
@@ -126,7 +152,7 @@ def test_entrypoint_fast_dev_run(tmp_path):
 @pytest.mark.slow
 def test_entrypoint_tiny_run_writes_outputs(tmp_path):
     run = tmp_path / "run"
-    res = run_entrypoint(["debug=tiny", f"hydra.run.dir={run}"], tmp_path)
+    res = run_entrypoint([*TINY_ARGS, f"hydra.run.dir={run}"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "cutlight run finished" in res.stdout
     assert list((run / "images").glob("step_*.png"))
@@ -143,7 +169,7 @@ def test_entrypoint_tiny_run_writes_outputs(tmp_path):
 @pytest.mark.slow
 def test_multirun_sweeps_loss_presets(tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_entrypoint(["-m", "debug=tiny", "loss=cut,fastcut", "trainer.limit_train_batches=2",
+    res = run_entrypoint(["-m", *TINY_ARGS, "loss=cut,fastcut", "trainer.limit_train_batches=2",
                           "model.n_epochs=1", "model.n_epochs_decay=0", f"hydra.sweep.dir={sweep}"], tmp_path,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""Tests for cutlight.data: folders, transforms, datasets, the datamodule, the sampler and the built-in dataset."""
+"""Tests for cutlight.data: folders, transforms, datasets, the datamodule (direction, loaders, evaluation shards) and
+the built-in dataset."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from PIL import Image
-from torch.utils.data import DistributedSampler, RandomSampler
+from torch.utils.data import DistributedSampler
 
 from cutlight.data import (
     BuiltinDataModule,
     SingleFolderDataset,
-    UnpaddedDistributedSampler,
     UnpairedDataModule,
     UnpairedImageDataset,
     ensure_builtin_dataset,
@@ -38,6 +38,8 @@ from cutlight.data.shapes import (
     render,
     rim_width,
 )
+from cutlight.data.datamodule import loader_settings
+from cutlight.data.resumable import ResumableSampler
 
 
 def save_gradient(path: Path, size=(32, 32), value: int = 0, mode: str = "RGB") -> Path:
@@ -212,7 +214,8 @@ def test_random_pairing_reproducible_with_workers(layout):
     dm = UnpairedDataModule(root=str(layout), batch_size=2, num_workers=2, **small())
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert loader.persistent_workers and isinstance(loader.sampler, RandomSampler) and loader.drop_last
+    assert loader.persistent_workers and isinstance(loader.sampler, ResumableSampler) and loader.drop_last
+    assert loader.sampler.shuffle
 
     def epoch(seed):
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -278,31 +281,84 @@ def test_datamodule_explicit_dirs_missing_validation_and_errors(layout, tmp_path
         too_big.train_dataloader()
 
 
-def test_val_loaders_use_unpadded_sampler_under_distributed(layout, tmp_path):
+def test_eval_loaders_use_lightnings_unrepeated_sampler_under_distributed(layout, tmp_path):
+    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
     dm = UnpairedDataModule(root=str(layout), **small())
     dm.setup()
     assert not isinstance(dm.val_dataloader()[0].sampler, DistributedSampler)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        samplers = [loader.sampler for loader in dm.val_dataloader()]
+        samplers = [loader.sampler for loader in dm.val_dataloader() + dm.test_dataloader()]
     finally:
         dist.destroy_process_group()
-    assert all(isinstance(s, UnpaddedDistributedSampler) for s in samplers)
+    assert all(isinstance(s, UnrepeatedDistributedSampler) for s in samplers)
     assert list(samplers[0]) == list(range(5))
 
 
-# ---------------------------------------------------------------- sampler
-@pytest.mark.parametrize("length, world", [(10, 3), (7, 2), (2, 3), (6, 1)])
-def test_unpadded_sampler_shards_without_padding(length, world):
+@pytest.mark.parametrize("length, world", [(10, 3), (7, 2), (6, 1)])
+def test_lightnings_unrepeated_sampler_shards_strided_without_padding(length, world):
+    """What the DDP FID/KID test relies on: rank r of W gets r, r + W, ... (KID sees rank 0's shard first), every
+    index exactly once, and it is a DistributedSampler (so Lightning does not replace it with a padding one)."""
+    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
     data = list(range(length))
-    shards = [list(UnpaddedDistributedSampler(data, num_replicas=world, rank=r)) for r in range(world)]
-    for rank, shard in enumerate(shards):
-        assert shard == list(range(rank, length, world))
-        assert len(UnpaddedDistributedSampler(data, num_replicas=world, rank=rank)) == len(shard)
+    samplers = [UnrepeatedDistributedSampler(data, num_replicas=world, rank=r, shuffle=False) for r in range(world)]
+    shards = [list(s) for s in samplers]
+    for rank, (sampler, shard) in enumerate(zip(samplers, shards)):
+        assert shard == list(range(rank, length, world)) and len(sampler) == len(shard)
+        assert isinstance(sampler, DistributedSampler)
     assert sorted(i for shard in shards for i in shard) == data  # every index exactly once
-    assert isinstance(UnpaddedDistributedSampler(data, num_replicas=world, rank=0), DistributedSampler)
-    with pytest.raises(ValueError):
-        UnpaddedDistributedSampler(data, num_replicas=world, rank=world)
+
+
+def test_direction_btoa_swaps_domains_folders_and_channels(layout, tmp_path):
+    make_folder(tmp_path / "heldA", 2, start=20)
+    make_folder(tmp_path / "heldB", 3, start=30)
+    dm = UnpairedDataModule(root=str(layout), direction="BtoA", input_nc=3, output_nc=1,
+                            test_dir_a=str(tmp_path / "heldA"), test_dir_b=str(tmp_path / "heldB"), **small())
+    assert (dm.input_nc, dm.output_nc) == (1, 3)  # source = domain B (output_nc channels), target = A
+    assert dm.hparams.direction == "BtoA" and dm.hparams.input_nc == 3  # the arguments as given
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert all("/trainB/" in p for p in batch["A_path"]) and all("/trainA/" in p for p in batch["B_path"])
+    assert batch["A"].shape[1] == 1 and batch["B"].shape[1] == 3
+    assert [Path(p).parent.name for p in (dm.val_dataset_a.paths[0], dm.val_dataset_b.paths[0])] == ["testB", "testA"]
+    assert dm.val_dataset_a[0]["image"].shape[0] == 1 and dm.val_dataset_b[0]["image"].shape[0] == 3
+    test_a, test_b = (loader.dataset for loader in dm.test_dataloader())
+    assert (test_a.root.name, len(test_a), test_b.root.name, len(test_b)) == ("heldB", 3, "heldA", 2)
+    assert dm.predict_dataset.root.name == "heldB"  # the held-out source images
+    with pytest.raises(ValueError, match="unknown direction 'AB'; expected one of AtoB, BtoA"):
+        UnpairedDataModule(root=str(layout), direction="AB")
+    with pytest.raises(ValueError, match="test_dir_a and test_dir_b"):
+        UnpairedDataModule(root=str(layout), test_dir_a=str(tmp_path / "heldA"))
+
+
+def test_stages_build_what_they_need_and_predict_keeps_sizes(layout):
+    make_folder(layout / "testA" / "sub", 1, size=(40, 24), start=7)  # another size, in a subfolder
+    dm = UnpairedDataModule(root=str(layout), **small())
+    dm.setup("test")
+    assert dm.train_dataset is None and dm.test_dataset_a is dm.val_dataset_a  # no test split: the validation one
+    dm.setup("predict")
+    items = list(dm.predict_dataloader())
+    assert len(items) == 6 and all(b["image"].shape[0] == 1 for b in items)
+    assert {tuple(b["image"].shape[2:]) for b in items} == {(32, 32), (24, 40)}  # own sizes, (H, W)
+    no_test = UnpairedDataModule(dir_a=str(layout / "trainA"), dir_b=str(layout / "trainB"), **small())
+    no_test.setup()
+    with pytest.raises(ValueError, match="no test images"):
+        no_test.test_dataloader()
+    with pytest.raises(RuntimeError, match="predict_dataset"):
+        no_test.predict_dataloader()
+
+
+def test_loader_settings_follow_the_machine(monkeypatch):
+    import cutlight.data.datamodule as datamodule
+
+    cpu = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    monkeypatch.setattr(datamodule, "suggested_max_num_workers", lambda devices: 1)  # 2 cores: 2 // 1 - 1
+    assert loader_settings(cpu, None, None) == {"num_workers": 0, "persistent_workers": False, "pin_memory": False}
+    monkeypatch.setattr(datamodule, "suggested_max_num_workers", lambda devices: 31)
+    assert loader_settings(cpu, None, None) == {"num_workers": 8, "persistent_workers": True, "pin_memory": False}
+    assert loader_settings(None, 2, True) == {"num_workers": 2, "persistent_workers": True, "pin_memory": True}
 
 
 # ---------------------------------------------------------------- built-in dataset and metric

@@ -26,9 +26,9 @@ import torch
 from cutlight import CUTModule
 from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
-from helpers import TINY_MODEL
+from helpers import TINY_ARGS, TINY_MODEL, tiny_trainer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGY = "ddp_spawn_find_unused_parameters_true"  # as conf/trainer/ddp_cpu.yaml
@@ -62,11 +62,7 @@ def tiny_module(seed: int = 0) -> CUTModule:
     return CUTModule(**TINY)
 
 
-def trainer(tmp_path: Path, **kw) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                    default_root_dir=str(tmp_path))
-    return pl.Trainer(**{**defaults, **kw})
+trainer = tiny_trainer
 
 
 def _clone(tree):
@@ -123,14 +119,6 @@ def ddp_fit(tmp_path_factory):
     return dict(root=root, tmp=tmp, module=module, initial=initial, ranks=ranks, metrics=metrics)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread in this process (the DDP workers get one each from Lightning): on a busy 2-CPU
-    machine two contending OpenMP threads made these tiny ops ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_ddp_validation_fid_equals_single_process(ddp_fit, tmp_path):
@@ -145,7 +133,8 @@ def test_ddp_validation_fid_equals_single_process(ddp_fit, tmp_path):
     assert ddp["val/fid"] == pytest.approx(ref["val/fid"], rel=1e-6)  # float64 sums: equal up to rounding
 
     # The comparison can fail: one duplicated real or fake image (what padding does) moves FID by > 1e-3.
-    from cutlight.metrics import TinyFeatureExtractor, build_fid, build_kid, to_uint8
+    from cutlight.metrics import Evaluator
+    from helpers import TinyFeatureExtractor
 
     dm = datamodule(ddp_fit["root"])
     dm.setup("validate")
@@ -155,10 +144,10 @@ def test_ddp_validation_fid_equals_single_process(ddp_fit, tmp_path):
         fake_b = module.eval()(real_a)
 
     def fid(reals, fakes):
-        metric = build_fid(feature_extractor=TinyFeatureExtractor(16))
-        metric.update(to_uint8(reals), real=True)
-        metric.update(to_uint8(fakes), real=False)
-        return float(metric.compute())
+        metric = Evaluator(kid=False, extractor=TinyFeatureExtractor(16))
+        metric.update(reals, real=True)
+        metric.update(fakes, real=False)
+        return float(metric.compute()["fid"])
 
     assert fid(real_b, fake_b) == pytest.approx(ref["val/fid"], rel=1e-6)
     padded = fid(torch.cat([real_b, real_b[:1]]), torch.cat([fake_b, fake_b[:1]]))
@@ -167,10 +156,10 @@ def test_ddp_validation_fid_equals_single_process(ddp_fit, tmp_path):
     # KID: seeded subsets of the gathered features, which come in rank order (rank 0's strided shard first);
     # with the features in that order a single-process KID reproduces the DDP value exactly.
     def kid(reals, fakes):
-        metric = build_kid(min(N_VAL_A, N_VAL_B), feature_extractor=TinyFeatureExtractor(16))
-        metric.update(to_uint8(reals), real=True)
-        metric.update(to_uint8(fakes), real=False)
-        return float(metric.compute()[0])  # subsets from the fixed KID_SEED, as in training
+        metric = Evaluator(fid=False, extractor=TinyFeatureExtractor(16))
+        metric.update(reals, real=True)
+        metric.update(fakes, real=False)
+        return float(metric.compute()["kid"])  # subsets from the fixed KID_SEED, as in training
 
     rank_order = lambda n: [*range(0, n, 2), *range(1, n, 2)]  # noqa: E731
     assert kid(real_b, fake_b) == pytest.approx(ref["val/kid"], rel=1e-6)
@@ -230,8 +219,8 @@ def test_hydra_entrypoint_trains_with_ddp_cpu(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1",
            "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "cutlight.train", "debug=tiny", "trainer=ddp_cpu", "trainer.max_epochs=1",
-           "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+    cmd = [sys.executable, "-m", "cutlight.train", *TINY_ARGS, "trainer=ddp_cpu", "trainer.max_epochs=1",
+           "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
            f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

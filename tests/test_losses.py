@@ -98,3 +98,15 @@ def test_bad_loss_args():
         discriminator_loss(q, q, "foo")
     with pytest.raises(ValueError, match=r"\(B, S, C\)"):
         patch_nce_loss(q, q[:, :1])
+
+
+def test_l2_normalize_zero_row_has_finite_gradient_and_same_values():
+    from cutlight.networks.sampler import l2_normalize
+
+    x = torch.tensor([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    y = l2_normalize(x)
+    ref = x.detach() / (x.detach().pow(2).sum(-1, keepdim=True).sqrt() + 1e-7)
+    torch.testing.assert_close(y.detach(), ref, rtol=0, atol=0)
+    (y * torch.arange(3.0, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(x.grad).all()  # the naive formula gives NaN for the zero row (sqrt'(0) = inf)
+    assert torch.autograd.gradcheck(l2_normalize, (torch.randn(4, 5, dtype=torch.float64, requires_grad=True),))

@@ -1,4 +1,5 @@
-"""FID/KID layer through the real torchmetrics classes, with TinyFeatureExtractor instead of Inception."""
+"""FID/KID (``cutlight.metrics.Evaluator``) through the real torchmetrics classes, with the tests'
+TinyFeatureExtractor instead of Inception."""
 
 import json
 import sys
@@ -10,7 +11,8 @@ import torch
 from PIL import Image
 
 import cutlight.evaluate as ev
-from cutlight.metrics import TinyFeatureExtractor, build_fid, build_kid, kid_subset_size, to_uint8
+from cutlight.metrics import Evaluator, kid_subset_size, to_uint8
+from helpers import TinyFeatureExtractor
 
 
 def _images(n, seed, size=(32, 32)):
@@ -20,11 +22,15 @@ def _images(n, seed, size=(32, 32)):
     return (base + noise).round().to(torch.uint8)  # (N, 3, H, W)
 
 
+def _evaluator(**kw):
+    return Evaluator(extractor=TinyFeatureExtractor(), **kw)
+
+
 def _fid(real, fake):
-    fid = build_fid(feature_extractor=TinyFeatureExtractor())
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
-    return float(fid.compute())
+    ev_ = _evaluator(kid=False)
+    ev_.update(real, real=True)
+    ev_.update(fake, real=False)
+    return float(ev_.compute()["fid"])
 
 
 def _reference_fid(f1, f2):
@@ -46,7 +52,7 @@ def test_to_uint8_rounds_clamps_and_repeats_gray():
     assert torch.equal(to_uint8(x), ((x + 1) * 127.5).round().to(torch.uint8))
     half = torch.linspace(-1, 1, 511).view(1, 1, 1, -1)  # includes every k / 127.5 - 1 and the midpoints
     assert torch.equal(to_uint8(half.bfloat16()), to_uint8(half.bfloat16().float()))
-    with pytest.raises(ValueError, match=r"C in \(1, 3\); got shape \(2, 2, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"C in \(1, 3, 4\); got shape \(2, 2, 4, 4\)"):
         to_uint8(torch.zeros(2, 2, 4, 4))
 
 
@@ -69,15 +75,44 @@ def test_fid_self_zero_grows_with_perturbation_and_matches_reference():
     assert fids[1] == pytest.approx(_reference_fid(net(real), net(shifted[1])), rel=1e-6)
 
 
-def test_fid_keeps_real_statistics_across_reset():
+def test_evaluator_keeps_reals_across_reset_and_drops_them_on_request():
     real, fake = _images(32, 0), _images(32, 1)
-    fid = build_fid(feature_extractor=TinyFeatureExtractor())
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
-    first = float(fid.compute())
-    fid.reset()
-    fid.update(fake, real=False)
-    assert float(fid.compute()) == pytest.approx(first, rel=1e-9)
+    e = _evaluator(kid_subset_size=16)
+    e.update(real, real=True)
+    e.update(fake, real=False)
+    first = {k: float(v) for k, v in e.compute().items()}
+    e.reset()
+    assert e.has_reals and e.counts[False] == 0
+    e.update(fake, real=False)
+    again = {k: float(v) for k, v in e.compute().items()}
+    assert again == pytest.approx(first, rel=1e-9)
+    e.reset(reals=True)
+    assert not e.has_reals
+    e.update(fake, real=False)
+    with pytest.raises(RuntimeError, match="need >= 2 images per side; got 32 translated, 0 real"):
+        e.compute()
+
+
+def test_evaluator_runs_the_extractor_once_per_batch_for_fid_and_kid():
+    net = TinyFeatureExtractor()
+    calls = []
+    net.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    e = Evaluator(extractor=net, kid_subset_size=4)
+    e.update(_images(6, 0), real=True)
+    e.update(torch.rand(5, 3, 32, 32) * 2 - 1, real=False)  # float images in [-1, 1] are converted once
+    values = e.compute()
+    assert calls == [6, 5] and set(values) == {"fid", "kid", "kid_std"}
+
+
+def test_evaluator_extractor_by_target_and_bad_specs():
+    e = Evaluator(extractor={"_target_": "helpers.TinyFeatureExtractor", "num_features": 8})
+    assert e.extractor.num_features == 8
+    with pytest.raises(ImportError, match="cannot import 'helpers.Nope'"):
+        Evaluator(extractor={"_target_": "helpers.Nope"})
+    with pytest.raises(ValueError, match="unknown feature extractor 'tiny'"):
+        Evaluator(extractor="tiny")
+    with pytest.raises(ValueError, match="needs an int attribute 'num_features'"):
+        Evaluator(extractor=torch.nn.Identity())
 
 
 def test_kid_near_zero_for_same_distribution_and_grows_with_shift():
@@ -86,11 +121,10 @@ def test_kid_near_zero_for_same_distribution_and_grows_with_shift():
     shifted = [(same.int() + d).clamp(0, 255).to(torch.uint8) for d in (30, 90)]
     results = []
     for fake in (same, *shifted):
-        kid = build_kid(kid_subset_size(40, 40, default=20), feature_extractor=TinyFeatureExtractor())
-        kid.update(real, real=True)
-        kid.update(fake, real=False)
-        torch.manual_seed(0)
-        results.append(float(kid.compute()[0]))
+        e = _evaluator(fid=False, kid_subset_size=20)
+        e.update(real, real=True)
+        e.update(fake, real=False)
+        results.append(float(e.compute()["kid"]))
     assert abs(results[0]) < 0.1 * results[2] and results[0] < results[1] < results[2], results
 
 
@@ -100,16 +134,16 @@ def test_kid_subset_size_rules():
     assert kid_subset_size(50, 30, default=10) == 10
     with pytest.raises(ValueError, match="at least 2 images on each side; got n_real=1, n_fake=30"):
         kid_subset_size(1, 30)
-    with pytest.raises(ValueError, match="subset_size must be an int >= 2; got 1"):
-        build_kid(1, feature_extractor=TinyFeatureExtractor())
+    with pytest.raises(ValueError, match="kid_subset_size must be an int >= 2; got 1"):
+        _evaluator(kid_subset_size=1)
 
 
 def test_missing_inception_weights_raise_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights there; nothing may be downloaded
     with pytest.raises(RuntimeError, match="make fid-weights.*python -m cutlight.metrics.inception_weights"):
-        build_fid()
+        Evaluator()
     with pytest.raises(RuntimeError, match=r"not found at .*missing\.pth"):
-        build_kid(10, weights_path=tmp_path / "missing.pth")
+        Evaluator(weights_path=tmp_path / "missing.pth")
 
 
 def _write_folder(path, imgs, gray=(), nested=()):
@@ -123,14 +157,18 @@ def _write_folder(path, imgs, gray=(), nested=()):
 
 
 def _direct_metrics(fake_dir, real_dir):
-    """Reference: read each PNG with PIL and update the metrics one image at a time."""
-    fid = build_fid(feature_extractor=TinyFeatureExtractor())
-    kid = build_kid(10, feature_extractor=TinyFeatureExtractor())
+    """Reference: read each PNG with PIL and feed torchmetrics' own FID / KID one image at a time."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=TinyFeatureExtractor())
+    kid = KernelInceptionDistance(feature=TinyFeatureExtractor(), subset_size=10)
     for folder, real in ((real_dir, True), (fake_dir, False)):
         for p in sorted(folder.rglob("*.png")):
             img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)[None]
             fid.update(img, real=real)
             kid.update(img, real=real)
+    torch.manual_seed(0)  # cutlight.metrics.KID_SEED
     return float(fid.compute()), float(kid.compute()[0])
 
 
@@ -164,14 +202,16 @@ def test_evaluate_folders_errors(tmp_path):
     with pytest.raises(ValueError, match="at least 2 images on each side"):
         ev.evaluate_folders(one, good, feature_extractor=tiny)
     (good / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"cannot read image file '.*broken\.png'"):
+    with pytest.raises(ValueError, match=r"cannot decode image file '.*broken\.png'"):
         ev.evaluate_folders(good, good, feature_extractor=tiny)
 
 
 def test_cli_json_and_translate(tmp_path, monkeypatch, capsys):
     real_dir = _write_folder(tmp_path / "real", list(_images(6, 0)))
     src_dir = _write_folder(tmp_path / "src", list(_images(5, 1)))
-    monkeypatch.setattr(ev, "inception_extractor", lambda antialias: TinyFeatureExtractor())
+    real_evaluator = ev.Evaluator
+    monkeypatch.setattr(ev, "Evaluator", lambda extractor=None, **kw: real_evaluator(
+        extractor=TinyFeatureExtractor(), **kw))
     calls = []
 
     def translate_folder(ckpt_path, input_dir, output_dir, device=None, batch_size=1):
@@ -202,26 +242,17 @@ def test_cli_json_and_translate(tmp_path, monkeypatch, capsys):
             ev.main(bad)
 
 
-def test_kid_is_reproducible_packs_its_features_and_clamps_its_subset():
-    from cutlight.metrics import KID
-
+def test_kid_is_reproducible_does_not_advance_the_callers_rng_and_clamps_its_subset():
     torch.manual_seed(0)
-    kid = build_kid(1000, feature_extractor=TinyFeatureExtractor(), clamp_subset=True)
-    assert isinstance(kid, KID)
-    for _ in range(3):  # several updates per side: packed into one tensor per side before syncing
-        kid.update(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), real=True)
-        kid.update(torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), real=False)
+    e = _evaluator(fid=False)  # kid_subset_size 1000 is a maximum
+    for _ in range(3):  # several updates per side
+        e.update(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), real=True)
+        e.update(torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), real=False)
     torch.manual_seed(123)
-    first = kid.compute()
+    first = e.compute()
     after_compute = torch.rand(1)
     torch.manual_seed(123)
     assert torch.equal(torch.rand(1), after_compute)  # compute does not advance the caller's RNG
-    assert kid.subset_size == 9  # min(1000, 12 real, 9 fake)
-    assert [len(kid.real_features), len(kid.fake_features)] == [1, 1]
-    assert [f.shape[0] for f in (kid.real_features[0], kid.fake_features[0])] == [12, 9]
-    assert all(torch.equal(a, b) for a, b in zip(kid.compute(), first))  # same subsets every time
-    strict = build_kid(10, feature_extractor=TinyFeatureExtractor())
-    strict.update(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), real=True)
-    strict.update(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), real=False)
-    with pytest.raises(ValueError, match="subset_size"):
-        strict.compute()
+    assert e.kid.subset_size == 9  # min(1000, 12 real, 9 fake)
+    again = e.compute()
+    assert all(torch.equal(first[k], again[k]) for k in first)  # same subsets every time

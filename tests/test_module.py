@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from cutlight.module import linear_decay_factor
 from cutlight.objectives import CUTObjective
+from cutlight.optim import linear_decay
 from helpers import tiny_data, tiny_module, tiny_trainer
 
 
@@ -97,28 +97,9 @@ def test_flip_equivariance_flips_input_and_features_back(monkeypatch):
     assert not model.objective.translate(model.generator, a, b).flipped  # no augmentation outside training
 
 
-def test_single_adam_for_g_and_heads_equals_separate_adams():
-    torch.manual_seed(0)
-    g, h = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
-    g2, h2 = copy.deepcopy(g), copy.deepcopy(h)
-    joint = torch.optim.Adam([*g.parameters(), *h.parameters()], lr=0.01, betas=(0.5, 0.999))
-    sep = [torch.optim.Adam(m.parameters(), lr=0.01, betas=(0.5, 0.999)) for m in (g2, h2)]
-    for _ in range(3):
-        x = torch.randn(8, 4)
-        for opt in [joint, *sep]:
-            opt.zero_grad()
-        h(g(x)).pow(2).sum().backward()
-        h2(g2(x)).pow(2).sum().backward()
-        joint.step()
-        for opt in sep:
-            opt.step()
-    for p, q in zip([*g.parameters(), *h.parameters()], [*g2.parameters(), *h2.parameters()]):
-        torch.testing.assert_close(p, q)
-
-
 def test_lr_schedule_constant_then_linear_decay():
     # the reference's rule: n_epochs at full lr, then n_epochs_decay epochs at d/(d+1), ..., 1/(d+1)
-    factors = [linear_decay_factor(e, 3, 4) for e in range(8)]
+    factors = [linear_decay(e, 3, 4) for e in range(8)]
     assert factors == pytest.approx([1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
 
 
@@ -201,3 +182,57 @@ def test_load_from_checkpoint_without_arguments_and_translate(tmp_path):
         y = gen(x)
     torch.testing.assert_close(y, model(x))
     assert y.shape == (1, 3, 32, 32) and y.abs().max() <= 1
+
+
+def test_user_generator_by_target_trains_and_reloads_without_arguments(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from cutlight import CUTModule
+    from helpers import PlainGenerator
+
+    torch.manual_seed(0)
+    model = tiny_module(generator={"_target_": "helpers.PlainGenerator", "width": 6},
+                        objective={"nce_layers": [0, 1], "num_patches": 8}, val_metrics=False)
+    assert isinstance(model.generator, PlainGenerator) and model.sampler.in_channels == [6, 6]
+    trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0, enable_checkpointing=True,
+                           callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    before = snapshot(model)
+    trainer.fit(model, datamodule=tiny_data(tmp_path))
+    assert any(not torch.equal(before[k], v) for k, v in snapshot(model).items() if k.startswith("generator."))
+    loaded = CUTModule.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+    assert isinstance(loaded.generator, PlainGenerator) and loaded.generator.convs[0].out_channels == 6
+    x = torch.rand(1, 3, 10, 14) * 2 - 1  # size_multiple 1: any size
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+def test_generator_instance_is_not_saved_and_is_passed_again(tmp_path):
+    from cutlight import CUTModule
+    from helpers import PlainGenerator
+
+    model = tiny_module(generator=PlainGenerator(width=4), objective={"nce_layers": [0, 2], "num_patches": 8},
+                        val_metrics=False)
+    assert "generator" not in model.hparams and model.sampler.in_channels == [4, 3]
+    path = tmp_path / "m.ckpt"
+    tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=tiny_data(tmp_path))
+    model.trainer.save_checkpoint(path)
+    loaded = CUTModule.load_from_checkpoint(path, generator=PlainGenerator(width=4))
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+
+
+def test_bad_network_specs_name_the_network():
+    with pytest.raises(TypeError, match="cannot build generator cutlight.networks.generator.ResnetGenerator"):
+        tiny_module(generator={"ngf": 8, "n_blocks": 1, "bogus": 1})
+    with pytest.raises(ImportError, match="cannot import 'nowhere.Gen'"):
+        tiny_module(generator={"_target_": "nowhere.Gen"})
+
+
+def test_missing_inception_weights_warn_once_and_validation_runs(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights there; nothing may be downloaded
+    model = tiny_module(val_metrics=True)
+    with caplog.at_level("WARNING"):
+        tiny_trainer(tmp_path, max_steps=1, limit_val_batches=1).fit(model, datamodule=tiny_data(tmp_path))
+    assert model.evaluator is None
+    warnings = [r.getMessage() for r in caplog.records if "validation without FID/KID" in r.getMessage()]
+    assert len(warnings) == 1 and "make fid-weights" in warnings[0]

@@ -26,14 +26,17 @@ from reference.cut_reference import RefDiscriminator, RefDownsample, ReferenceSt
 ADAM = {"lr": 2e-4, "betas": (0.5, 0.999)}
 SIZE, ITERS = 32, 3
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: one thread avoids OpenMP spin-waits when other processes load the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+def gan_term(pred, real: bool, mode: str):
+    """The GAN objectives written out: LSGAN (squared error), vanilla / non-saturating (-log sigmoid of the
+    target side), hinge (discriminator side)."""
+    if mode == "lsgan":
+        return ((pred - (1.0 if real else 0.0)) ** 2).mean()
+    if mode in ("vanilla", "nonsaturating"):
+        return -F.logsigmoid(pred if real else -pred).mean()
+    return torch.relu(1 - pred).mean() if real else torch.relu(1 + pred).mean()
 
 
 def straightforward_step(obj, G, D, H, opt_g, opt_d, real_a, real_b):
@@ -50,15 +53,14 @@ def straightforward_step(obj, G, D, H, opt_g, opt_d, real_a, real_b):
     D.requires_grad_(True)
     opt_d.zero_grad()
     pred_fake, pred_real = D(fake_b.detach()), D(real_b)
-    loss_d = 0.5 * (F.mse_loss(pred_fake, torch.zeros_like(pred_fake))
-                    + F.mse_loss(pred_real, torch.ones_like(pred_real)))
+    loss_d = 0.5 * (gan_term(pred_fake, False, obj.gan_mode) + gan_term(pred_real, True, obj.gan_mode))
     loss_d.backward()
     opt_d.step()
 
     D.requires_grad_(False)
     opt_g.zero_grad()
     pred = D(fake_b)
-    loss_gan = F.mse_loss(pred, torch.ones_like(pred)) * obj.lambda_gan
+    loss_gan = (-pred.mean() if obj.gan_mode == "hinge" else gan_term(pred, True, obj.gan_mode)) * obj.lambda_gan
 
     def nce(src, tgt):
         feat_q = G.encode(tgt, obj.nce_layers)
@@ -187,6 +189,60 @@ def test_iteration_equals_straightforward(case, default_dtype, monkeypatch):
             for other in others:
                 assert_same_update(net, mine, other, before[net], null[net], tol)
 
+
+VARIANTS = {  # (objective kwargs, generator kwargs, discriminator kwargs, sampler kwargs)
+    "vanilla": ({"gan_mode": "vanilla"}, {}, {}, {}),
+    "nonsaturating": ({"gan_mode": "nonsaturating"}, {}, {}, {}),
+    "hinge": ({"gan_mode": "hinge"}, {}, {}, {}),
+    "no_mlp": ({}, {}, {}, {"use_mlp": False}),
+    "batch_norm": ({}, {"norm": "batch"}, {"norm": "batch"}, {}),
+    "batch_norm_no_idt": ({"nce_idt": False}, {"norm": "batch"}, {"norm": "batch"}, {}),
+    "dropout": ({}, {"dropout": 0.5}, {}, {}),
+}
+
+
+def deterministic_dropout(self, x):
+    """Dropout whose mask is a fixed function of each value (not of the RNG), so that features of an image are
+    the same in a joint forward and in a separate encoding, as they are without dropout."""
+    if not self.training:
+        return x
+    keep = torch.frac(x.detach().abs() * 1000.0) >= self.p
+    return x * keep / (1 - self.p)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_iteration_variants_equal_straightforward(variant, monkeypatch):
+    """Every gan_mode, heads without MLP, batch norm (keys and queries encoded part by part, as the reference
+    does) and dropout (masks made a function of the input: the two implementations draw their random masks in a
+    different order, so only the math, not the draws, can be compared) against the straightforward step, fp64."""
+    obj_kw, g_kw, d_kw, h_kw = VARIANTS[variant]
+    monkeypatch.setattr(nn.Dropout, "forward", deterministic_dropout)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        obj = CUTObjective(num_patches=16, **obj_kw)
+        G, D = ResnetGenerator(ngf=8, n_blocks=2, **g_kw), PatchDiscriminator(ndf=8, **d_kw)
+        H = PatchSampler(G.feature_channels(obj.nce_layers), mlp_dim=16, **h_kw)
+        plain = [copy.deepcopy(m) for m in (G, D, H)]
+        opt = lambda *nets: torch.optim.Adam([p for n in nets for p in n.parameters()], **ADAM)  # noqa: E731
+        ours_opts, plain_opts = (opt(G, H), opt(D)), (opt(plain[0], plain[2]), opt(plain[1]))
+        for it in range(2):
+            real_a, real_b = torch.randn(2, 3, SIZE, SIZE).tanh(), torch.randn(2, 3, SIZE, SIZE).tanh()
+            torch.manual_seed(100 + it)
+            got = obj.iteration(G, D, H, real_a, real_b, *ours_opts)
+            torch.manual_seed(100 + it)
+            want = straightforward_step(obj, *plain, *plain_opts, real_a, real_b)
+            for name in got:
+                close(got[name], want[name], f"{variant} {name}, iteration {it}", atol=1e-9, rtol=1e-9)
+            null = null_space_biases(G, {f"model.{i}" for i in obj.nce_layers}) | null_space_biases(D)
+            for net, mine, other in zip("GDH", (G, D, H), plain):
+                for (name, p), q in zip(mine.named_parameters(), other.parameters()):
+                    if net != "H" and name in null:  # exact gradient 0: round-off, which Adam scales to ~lr
+                        continue
+                    close(p, q, f"{variant} {net}.{name}, iteration {it}", atol=1e-9, rtol=0)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 @pytest.mark.parametrize("size", [(10, 14), (11, 13), (2, 3)])

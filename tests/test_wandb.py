@@ -6,9 +6,10 @@ here with a small reader since wandb 0.31 ships no Python one) and its ``files/m
 * the loss terms, ``val/fid``, ``val/kid``, ``perf/sec_per_iter`` and ``perf/peak_mem_mb`` are in the history,
   with the same values as the CSV logger;
 * image grids and the loss-curve plot were logged as 8-bit RGB PNGs;
-* the composed config and the module's hyperparameters are in the run config;
+* the run config is one tree, the composed config: its top-level keys are exactly those of the job's
+  ``config_resolved.yaml``, each written once (no flattened module / datamodule hyperparameters next to it);
 * the two jobs are two runs of one W&B group, each with its own config (not one run reused by both jobs).
-``_name_wandb_run`` is also unit-tested for single runs and multiruns without starting W&B.
+``_name_wandb_run`` is also unit-tested for single runs (overrides + time) and multiruns without starting W&B.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -25,10 +27,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import TINY_ARGS
+
 REPO = Path(__file__).resolve().parents[1]
 LOGGED = ["train/loss_d", "train/loss_g", "train/loss_g_gan", "train/loss_nce", "train/loss_nce_idt",
           "val/fid", "val/kid", "perf/sec_per_iter", "perf/peak_mem_mb"]
-IMAGE_KEYS = ["samples/realA_fakeB_realB_idtB", "plots/loss_curves"]
+IMAGE_KEYS = ["samples/translations", "plots/loss_curves"]
 
 
 def read_wandb_records(path: Path) -> list:
@@ -74,12 +78,13 @@ def parse_run(job_dir: Path) -> dict:
     runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     history = [{_key(i): json.loads(i.value_json) for i in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
-    config = {}
+    config, config_writes = {}, []
     for r in records:
         if r.WhichOneof("record_type") == "config":
             config.update({_key(i): json.loads(i.value_json) for i in r.config.update})
+            config_writes += [_key(i) for i in r.config.update]
     return dict(run=runs[0], n_runs=len(runs), kinds=kinds, history=history, config=config,
-                dir=run_files[0].parent)
+                config_writes=config_writes, dir=run_files[0].parent)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +93,8 @@ def multirun(tmp_path_factory) -> dict:
     sweep = tmp / "sweep"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb_dir"), "WANDB_SILENT": "true",
            "OMP_NUM_THREADS": "1", "CUTLIGHT_CACHE": str(tmp / "cache")}  # not an override: it would name the jobs
-    cmd = [sys.executable, "-m", "cutlight.train", "-m", "debug=tiny", "logger=wandb", "seed=0,1",
-           "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+    cmd = [sys.executable, "-m", "cutlight.train", "-m", *TINY_ARGS, "logger=wandb", "seed=0,1",
+           "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
            f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -126,17 +131,26 @@ def test_offline_run_has_metrics_images_and_hyperparameters(multirun):
             assert img.mode == "RGB"
             pixels = np.asarray(img)
         assert pixels.dtype == np.uint8 and pixels.std() > 5, png
-    # A grid is 4 columns (real A | G(A) | real B | G(B)) of 32 px images with 2 px padding.
+    # A grid is 3 labelled columns (input A | translation G(A) | target domain B) of 32 px images shown at 192 px
+    # (tile_size) with 4 px padding.
     with Image.open(grids[-1]) as img:
-        assert img.size[0] == 4 * 32 + 5 * 2
+        assert img.size[0] == 4 + 3 * (192 + 4)
 
-    # Hyperparameters: the composed Hydra config and the module's own hparams.
+    # Hyperparameters: one tree, the composed Hydra config (the module's and datamodule's hparams are not
+    # logged a second time next to it), every key written once.
     config = run["config"]
+    from omegaconf import OmegaConf
+
+    composed = OmegaConf.to_container(OmegaConf.load(job / "config_resolved.yaml"))
+    user_keys = [k for k in run["config_writes"] if not k.startswith("_")]  # "_wandb": W&B's own bookkeeping
+    assert sorted(user_keys) == sorted(composed), (sorted(user_keys), sorted(composed))
+    # the same values (the W&B logger node also holds the run name and group, set after the file was written)
+    assert {k: config[k] for k in composed if k != "logger"} == {k: v for k, v in composed.items() if k != "logger"}
     assert config["seed"] == 0
     assert config["model"]["objective"]["num_patches"] == 16
-    assert config["trainer"]["strategy"] == "auto"
-    assert config["generator"] == {**config["model"]["generator"]}  # the CUTModule hparams
-    assert config["val_metrics"]["extractor"] == "tiny"
+    assert config["trainer"]["accelerator"] == "cpu"
+    assert config["model"]["val_metrics"]["feature"] == 64
+    assert not {"generator", "objective", "val_metrics", "batch_size"} & set(config), sorted(config)
 
 
 @pytest.mark.slow
@@ -160,10 +174,10 @@ def hydra_config(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from cutlight.train import CONF_DIR
+    conf_dir = str(REPO / "conf")
 
     def make(mode: str, overrides: list[str]):
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
             cfg = compose("train", overrides=["logger=wandb", f"hydra.mode={mode}", *overrides],
                           return_hydra_config=True)
         from omegaconf import open_dict
@@ -185,7 +199,8 @@ def test_name_wandb_run_single_run(hydra_config):
 
     cfg = hydra_config("RUN", [])
     _name_wandb_run(cfg)
-    assert cfg.logger.wandb.name == "run7" and cfg.logger.wandb.group is None
+    assert re.fullmatch(r"seed=5 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", cfg.logger.wandb.name)  # overrides + time
+    assert cfg.logger.wandb.group is None
 
 
 def test_name_wandb_run_multirun_and_explicit_names(hydra_config):

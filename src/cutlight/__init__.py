@@ -4,18 +4,22 @@ The core (``cutlight.networks``, ``cutlight.losses``, ``cutlight.objectives``) i
 ``UnpairedDataModule`` (which need Lightning) are imported lazily from the package root.
 """
 
-from .losses import PatchNCELoss, discriminator_loss, generator_loss, patch_nce_loss
+from .losses import PatchNCELoss, discriminator_loss, generator_loss, multilayer_patch_nce, patch_nce_loss
 from .networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from .objectives import CUTObjective
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of truth: pyproject.toml reads it (tool.setuptools.dynamic)
 
 _LAZY = {
-    "CUTModule": ("cutlight.module", "CUTModule"),
+    "CUTModule": ("cutlight.lightning", "CUTModule"),
+    "CycleGANModule": ("cutlight.lightning", "CycleGANModule"),
+    "TranslationModule": ("cutlight.lightning", "TranslationModule"),
     "UnpairedDataModule": ("cutlight.data", "UnpairedDataModule"),
     "BuiltinDataModule": ("cutlight.data", "BuiltinDataModule"),
+    "SingleImageDataModule": ("cutlight.data", "SingleImageDataModule"),
     "load_generator": ("cutlight.inference", "load_generator"),
-    "translate_folder": ("cutlight.inference", "translate_folder"),
+    "translate": ("cutlight.inference", "translate"),
+    "translate_folder": ("cutlight.translate", "translate_folder"),
 }
 
 
@@ -36,6 +40,7 @@ __all__ = [
     "ResnetGenerator",
     "discriminator_loss",
     "generator_loss",
+    "multilayer_patch_nce",
     "patch_nce_loss",
     *_LAZY,
 ]

@@ -1,7 +1,11 @@
-"""Logger-agnostic callbacks: image grids, loss-curve plots, timing/memory and the built-in dataset's score.
+"""Logger-agnostic callbacks: image grids, full-image translations (SinCUT), loss-curve plots, timing/memory and the
+built-in dataset's score.
 
-Pictures are always written as PNG files under the run directory and, when the trainer has loggers that
-accept images (W&B's ``log_image``, TensorBoard's ``add_image``), logged there too.
+Pictures are always written as PNG files under the run's own directory (``dirpath``, else
+``cutlight.lightning.rundir.run_dir``: the first logger's version folder, e.g. ``lightning_logs/version_3/images``,
+never the current directory) and, when the trainer has loggers that accept images (W&B's ``log_image``,
+TensorBoard's ``add_image``), logged there too. Steps are training batches done (``rundir.batches_done``).
+``TranslationWriter`` (``trainer.predict``) writes translated image files.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid, save_image
 
+from .lightning.prediction import TranslationWriter
+from .lightning.rundir import batches_done, log_step
+from .lightning.rundir import output_dir as run_dir
+
+__all__ = ["ImageGrid", "LossCurves", "PerfMonitor", "TranslationScore", "TranslationWriter"]
+
 log = logging.getLogger(__name__)
-
-
-def run_dir(trainer: pl.Trainer, dirpath: str | None, sub: str) -> Path:
-    path = Path(dirpath) if dirpath else Path(trainer.default_root_dir) / sub
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) -> None:
@@ -34,9 +38,9 @@ def log_image(trainer: pl.Trainer, key: str, image_u8: torch.Tensor, step: int) 
             logger.experiment.add_image(key, image_u8, global_step=step)
 
 
-def batches_done(trainer: pl.Trainer) -> int:
-    """Training batches processed so far (``global_step`` counts optimizer steps: 2 per CUT iteration)."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+def to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) with C in {1, 3, 4} -> (N, 3, H, W) for display (grayscale repeated, alpha dropped)."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
 
 
 def _font(size: int):
@@ -84,21 +88,23 @@ def labelled_grid(columns: list[torch.Tensor], titles: list[str], scale: int = 1
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # (3, H', W') uint8
 
 
+
+
 class ImageGrid(pl.Callback):
-    """Every ``every_n_steps`` batches (and at the end of training) translate the same fixed validation images and
-    save a labelled grid, one row per image: ``input (A) | translation G(A) | target-domain example (B)``, to
-    ``images/step_XXXXXX.png`` (also sent to the loggers that take images). At the end of training
-    ``images/progress.png`` shows the translations of every saved step side by side, and ``last_path`` is the
-    final grid.
+    """Every ``every_n_steps`` batches, at the start and at the end of training, translate the same fixed
+    validation images and save a labelled grid, one row per image, with the columns of the module's ``visuals``
+    (CUT: ``input A | translation G(A) | target domain B``; CycleGAN: ``A | G_A(A) | G_B(G_A(A)) | B | G_B(B)``),
+    to ``images/step_XXXXXX.png`` (also sent to the loggers that take images). At the end of training
+    ``images/progress.png`` shows the translation column (the second) of every saved step side by side, and
+    ``last_path`` is the final grid. A grid is never overwritten: a resumed run reaching a step again writes
+    ``step_XXXXXX-resumed1.png``.
 
     Args:
-        every_n_steps: training batches between grids (0: only at the end).
+        every_n_steps: training batches between grids (0: only at the start and the end).
         num_images: rows (the first validation A and B images; the training set's first pairs without validation).
         tile_size: tiles are upscaled by an integer factor to at least this many pixels (nearest neighbour).
         dirpath: folder for the PNGs (default ``<run>/images``).
     """
-
-    TITLES = ("input (A)", "translation G(A)", "target domain (B)")
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 4, tile_size: int = 192,
                  dirpath: str | None = None):
@@ -110,6 +116,8 @@ class ImageGrid(pl.Callback):
         self.history: list[tuple[int, torch.Tensor]] = []  # (step, translations (N, 3, H, W) on CPU)
         self.last_path: Path | None = None
         self.progress_path: Path | None = None
+        self.columns: list[str] = []
+        self._written: set[int] = set()
 
     def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._fixed is None:
@@ -119,7 +127,8 @@ class ImageGrid(pl.Callback):
                 a = b = getattr(dm, "train_dataset", None)
                 if a is None:
                     return None
-                pick = [a[i] for i in range(min(self.num_images, len(a)))]
+                with torch.random.fork_rng(devices=[]):  # random crops: leave the training RNG stream alone
+                    pick = [a[i] for i in range(min(self.num_images, len(a)))]
                 self._fixed = (torch.stack([p["A"] for p in pick]), torch.stack([p["B"] for p in pick]))
             else:
                 n = min(self.num_images, len(a), len(b))
@@ -135,42 +144,51 @@ class ImageGrid(pl.Callback):
         if not trainer.is_global_zero:
             return
         images = self._images(trainer)
-        if images is None:
-            return
         step = batches_done(trainer)
-        if self.history and self.history[-1][0] == step and self.last_path is not None:
-            return  # already written at this step (periodic grid on the last batch)
+        if images is None or step in self._written:  # this state's grid is already written
+            return
         was_training = module.training
         module.eval()
-        real_a, real_b = images
-        fake_b = module(real_a.to(module.device)).float().cpu()
+        real_a, real_b = (x.to(module.device) for x in images)
+        columns = module.visuals(real_a, real_b)  # label -> (N, C, H, W); the method chooses its columns
         module.train(was_training)
-        self.history.append((step, fake_b))
-        grid = labelled_grid([real_a, fake_b, real_b], list(self.TITLES), self._scale(real_a.shape[-1]),
-                             caption=f"step {step}")
+        cols = [to_rgb(c.float().clamp(-1, 1)).cpu() for c in columns.values()]
+        self.history.append((step, cols[1]))
+        grid = labelled_grid(cols, list(columns), self._scale(real_a.shape[-1]), caption=f"step {step}")
         path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
+        resumed = 0
+        while path.exists():  # a resumed run reaching a step again: keep the earlier grid
+            resumed += 1
+            path = path.with_name(f"step_{step:06d}-resumed{resumed}.png")
         save_image(grid.float() / 255, path)
-        self.last_path = path
-        log_image(trainer, "samples/input_translation_target", grid, step)
+        self._written.add(step)
+        self.last_path, self.columns = path, list(columns)
+        log_image(trainer, "samples/translations", grid, step)
 
     def write_progress(self, trainer: pl.Trainer, max_steps: int = 10) -> None:
-        """``images/progress.png``: input | G(A) at the saved steps (at most ``max_steps``, evenly spread, first
-        and last included) | target-domain example."""
+        """``images/progress.png``: the input column, the translation column at the saved steps of this run (at
+        most ``max_steps``, evenly spread, first and last included), then the last column (CUT: a target-domain
+        example)."""
         if not self.history or self._fixed is None:
             return
-        real_a, real_b = self._fixed
+        real_a, real_b = (to_rgb(x.float()) for x in self._fixed)
         n = len(self.history)
         picks = sorted({round(i * (n - 1) / (max_steps - 1)) for i in range(max_steps)}) if n > max_steps else range(n)
         shown = [self.history[i] for i in picks]
         columns = [real_a, *(fake for _, fake in shown), real_b]
-        titles = ["input (A)", *(f"step {step}" for step, _ in shown), "target (B)"]
+        titles = [self.columns[0], *(f"step {step}" for step, _ in shown), "B"]
         scale = max(1, self._scale(real_a.shape[-1]) // 2)
-        grid = labelled_grid(columns, titles, scale, caption="translation G(A) during training")
-        self.progress_path = run_dir(trainer, self.dirpath, "images") / "progress.png"
-        save_image(grid.float() / 255, self.progress_path)
+        grid = labelled_grid(columns, titles, scale, caption=f"{self.columns[1]} during training")
+        path = run_dir(trainer, self.dirpath, "images") / "progress.png"
+        resumed = 0
+        while path.exists():  # a resumed run: keep the earlier picture
+            resumed += 1
+            path = path.with_name(f"progress-resumed{resumed}.png")
+        save_image(grid.float() / 255, path)
+        self.progress_path = path
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.write(trainer, pl_module)  # step 0: the untrained (or resumed) generator
+        self.write(trainer, pl_module)  # the untrained (or resumed) generator
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps > 0 and batches_done(trainer) % self.every_n_steps == 0:
@@ -181,7 +199,99 @@ class ImageGrid(pl.Callback):
         if trainer.is_global_zero:
             self.write_progress(trainer)
         if self.last_path is not None:
-            log.info("image grids (input | translation | target-domain example): %s", self.last_path.parent)
+            log.info("image grids (columns: %s): %s", " | ".join(self.columns), self.last_path.parent)
+
+
+class FullImageTranslation(pl.Callback):
+    """Single-image translation (SinCUT): at every validation end, and at the end of training, translate the whole
+    source image at its own resolution (``trainer.datamodule.full_images()``, e.g. ``SingleImageDataModule``; a
+    no-op for datamodules without it) and
+
+    * save ``images/full_step_XXXXXX.png`` (source | translation | target, the target scaled to the source's
+      height) and ``images/translation_step_XXXXXX.png`` (the translation alone, at the source's size), and send
+      the panel to loggers that take images (``samples/full_source_translation_target``);
+    * log ``val/nce`` and ``val/nce_idt``: PatchNCE of G(source) against the source and of G(target) against the
+      target through the module's objective (``evaluation_nce``: unweighted, ``nce_patches`` positions per layer,
+      same-image negatives; chance is about log(nce_patches)). ``nce_patches: 0`` or a module without PatchNCE
+      heads skips them.
+
+    Generator noise (SinCUT's generator draws fresh noise at every call) and patch positions come from a fixed
+    ``seed`` in a forked RNG: successive images differ only by the weights, and training's random stream is left
+    as it was. Images are clamped to [-1, 1] for display (SinCUT's generator has no final tanh). The
+    discriminator is not used. Rank 0 only.
+    """
+
+    KEY = "samples/full_source_translation_target"
+
+    def __init__(self, nce_patches: int = 256, seed: int = 0, dirpath: str | None = None):
+        self.nce_patches, self.seed, self.dirpath = nce_patches, seed, dirpath
+        self.last_path: Path | None = None
+        self._stale = False  # trained since the last picture
+
+    @torch.no_grad()
+    def write(self, trainer: pl.Trainer, module: pl.LightningModule, with_metrics: bool) -> dict[str, float]:
+        full_images = getattr(trainer.datamodule, "full_images", None)
+        if not trainer.is_global_zero or full_images is None:
+            return {}
+        from .inference import pad_to_multiple, tensor_to_image
+
+        source, target = (x.to(module.device) for x in full_images())  # (1, C, H, W) each, own sizes
+        h, w = source.shape[-2:]
+        was_training = module.training
+        module.eval()
+        metrics = {}
+        with torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            src = pad_to_multiple(source, module.size_multiple)  # the generator's own sizes, for the NCE too
+            fake = module(src).float()  # (1, C_out, H', W')
+            objective, sampler = getattr(module, "objective", None), getattr(module, "sampler", None)
+            if with_metrics and self.nce_patches > 0 and sampler is not None and hasattr(objective, "evaluation_nce"):
+                tgt = pad_to_multiple(target, module.size_multiple)
+                nce = objective.evaluation_nce(module.generator, sampler, src, fake, self.nce_patches)
+                nce_idt = objective.evaluation_nce(module.generator, sampler, tgt, module(tgt).float(),
+                                                   self.nce_patches)
+                metrics = {"val/nce": float(nce), "val/nce_idt": float(nce_idt)}
+        module.train(was_training)
+        fake = fake[..., :h, :w].cpu()
+        step = batches_done(trainer)
+        folder = run_dir(trainer, self.dirpath, "images")
+        tensor_to_image(fake[0].clamp(-1, 1)).save(folder / f"translation_step_{step:06d}.png")
+        panel = full_image_panel(source.cpu(), fake, target.cpu())
+        self.last_path = folder / f"full_step_{step:06d}.png"
+        save_image(panel.float() / 255, self.last_path)
+        log_image(trainer, self.KEY, panel, step)
+        self._stale = False
+        return metrics
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stale = True
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = self.write(trainer, pl_module, with_metrics=True)
+        if metrics:
+            pl_module.log_dict(metrics, rank_zero_only=True)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._stale:  # the final weights, unless the last validation showed them
+            self.write(trainer, pl_module, with_metrics=False)
+        if self.last_path is not None:
+            log.info("full-image translations (source | translation | target): %s", self.last_path.parent)
+
+
+def full_image_panel(source: torch.Tensor, translation: torch.Tensor, target: torch.Tensor, gap: int = 4
+                     ) -> torch.Tensor:
+    """source | translation | target side by side (the target scaled to the source's height, aspect kept), white
+    gaps: (1, C, H, W) images in [-1, 1] (clamped) -> (3, H, W_total) uint8."""
+    from .metrics import to_uint8
+
+    h = source.shape[-2]
+    width = max(1, round(target.shape[-1] * h / target.shape[-2]))
+    target = torch.nn.functional.interpolate(target.float(), size=(h, width), mode="bilinear", antialias=True)
+    parts = [to_uint8(x.float(), rgb=True)[0] for x in (source, translation, target)]  # (3, H, W_i) each
+    white = torch.full((3, h, gap), 255, dtype=torch.uint8)
+    return torch.cat([parts[0], white, parts[1], white, parts[2]], dim=2)
 
 
 class LossCurves(pl.Callback):
@@ -248,7 +358,15 @@ class LossCurves(pl.Callback):
 
 class PerfMonitor(pl.Callback):
     """Logs ``perf/sec_per_iter`` (wall time between consecutive training batches) and ``perf/peak_mem_mb``
-    (max allocated CUDA memory on GPU, peak process RSS on CPU) every batch."""
+    (max allocated CUDA memory on GPU, peak process RSS on CPU) every batch.
+
+    Why not Lightning's monitors: ``ThroughputMonitor`` logs windowed rates (batches/s once 100 batches are in
+    the window) straight to the loggers, so they reach neither the progress bar nor ``callback_metrics`` (the
+    end-of-run summary, sweeps' ``optimized_metric``), needs a ``batch_size_fn`` and warns unless the module
+    defines ``flops_per_batch``; ``DeviceStatsMonitor`` logs dozens of per-device keys (CUDA allocator stats;
+    CPU utilisation through psutil), not one peak-memory number; ``Timer`` measures whole stages (and enforces
+    ``Trainer(max_time=...)``), not iterations. Add any of them next to this one when wanted.
+    """
 
     def __init__(self):
         self._last: float | None = None
@@ -272,17 +390,19 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class TranslationScore(pl.Callback):
     """At each validation end, scores the translation of the validation A images with the datamodule's
-    ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``."""
+    ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``;
+    at each test end the same on the test A images, logged as ``test/<name>`` (so it is in ``trainer.test``'s
+    results and the module's results table)."""
 
     def __init__(self, max_images: int = 64):
         self.max_images = max_images
         self.history: list[dict[str, float]] = []
 
     @torch.no_grad()
-    def score(self, trainer, pl_module) -> dict[str, float] | None:
+    def score(self, trainer, pl_module, split: str = "val") -> dict[str, float] | None:
         dm = trainer.datamodule
         score_fn = getattr(dm, "translation_score", None)
-        dataset = getattr(dm, "val_dataset_a", None)
+        dataset = getattr(dm, f"{split}_dataset_a", None)
         if score_fn is None or dataset is None:
             return None
         n = min(self.max_images, len(dataset))
@@ -291,8 +411,12 @@ class TranslationScore(pl.Callback):
         pl_module.eval()
         fake_b = torch.cat([pl_module(chunk).float() for chunk in real_a.split(16)])
         pl_module.train(was_training)
+        if not torch.isfinite(fake_b).all():  # no score for NaN images (they would look black, not missing)
+            log.error("translation score not computed: the generator produced non-finite images")
+            return None
         scores = score_fn(real_a.cpu(), fake_b.cpu())
-        self.history.append(scores)
+        if split == "val":
+            self.history.append(scores)
         return scores
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -306,3 +430,10 @@ class TranslationScore(pl.Callback):
         scores = self.score(trainer, pl_module)
         if scores:
             pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)
+            if trainer.state.fn == "fit":
+                log_step(pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        scores = self.score(trainer, pl_module, "test")
+        if scores:
+            pl_module.log_dict({f"test/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)

@@ -4,8 +4,9 @@
                                 [--no-antialias] [--device cpu|cuda]
     python -m cutlight.evaluate --translate CKPT --input DIR [--output DIR] --real DIR ...
 
-Images (searched recursively, like ``translate_folder`` writes them; png, jpg, jpeg, bmp, webp, tif, tiff) are read as RGB uint8 at their own size and
-fed in batches of consecutive same-size images; the Inception network resizes them to 299x299 itself.
+Images (searched recursively, like ``translate_folder`` writes them; png, jpg, jpeg, bmp, webp, tif, tiff) are
+decoded by the package's one loader as RGB uint8 at their own size and fed in batches of consecutive same-size
+images; the Inception network resizes them to 299x299 itself.
 Inception runs once per image; FID and KID are computed by torchmetrics from the same features.
 ``--no-antialias`` selects the original FID resize, which is what matches published numbers.
 """
@@ -20,25 +21,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
+from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
-from cutlight.data.folder import list_images
-from cutlight.metrics import build_fid, build_kid, inception_extractor
+from cutlight.data.folder import list_images, load_image
+from cutlight.metrics import Evaluator
 from cutlight.metrics import kid_subset_size as default_kid_subset_size
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """One image file as RGB uint8 (3, H, W) (grayscale repeated, alpha dropped); raises naming the file."""
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))  # (H, W, 3)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image file '{path}': {err}") from err
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (3, H, W)
+    """One image file as RGB uint8 (3, H, W), decoded by the package's one loader (EXIF orientation, alpha on
+    white, palette, 16-bit, grayscale repeated); raises naming the file."""
+    return pil_to_tensor(load_image(path, 3))  # (3, H, W)
 
 
 def iter_batches(files: list[Path], batch_size: int) -> Iterator[torch.Tensor]:
@@ -54,17 +50,6 @@ def iter_batches(files: list[Path], batch_size: int) -> Iterator[torch.Tensor]:
         yield torch.stack(batch)
 
 
-class _Precomputed(nn.Module):
-    """Identity 'feature extractor': lets FID and KID share features computed once. (B, F) -> (B, F)."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats
-
-
 @torch.no_grad()
 def evaluate_folders(
     fake_dir: str | os.PathLike,
@@ -72,16 +57,16 @@ def evaluate_folders(
     batch_size: int = 32,
     antialias: bool = True,
     kid_subset_size: int | None = None,
-    feature_extractor: nn.Module | None = None,
+    feature_extractor: nn.Module | dict | None = None,
     device: str | torch.device | None = None,
 ) -> dict:
-    """FID and KID of the images in ``fake_dir`` against those in ``real_dir``.
+    """FID and KID of the images in ``fake_dir`` against those in ``real_dir`` (``cutlight.metrics.Evaluator``).
 
     Args:
         batch_size: images per forward pass (at most; a size change starts a new batch).
         antialias: Inception resize mode; False = original FID resize (matches papers).
         kid_subset_size: default ``min(1000, n_fake, n_real)``.
-        feature_extractor: uint8 (B, 3, H, W) -> (B, num_features) module replacing Inception (e.g. tests).
+        feature_extractor: replaces Inception (an ``nn.Module`` with ``num_features`` or a ``_target_`` spec).
         device: default "cuda" when available, else "cpu".
     Returns:
         ``dict(fid, kid_mean, kid_std, n_fake, n_real)`` (floats and ints).
@@ -94,26 +79,15 @@ def evaluate_folders(
     if not 2 <= subset <= min(n_fake, n_real):
         raise ValueError(f"kid_subset_size={subset} must be in [2, min(n_fake={n_fake}, n_real={n_real})]")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net = feature_extractor if feature_extractor is not None else inception_extractor(antialias=antialias)
-    net = net.to(device).eval()
-    shared = _Precomputed(net.num_features)
-    fid = build_fid(feature_extractor=shared).to(device)
-    kid = build_kid(subset, feature_extractor=shared).to(device)
+    evaluator = Evaluator(kid_subset_size=subset, extractor=feature_extractor, antialias=antialias).to(device)
     for name, files, real in (("real", real_files, True), ("fake", fake_files, False)):
         with tqdm(total=len(files), desc=f"{name} images", unit="img", file=sys.stderr) as bar:
             for imgs in iter_batches(files, batch_size):
-                feats = net(imgs.to(device))  # (B, F)
-                fid.update(feats, real=real)
-                kid.update(feats, real=real)
+                evaluator.update(imgs.to(device), real=real)
                 bar.update(len(imgs))
-    kid_mean, kid_std = kid.compute()  # subsets drawn from cutlight.metrics.KID_SEED
-    return dict(
-        fid=float(fid.compute()),
-        kid_mean=float(kid_mean),
-        kid_std=float(kid_std),
-        n_fake=n_fake,
-        n_real=n_real,
-    )
+    values = evaluator.compute()  # KID subsets drawn from cutlight.metrics.KID_SEED
+    return dict(fid=float(values["fid"]), kid_mean=float(values["kid"]), kid_std=float(values["kid_std"]),
+                n_fake=n_fake, n_real=n_real)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -1,42 +1,139 @@
 """Hydra training entrypoint: ``python -m cutlight.train [group=option ...] [key=value ...]``.
 
-Composes ``conf/train.yaml`` (groups data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
-instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, and
-prints where the run's outputs are. This is the only module that sees a DictConfig.
+Composes ``train.yaml`` of the package ``cutlight.conf`` (the repository's ``conf/``, shipped in the wheel; groups
+data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
+instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, optionally
+tests (``test_after_fit=true``: the best-``val/fid`` checkpoint when one is kept, else the final weights), and
+prints where the run's outputs are (also into the run's log file). This is the only module that sees a DictConfig.
+
+Runs are named after what differs from the defaults: a run's folder is ``outputs/<date>/<overrides>/<time>``
+(``<overrides>`` = Hydra's ``override_dirname``: the experiment and the command-line overrides, without paths),
+which names it in TensorBoard and the CSV files; its W&B run is named ``<overrides> <date> <time>``.
+
+Bad values fail before training with their config key (``model.optimizer.lr='abc' is invalid: expected ...``).
+Resuming (``resume=<run folder>``, ``ckpt_path=<file>`` or ``ckpt_path=last``) checks the checkpoint first
+(errors name the file and what is wrong with it) and continues the same run: in the run's own folder with
+``resume`` (metrics appended, the same W&B run), or in a new folder that links to the old one (``resumed_from``)
+and continues its ``csv/metrics.csv``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import warnings
+from datetime import datetime
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+
+from .checks import ConfigValueError
+from .lightning.rundir import RESULTS_CSV, RESULTS_MD
 
 log = logging.getLogger("cutlight.train")
 
-CONF_DIR = os.environ.get("CUTLIGHT_CONF_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
 
-if not OmegaConf.has_resolver("add"):
-    OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
+def _instantiate(node: DictConfig, key: str, **kwargs):
+    """``instantiate(node)``; a bad value's ``ConfigValueError`` comes out with its full config key (``key.``...)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigValueError):
+            raise cause.prefixed(key) from None
+        raise
 
 
-def _instantiate_all(node: DictConfig | None) -> list:
+def _instantiate_all(node: DictConfig | None, key: str) -> list:
     """Instantiate every ``_target_`` child of a group node (``logger``, ``callbacks``); null entries are off."""
     if not node:
         return []
-    return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
+    return [_instantiate(child, f"{key}.{name}") for name, child in node.items()
+            if child is not None and "_target_" in child]
+
+
+def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
+    """The checkpoint a run resumes from (``resume`` / ``ckpt_path``), checked, and its ``cutlight`` section (run
+    folder, logger ids); ``(None, {})`` for a fresh start. Prepares ``out`` when it is not the checkpoint's own run folder (see the module docstring).
+    """
+    from .lightning.resume import find_last_checkpoint, read_resume_checkpoint
+
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume:
+        if not (Path(resume).expanduser() / "checkpoints").is_dir():
+            raise ConfigValueError("resume", resume, "a run folder holding checkpoints/ (outputs/<date>/<time>)")
+        ckpt_path = ckpt_path or "last"
+    if not ckpt_path:
+        return None, {}
+    if ckpt_path == "last":
+        folder = (Path(resume).expanduser() if resume else out) / "checkpoints"
+        found = find_last_checkpoint(folder)
+        if found is None:
+            if resume:
+                raise ConfigValueError("resume", resume, f"a run folder holding a readable checkpoint; none in {folder}")
+            log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", folder)
+            return None, {}
+        path, ckpt = found
+    else:
+        path = Path(ckpt_path).expanduser()
+        ckpt = read_resume_checkpoint(path)
+    log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"), ckpt.get("global_step"))
+    info = ckpt.get("cutlight") or {}
+    old = Path(info.get("run_dir") or path.resolve().parent.parent)
+    if old.resolve() != out.resolve():
+        _link_previous_run(old, out)
+    return str(path), info
+
+
+def _link_previous_run(old: Path, out: Path) -> None:
+    """A resumed run in a new folder: link ``out/resumed_from`` to the old run and continue its metrics CSV."""
+    if rank_zero_only.rank != 0:  # DDP: the files are rank 0's to write
+        return
+    link = out / "resumed_from"
+    if old.is_dir() and not link.exists() and not link.is_symlink():
+        os.symlink(old.resolve(), link, target_is_directory=True)
+    old_csv, new_csv = old / "csv" / "metrics.csv", out / "csv" / "metrics.csv"
+    if old_csv.is_file() and not new_csv.exists():  # the resumed run drops the rows it trains again
+        new_csv.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(old_csv, new_csv)
+    log.info("continuing run %s in %s (link: %s)", old, out, link)
+
+
+def _continue_wandb_run(cfg: DictConfig, resumed: dict) -> None:
+    """Resuming: log into the W&B run the checkpoint was written by (its id; ``resume="allow"``), unless the
+    config names a run id itself."""
+    run_id = (resumed.get("loggers") or {}).get("WandbLogger")
+    if run_id and (cfg.get("logger") or {}).get("wandb") and not cfg.logger.wandb.get("id"):
+        with open_dict(cfg):
+            cfg.logger.wandb.id, cfg.logger.wandb.resume = run_id, "allow"
+
+
+def _save_config(cfg: DictConfig, out: Path) -> None:
+    """``config_resolved.yaml``; a resumed run keeps it and adds ``config_resolved.resume<N>.yaml``."""
+    if rank_zero_only.rank != 0:  # DDP: rank 0 writes it
+        return
+    path, n = out / "config_resolved.yaml", 0
+    while path.exists():
+        n += 1
+        path = out / f"config_resolved.resume{n}.yaml"
+    OmegaConf.save(cfg, path, resolve=True)
 
 
 def _name_wandb_run(cfg: DictConfig) -> None:
-    """W&B: multirun jobs share a group (the sweep folder), are named after their overrides, and each gets its
-    own run (the jobs of a local multirun share one process)."""
+    """W&B: a single run is named after its overrides and the time (``debug=tiny,seed=1 2024-05-01 12:00:00``;
+    ``defaults ...`` without overrides); multirun jobs share a group (the sweep folder), are named after their
+    overrides, and each gets its own run (the jobs of a local multirun share one process)."""
     if not (cfg.get("logger") or {}).get("wandb") or not HydraConfig.initialized():
         return  # no W&B logger (absent or logger.wandb=null), or not run by Hydra
     hc = HydraConfig.get()
@@ -45,7 +142,7 @@ def _name_wandb_run(cfg: DictConfig) -> None:
         if hc.mode == RunMode.MULTIRUN:
             wb.group = wb.group or Path(hc.sweep.dir).name
             wb.name = wb.name or (hc.job.override_dirname or f"job{hc.job.num}")
-        wb.name = wb.name or Path(hc.runtime.output_dir).name
+        wb.name = wb.name or f"{hc.job.override_dirname or 'defaults'} {datetime.now():%Y-%m-%d %H:%M:%S}"
     if hc.mode == RunMode.MULTIRUN:
         import wandb
 
@@ -53,46 +150,102 @@ def _name_wandb_run(cfg: DictConfig) -> None:
             wandb.finish()
 
 
+class _NoTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: try installing ..." advertisements (one per fit and per checkpoint callback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet() -> None:
+    """Lightning's tips off; torch's ``LeafSpec`` deprecation, which Lightning's own code triggers on every fit
+    with recent torch, silenced (nothing a user can change)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in logger.filters):
+            logger.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def _test_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str]:
+    """(checkpoint for ``trainer.test``, which weights that is, in words): the best ``val/fid`` checkpoint kept by
+    a ModelCheckpoint, else None, the weights in memory (those at the end of training)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val/fid" and cb.best_model_path:
+            return cb.best_model_path, f"best val/fid ({float(cb.best_model_score):.4g}) checkpoint {cb.best_model_path}"
+    return None, "final weights (no checkpoint monitors val/fid; callbacks=best_fid keeps the best one)"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train from a composed config; returns the final callback metrics as floats."""
+    """Train from a composed config; returns the final callback metrics as floats (with ``test/*`` after a test)."""
+    _quiet()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    _save_config(cfg, out)
+    ckpt_path, resumed = _resume_checkpoint(cfg, out)
+    _continue_wandb_run(cfg, resumed)
     _name_wandb_run(cfg)
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:  # the composed config next to the metrics (W&B: the run's config panel)
+    datamodule = _instantiate(cfg.data, "data")
+    model = _instantiate(cfg.model, "model")
+    if hasattr(model, "check_crop_size"):  # crop size against the networks, before the data files are checked
+        model.check_crop_size(datamodule)
+    callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")
+    loggers = _instantiate_all(cfg.get("logger"), "logger")
+    trainer: pl.Trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    # one config tree per run: the composed config (W&B: the run's config panel), not also the module's and the
+    # datamodule's hyperparameters, which are the same values flattened
+    model._log_hyperparams = datamodule._log_hyperparams = False
+    for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     before = {}
-    if cfg.get("validate_before_fit") and not cfg.get("ckpt_path"):
+    if cfg.get("validate_before_fit") and not ckpt_path:
         # FID/KID of the untrained generator: the "before" numbers (reals are recomputed at fit start)
         before = {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule, verbose=False)[0].items()}
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    tested = None
+    if cfg.get("test_after_fit") and not trainer.fast_dev_run:
+        ckpt, tested = _test_checkpoint(trainer)
+        log.info("testing the %s", tested)
+        model.results_dir = str(out)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        metrics.update({k: float(v) for k, v in results[0].items()})
     if trainer.is_global_zero:
-        _print_summary(trainer, out, metrics, before)
+        _report_summary(trainer, out, metrics, before, tested)
     for logger in loggers:
         if hasattr(logger, "log_image") and trainer.is_global_zero:  # W&B: close the run (next one starts fresh)
             logger.experiment.finish()
     return metrics
 
 
-def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float]) -> None:
-    """The run's outputs and numbers; the final image grid comes last (the line to open first)."""
-    from .callbacks import ImageGrid, LossCurves, TranslationScore
+def _report_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
+                    tested: str | None = None) -> None:
+    """The end-of-run summary on stdout and, as one record, in the run's log file (Hydra's ``<run>/train.log``)."""
+    text = _summary(trainer, out, metrics, before, tested)
+    print(text, flush=True)
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, text.strip("\n"), None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):  # not the console handler: printed once
+            handler.handle(record)
+
+
+def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
+             tested: str | None = None) -> str:
+    from .callbacks import FullImageTranslation, ImageGrid, LossCurves, TranslationScore
 
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
     grid = None
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
             grid = cb
+        if isinstance(cb, FullImageTranslation) and cb.last_path:
+            lines.append(f"  full image (source | translation | target): {cb.last_path}")
         if isinstance(cb, LossCurves) and cb.path:
             lines.append(f"  loss curves:        {cb.path}")
         if isinstance(cb, TranslationScore) and cb.history:
@@ -111,20 +264,39 @@ def _print_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], be
     shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "perf/"))}
     if shown:
         lines.append("  final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
-    if grid is not None:
+    if tested:
+        lines.append(f"  test of the {tested}")
+        shown = {k: v for k, v in metrics.items() if k.startswith("test/")}
+        lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+        if (out / RESULTS_MD).exists():
+            lines.append(f"  test results table: {out / RESULTS_MD} (and {RESULTS_CSV})")
+    if grid is not None:  # last: the picture to open first
         lines.append(f"  image grids:        {grid.last_path.parent}")
         if grid.progress_path:
-            lines.append(f"  progress (G(A) at every grid step): {grid.progress_path}")
+            lines.append(f"  progress (the translation at every grid step): {grid.progress_path}")
         lines.append("=" * 72)
-        lines.append(f"final image grid (input | translation | target-domain example): {grid.last_path}")
+        lines.append(f"final image grid ({' | '.join(grid.columns)}): {grid.last_path}")
     else:
         lines.append("=" * 72)
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix (bad value, bad file, diverged run): reported by their message alone
+    (Hydra still marks the job failed, and ``cutlight.runs.RunRecord`` records the error)."""
+    from .checkpoint import CheckpointError
+    from .data.checks import ImageCheckError
+    from .lightning.reliability import NonFiniteError
+
+    return ConfigValueError, ImageCheckError, CheckpointError, NonFiniteError, FileNotFoundError, NotADirectoryError
+
+
+@hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except _expected_errors() as err:  # the message says it all: no traceback through Lightning's loops
+        raise err.with_traceback(None) from None
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

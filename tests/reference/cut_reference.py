@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class RefDownsample(nn.Module):
     """Reference blur-pool: ReflectionPad2d(1) module, then depthwise 3x3 conv with stride 2."""
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from cutlight.data.folder import list_images, load_image
+from cutlight.data.folder import MAX_IMAGE_PIXELS, list_images, load_image
 from cutlight.data.transforms import EvalTransform, TrainTransform
 
 
@@ -23,8 +24,9 @@ class UnpairedImageDataset(Dataset):
         dir_a, dir_b: folders searched recursively for images (see :func:`~cutlight.data.folder.list_images`).
         load_size, crop_size, preprocess, flip: the training transform.
         serial_batches: pair A and B by index instead of drawing B at random.
-        input_nc, output_nc: channel count (1 or 3) of the A and of the B images.
+        input_nc, output_nc: channel count (1, 3 or 4: L, RGB, RGBA) of the A and of the B images.
         max_dataset_size: keep only the first N files (sorted by path) of each domain.
+        max_image_pixels: refuse larger images (see :func:`~cutlight.data.folder.load_image`).
 
     Returns (``dataset[i]``): ``{"A": (input_nc, H, W), "B": (output_nc, H, W)`` float32 in [-1, 1],
     ``"A_path": str, "B_path": str}``.
@@ -42,7 +44,9 @@ class UnpairedImageDataset(Dataset):
         input_nc: int = 3,
         output_nc: int = 3,
         max_dataset_size: int | None = None,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
+        self.max_image_pixels = max_image_pixels
         self.paths_a = list_images(dir_a, max_dataset_size)
         self.paths_b = list_images(dir_b, max_dataset_size)
         self.serial_batches = serial_batches
@@ -63,27 +67,32 @@ class UnpairedImageDataset(Dataset):
         else:
             index_b = int(torch.randint(len(self.paths_b), (1,)).item())
         path_b = self.paths_b[index_b]
-        real_a = self.transform_a(load_image(path_a, self.input_nc), str(path_a))  # (input_nc, H, W)
-        real_b = self.transform_b(load_image(path_b, self.output_nc), str(path_b))  # (output_nc, H, W)
+        real_a = self.transform_a(load_image(path_a, self.input_nc, self.max_image_pixels), str(path_a))  # (C, H, W)
+        real_b = self.transform_b(load_image(path_b, self.output_nc, self.max_image_pixels), str(path_b))
         return {"A": real_a, "B": real_b, "A_path": str(path_a), "B_path": str(path_b)}
 
 
 class SingleFolderDataset(Dataset):
-    """Deterministic images of one folder (validation / evaluation): resize to ``size`` x ``size``, no crop or flip.
+    """Deterministic images of one folder (validation / evaluation / prediction): resize to ``size`` x ``size``
+    (``size=None``: each image at its own size), no crop or flip.
 
     Args:
-        folder: searched recursively; files sorted by relative path.
-        size: output side length.
-        channels: 1 or 3.
+        folder: searched recursively; files sorted by relative path (``root`` keeps the folder).
+        size: output side length, or None.
+        channels: 1, 3 or 4 (L, RGB, RGBA).
         max_images: keep only the first N files.
+        max_image_pixels: refuse larger images (see :func:`~cutlight.data.folder.load_image`).
 
     Returns (``dataset[i]``): ``{"image": (channels, size, size)`` float32 in [-1, 1], ``"path": str,
     "index": int}``.
     """
 
     def __init__(
-        self, folder: str | os.PathLike, size: int, channels: int = 3, max_images: int | None = None
+        self, folder: str | os.PathLike, size: int | None, channels: int = 3, max_images: int | None = None,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
+        self.max_image_pixels = max_image_pixels
+        self.root = Path(folder).expanduser()
         self.paths = list_images(folder, max_images)
         self.channels = channels
         self.transform = EvalTransform(size, channels)
@@ -93,5 +102,5 @@ class SingleFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str | int]:
         path = self.paths[index]
-        image = self.transform(load_image(path, self.channels))  # (C, size, size)
+        image = self.transform(load_image(path, self.channels, self.max_image_pixels))  # (C, size, size)
         return {"image": image, "path": str(path), "index": index}

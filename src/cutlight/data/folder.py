@@ -1,18 +1,24 @@
 """Listing and decoding image files.
 
 * :func:`list_images` walks a folder recursively and returns the image files sorted by their path relative to
-  the folder. Files with other extensions are skipped with a ``logging`` warning (count and one example), never
-  silently. A missing folder raises ``FileNotFoundError``; a folder without images raises ``ValueError``.
-* :func:`load_image` decodes one file into a PIL image with the requested channel count. Decoding failures raise
-  ``ValueError`` naming the file.
+  the folder. Symbolic links are followed, each real directory once (a link loop or a link back to a parent
+  neither hangs the walk nor lists a file twice). Files with other extensions are skipped with a ``logging``
+  warning (count and one example), never silently; so are folders that cannot be listed. A missing folder raises
+  ``FileNotFoundError``; a folder without images raises ``ValueError``.
+* :func:`load_image` decodes one file into a PIL image with the requested channel count. Every failure raises
+  ``ValueError`` naming the file: undecodable or truncated data, an unsupported mode, and images with more than
+  ``max_pixels`` pixels (default :data:`MAX_IMAGE_PIXELS`, Pillow's decompression-bomb limit; in training the
+  ``data.max_image_pixels`` setting).
 
 Channel conversion (:func:`convert_channels`):
 
 * palette (``P``) images are expanded to RGB, or to RGBA when they carry a transparency entry;
-* images with alpha (``RGBA``, ``LA``, ``PA``) are alpha-composited **on a white background** (a transparent
-  pixel becomes white, not the colour hidden under alpha 0);
 * 16-bit grayscale (``I;16*``, ``I``) is scaled by 1/256 to 8 bits (Pillow's own conversion would clip);
-* the result is ``L`` for ``channels=1`` and ``RGB`` for ``channels=3`` (grayscale is replicated to 3 channels).
+* ``channels=1`` gives ``L``, ``channels=3`` gives ``RGB`` (grayscale is replicated to 3 channels): images with
+  alpha (``RGBA``, ``LA``, ``PA``) are first alpha-composited **on a white background** (a transparent pixel
+  becomes white, not the colour hidden under alpha 0);
+* ``channels=4`` gives ``RGBA`` and **keeps** alpha as the fourth channel; images without alpha (a folder may mix
+  modes) get a fully opaque alpha (255), grayscale is replicated to RGB.
 
 EXIF orientation tags are applied (camera JPEGs come out upright).
 """
@@ -21,15 +27,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+CHANNEL_CHOICES = (1, 3, 4)  # L, RGB, RGBA
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (about 9459 x 9459)
+# modes convert_channels turns into L / RGB / RGBA; "F" (32-bit float) is refused: its value range is undefined
+SUPPORTED_MODES = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "PA", "CMYK", "YCbCr", "HSV",
+                   *_SIXTEEN_BIT_MODES)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -55,8 +68,7 @@ def list_images(folder: str | os.PathLike, max_images: int | None = None) -> lis
 
     images: list[Path] = []
     skipped: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
+    for dirpath, filenames in _walk_once(root):
         for name in filenames:
             path = Path(dirpath) / name
             (images if is_image_file(name) else skipped).append(path)
@@ -75,31 +87,94 @@ def list_images(folder: str | os.PathLike, max_images: int | None = None) -> lis
 
 
 def convert_channels(image: Image.Image, channels: int) -> Image.Image:
-    """Convert a PIL image of any common mode to ``L`` (``channels=1``) or ``RGB`` (``channels=3``)."""
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    """Convert a PIL image of any common mode to ``L`` (``channels=1``), ``RGB`` (3) or ``RGBA`` (4)."""
+    if channels not in CHANNEL_CHOICES:
+        raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
+    if image.mode not in SUPPORTED_MODES:
+        raise ValueError(unsupported_mode(image.mode))
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode in _SIXTEEN_BIT_MODES:
         image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    if channels == 4:
+        return image.convert("RGBA")  # alpha kept; opaque (255) when the image has none
     if image.mode in _ALPHA_MODES:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image.convert("RGBA"))
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
-    """Decode ``path`` into a PIL image with ``channels`` (1 or 3) channels.
+def _walk_once(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """``os.walk(root, followlinks=True)`` that enters each real directory once (by device and inode), in sorted
+    order; folders that cannot be listed are logged and skipped."""
+    seen: set[tuple[int, int]] = set()
+
+    def unreadable(err: OSError) -> None:
+        logger.warning("cannot list '%s' (%s: %s); its images are skipped", err.filename, type(err).__name__,
+                       err.strerror)
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: already listed
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        yield dirpath, filenames
+
+
+def unsupported_mode(mode: str) -> str:
+    """Why an image mode is refused (see :data:`SUPPORTED_MODES`)."""
+    if mode == "F":
+        return ("mode 'F' (32-bit float) is not supported: its value range is undefined; "
+                "save the image with 8 or 16 bits per channel")
+    return f"mode {mode!r} is not supported; supported modes: {', '.join(SUPPORTED_MODES)}"
+
+
+def too_many_pixels(width: int, height: int, max_pixels: int | None) -> str:
+    return (f"{width}x{height} = {width * height} pixels, more than the limit of {max_pixels} (data.max_image_pixels; "
+            "Pillow's decompression-bomb guard)")
+
+
+def bomb_reason(err: Exception, max_pixels: int | None) -> str:
+    """Pillow's DecompressionBombError (raised while opening, before the size is known) in the words above."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    pixels = found.group(1) if found else "too many"
+    return (f"{pixels} pixels, more than the limit of {max_pixels or Image.MAX_IMAGE_PIXELS} (data.max_image_pixels; "
+            "Pillow's decompression-bomb guard)")
+
+
+def load_image(path: str | os.PathLike, channels: int, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode ``path`` into a PIL image with ``channels`` (1, 3 or 4) channels (see :func:`convert_channels`).
+
+    ``max_pixels``: refuse images with more pixels (read from the header, before decoding); None: no limit of
+    cutlight's own (Pillow's ``Image.MAX_IMAGE_PIXELS`` still applies).
 
     Raises:
-        ValueError: the file cannot be decoded as an image (the message names the file).
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file cannot be used as an image; the message names the file and the reason.
     """
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
+        image = Image.open(path)
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:  # not an OSError: caught on its own
+        raise ValueError(f"image file '{path}' is too large: {bomb_reason(err, max_pixels)}") from err
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for malformed files
         raise ValueError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
+    with image:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ValueError(f"image file '{path}' is too large: {too_many_pixels(width, height, max_pixels)}")
+        if image.mode not in SUPPORTED_MODES:
+            raise ValueError(f"image file '{path}': {unsupported_mode(image.mode)}")
+        try:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except Exception as err:  # noqa: BLE001 - truncated data, bad EXIF, decoder errors, memory
+            raise ValueError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
     return convert_channels(image, channels)

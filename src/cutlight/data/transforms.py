@@ -22,6 +22,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from cutlight.checks import ConfigValueError, check_choice, check_int
+from cutlight.data.folder import CHANNEL_CHOICES
+
 PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "none")
 _CROPPING = ("resize_and_crop", "crop", "scale_width")
 
@@ -53,24 +56,22 @@ class TrainTransform:
         load_size: resize target (side for ``resize_and_crop``, width for ``scale_width``).
         crop_size: side of the square random crop (unused for ``none``).
         flip: random horizontal flip with p = 0.5.
-        channels: 1 or 3; the input image must already have this many channels.
+        channels: 1, 3 or 4 (L, RGB, RGBA); the input image must already have this many channels.
 
     Call: ``transform(image, path) -> (channels, H, W)`` float32 tensor in [-1, 1]; ``path`` only names the file
     in errors.
     """
 
     def __init__(self, preprocess: str, load_size: int, crop_size: int, flip: bool, channels: int) -> None:
-        if preprocess not in PREPROCESS_CHOICES:
-            raise ValueError(f"unknown preprocess {preprocess!r}; expected one of {', '.join(PREPROCESS_CHOICES)}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        check_choice("preprocess", preprocess, PREPROCESS_CHOICES)
+        if channels not in CHANNEL_CHOICES:
+            raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         for name, value in (("load_size", load_size), ("crop_size", crop_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if preprocess == "resize_and_crop" and load_size < crop_size:
-            raise ValueError(
-                f"load_size {load_size} is smaller than crop_size {crop_size} for preprocess 'resize_and_crop'; "
-                "expected load_size >= crop_size"
+            check_int(name, value, low=1)
+        if preprocess in ("resize_and_crop", "scale_width") and load_size < crop_size:
+            raise ConfigValueError(
+                "load_size", load_size, f"load_size >= crop_size ({crop_size}) for preprocess '{preprocess}': "
+                f"load_size {load_size} is smaller than crop_size {crop_size}"
             )
         self.preprocess = preprocess
         self.load_size = load_size
@@ -90,15 +91,21 @@ class TrainTransform:
             return width // 4 * 4, height // 4 * 4
         return width, height
 
-    def __call__(self, image: Image.Image, path: str = "<image>") -> torch.Tensor:
-        width, height = self.resized_size(*image.size)
+    def check_size(self, width: int, height: int, path: str | None = None) -> tuple[int, int]:
+        """(width, height) after the resize step; ``ValueError`` when that is smaller than the crop."""
+        new_w, new_h = self.resized_size(width, height)
         need = self.crop_size if self.crop is not None else 4
-        if width < need or height < need:
+        if new_w < need or new_h < need:
             what = f"crop_size {self.crop_size}" if self.crop is not None else "the minimum size 4"
+            where = f"image '{path}' is " if path else ""
             raise ValueError(
-                f"image '{path}' is {image.size[0]}x{image.size[1]} (WxH), {width}x{height} after preprocess "
+                f"{where}{width}x{height} (WxH), {new_w}x{new_h} after preprocess "
                 f"'{self.preprocess}' (load_size {self.load_size}), smaller than {what}"
             )
+        return new_w, new_h
+
+    def __call__(self, image: Image.Image, path: str = "<image>") -> torch.Tensor:
+        width, height = self.check_size(*image.size, path=path)
         image = resize(image, width, height)
         if self.crop is not None:
             image = self.crop(image)
@@ -114,19 +121,19 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Deterministic transform: bicubic resize to ``size`` x ``size``, scale to [-1, 1].
+    """Deterministic transform: bicubic resize to ``size`` x ``size`` (``size=None``: keep the image's size), scale
+    to [-1, 1].
 
-    Call: ``transform(image) -> (channels, size, size)`` float32 tensor in [-1, 1].
+    Call: ``transform(image) -> (channels, size, size)`` (or (channels, H, W)) float32 tensor in [-1, 1].
     """
 
-    def __init__(self, size: int, channels: int) -> None:
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive integer, got {size!r}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    def __init__(self, size: int | None, channels: int) -> None:
+        check_int("size", size, low=1, optional=True)
+        if channels not in CHANNEL_CHOICES:
+            raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         self.size = size
         self.channels = channels
         self.to_tensor = to_normalized_tensor(channels)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.to_tensor(resize(image, self.size, self.size))
+        return self.to_tensor(image if self.size is None else resize(image, self.size, self.size))

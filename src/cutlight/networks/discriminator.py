@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_int
 from .init import init_weights
 from .layers import BlurDownsample, conv_bias, make_norm
 
@@ -29,8 +30,8 @@ class PatchDiscriminator(nn.Module):
         init_gain: float = 0.02,
     ):
         super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        for name, value in (("n_layers", n_layers), ("input_nc", input_nc), ("ndf", ndf)):
+            check_int(name, value, low=1)
         self.input_nc = input_nc
         bias = conv_bias(norm)
         kw, padw = 4, 1

@@ -1,19 +1,22 @@
-"""ResNet generator (the paper's G). Its layer list doubles as the encoder for PatchNCE (``encode``)."""
+"""ResNet generator (the paper's G). Its layer list doubles as the encoder for PatchNCE (``encode``).
+
+The generator protocol (what ``CUTModule`` and inference ask of any generator) is described and implemented by
+``cutlight.networks.protocol.LayeredGenerator``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
 from torch import nn
 
+from ..checks import check_int
 from .init import init_weights
 from .layers import BlurDownsample, BlurUpsample, ChannelsLastConv2d, ResnetBlock, conv_bias, make_norm
+from .protocol import LayeredGenerator
 
 N_DOWNSAMPLING = 2
 
 
-class ResnetGenerator(nn.Module):
+class ResnetGenerator(LayeredGenerator):
     """Encoder (2 downsamplings) + ``n_blocks`` residual blocks + decoder (2 upsamplings), as one ``nn.Sequential``
     named ``model`` whose indices are the ``nce_layers`` indices of the paper.
 
@@ -44,12 +47,9 @@ class ResnetGenerator(nn.Module):
         init_gain: float = 0.02,
     ):
         super().__init__()
-        if n_blocks < 1:
-            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
-        for name, value in (("input_nc", input_nc), ("output_nc", output_nc), ("ngf", ngf)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        self.input_nc = input_nc
+        for name, value in (("n_blocks", n_blocks), ("input_nc", input_nc), ("output_nc", output_nc), ("ngf", ngf)):
+            check_int(name, value, low=1)
+        self.input_nc, self.output_nc = input_nc, output_nc
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -92,81 +92,19 @@ class ResnetGenerator(nn.Module):
                 ]
         layers += [nn.ReflectionPad2d(3), ChannelsLastConv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.size_multiple = 2**N_DOWNSAMPLING
+        self.layer_channels = _layer_channels(self.model, input_nc)
         init_weights(self, init_type, init_gain)
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.model)
+    def numbered_layers(self) -> nn.Sequential:
+        return self.model
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError unless ``x`` is (B, input_nc, H, W) with H, W divisible by 4."""
-        if x.dim() != 4 or x.shape[1] != self.input_nc:
-            raise ValueError(
-                f"generator expects input of shape (B, {self.input_nc}, H, W); got {tuple(x.shape)}"
-            )
-        h, w = x.shape[-2:]
-        if h % 4 or w % 4:
-            raise ValueError(f"generator input height and width must be divisible by 4; got {h}x{w}")
 
-    def check_layers(self, layers: Sequence[int]) -> list[int]:
-        layers = [int(i) for i in layers]
-        if not layers:
-            raise ValueError("layers must name at least one layer index")
-        bad = [i for i in layers if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(
-                f"layer index {bad[0]} out of range; expected indices in 0..{self.num_layers - 1} "
-                f"of the generator's layer list"
-            )
-        return layers
-
-    def forward(
-        self, x: torch.Tensor, layers: Sequence[int] | None = None, encode_only: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
-        """(B, C_in, H, W) -> (B, C_out, H, W). With ``layers``: (output, feature maps at ``layers``), or only the
-        feature maps when ``encode_only`` (see ``forward_with_features`` and ``encode``, which call this, so that
-        ``module.compile()`` covers them too)."""
-        self.check_input(x)
-        if layers is None:
-            return self.model(x)
-        layers = self.check_layers(layers)
-        wanted, last = set(layers), max(layers)
-        found: dict[int, torch.Tensor] = {}
-        for idx, layer in enumerate(self.model):
-            x = layer(x)
-            if idx in wanted:
-                found[idx] = self._keep(idx, x)
-            if encode_only and idx == last:
-                break
-        feats = [found[i] for i in layers]
-        return feats if encode_only else (x, feats)
-
-    def forward_with_features(
-        self, x: torch.Tensor, layers: Sequence[int]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One full forward pass that also returns the feature maps at ``layers`` (in the order given)."""
-        return self(x, tuple(layers))
-
-    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
-        """Feature maps at ``layers`` (list in the order given), each (B, C_l, H_l, W_l).
-
-        Stops after the deepest requested layer: with the paper's layers 0,4,8,12,16 the decoder never runs.
-        """
-        return self(x, tuple(layers), encode_only=True)
-
-    def _keep(self, idx: int, x: torch.Tensor) -> torch.Tensor:
-        """A feature map to hand out: cloned when the next layer would overwrite it in place (ReLU(inplace))."""
-        nxt = self.model[idx + 1] if idx + 1 < len(self.model) else None
-        return x.clone() if getattr(nxt, "inplace", False) else x
-
-    def feature_channels(self, layers: Sequence[int]) -> list[int]:
-        """Channel counts of the feature maps at ``layers``, without running the network."""
-        layers = self.check_layers(layers)
-        channels, out = self.input_nc, {}
-        for idx, layer in enumerate(self.model):
-            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-                channels = layer.out_channels
-            elif isinstance(layer, ResnetBlock):
-                pass  # residual blocks keep their width
-            out[idx] = channels
-        return [out[i] for i in layers]
+def _layer_channels(layers: nn.Sequential, channels: int) -> list[int]:
+    """Output channels of each layer (convolutions set them; norms, activations, blur and blocks keep them)."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            channels = layer.out_channels
+        out.append(channels)
+    return out

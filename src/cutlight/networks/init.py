@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import check_choice
+from ..checks import check_choice
 
 INIT_TYPES = ("xavier", "normal", "kaiming", "orthogonal")
 

@@ -5,9 +5,8 @@ match the reference implementation's layout (see ``docs``/reference-checkpoints)
 
 Some layers compute the reference's function with a faster formulation (equal up to fp32 round-off; see
 ``benchmarks/bench.py`` and ``tests/test_same_math.py``): instance norm as a group norm with one group per channel,
-blur downsampling without a padded copy, blur upsampling as bilinear interpolation, the last generator conv in
-channels-last on CPU, and (on CPU) the residual blocks' reflect-pad + 3x3 conv as a zero-padded conv plus the
-padding ring's contribution (``reflect_conv3x3``).
+blur downsampling without a padded copy, blur upsampling as bilinear interpolation, and the last generator conv in
+channels-last on CPU.
 """
 
 from __future__ import annotations
@@ -16,14 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_choice
+
 NORMS = ("instance", "batch", "none")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``; otherwise raise a ValueError naming both."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-    return value
 
 
 class InstanceNorm(nn.InstanceNorm2d):
@@ -40,6 +34,13 @@ class InstanceNorm(nn.InstanceNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.group_norm(x, self.num_features, eps=self.eps)
+
+
+def cpu_fast_path(x: torch.Tensor) -> bool:
+    """Whether a CPU-only hand-written formulation may run on ``x``: eager CPU execution, not under
+    ``torch.compile``, TorchScript tracing or ONNX export (those see the standard ops)."""
+    return (x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -103,6 +104,9 @@ def _blur_down_adjoint(gy: torch.Tensor, f: torch.Tensor, shape: torch.Size) -> 
 
 
 class _BlurDownFunction(torch.autograd.Function):
+    """``_blur_down`` with its exact adjoint as backward. The backward is built from differentiable ops, so double
+    backward (e.g. an R1 penalty through a discriminator) works; checked with gradcheck and gradgradcheck."""
+
     @staticmethod
     def forward(ctx, x, f):
         f = f.to(x.dtype)
@@ -120,8 +124,10 @@ class _BlurDownFunction(torch.autograd.Function):
 class BlurDownsample(nn.Module):
     """Anti-aliased stride-2 downsampling: reflect-pad 1, depthwise 3x3 binomial blur [1,2,1]^T[1,2,1]/16, stride 2.
 
-    ``forward`` computes the same sums without a padded copy of the input (see ``_blur_down``) and back-propagates
-    through the exact adjoint; about 2x faster than pad + conv on CPU, forward and backward. H, W >= 2.
+    On CPU ``forward`` computes the same sums without a padded copy of the input (see ``_blur_down``) and
+    back-propagates through the exact adjoint (about 2x faster than pad + conv there, forward and backward); on
+    other devices, where it was not measured faster, and under ``torch.compile``, tracing and ONNX export it is
+    pad + conv (see ``cpu_fast_path``). H, W >= 2.
 
     (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)).
     """
@@ -138,7 +144,10 @@ class BlurDownsample(nn.Module):
         h, w = x.shape[-2:]
         if h < 2 or w < 2:
             raise ValueError(f"BlurDownsample needs H, W >= 2 (reflect padding); got {h}x{w}")
-        return _BlurDownFunction.apply(x, self.filt)
+        if cpu_fast_path(x):
+            return _BlurDownFunction.apply(x, self.filt)
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        return F.conv2d(x, self.filt.to(x.dtype), stride=2, groups=x.shape[1])
 
 
 class BlurUpsample(nn.Module):
@@ -172,112 +181,9 @@ class ChannelsLastConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if not cpu_fast_path(x):
             return super().forward(x)
         return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-
-
-def _windows(strips: torch.Tensor) -> torch.Tensor:
-    """(B, C, K, L + 2) -> (B, K, C * 3, L): the three taps of every position along the last dim."""
-    b, c, k, n = strips.shape
-    return strips.unfold(-1, 3, 1).permute(0, 2, 1, 4, 3).reshape(b, k, c * 3, n - 2)
-
-
-def _windows_adjoint(g: torch.Tensor, c: int) -> torch.Tensor:
-    """Adjoint of ``_windows``: (B, K, C * 3, L) -> (B, C, K, L + 2)."""
-    b, k, _, n = g.shape
-    g = g.reshape(b, k, c, 3, n).permute(0, 2, 1, 3, 4)  # (B, C, K, 3, L)
-    out = g.new_zeros(b, c, k, n + 2)
-    for t in range(3):
-        out[..., t:t + n] += g[..., t, :]
-    return out
-
-
-def _ring_inputs(x: torch.Tensor):
-    """The ring of x's 1-pixel reflect padding as strips: rows (B, C, 2, W + 2) = reflected rows 1 and H-2 (they
-    carry the corners), and columns (B, C, 2, H + 2) = columns 1 and W-2, zero-padded along H."""
-    h, w = x.shape[-2:]
-    rows = F.pad(torch.stack([x[:, :, 1], x[:, :, h - 2]], dim=2), (1, 1, 0, 0), mode="reflect")
-    cols = F.pad(torch.stack([x[:, :, :, 1], x[:, :, :, w - 2]], dim=2), (1, 1))
-    return rows, cols
-
-
-def _ring_kernels(weight: torch.Tensor):
-    """(C_out, C_in, 3, 3) -> kernel rows 0 and 2 as (2, C_out, C_in * 3), kernel columns 0 and 2 likewise."""
-    co, ci = weight.shape[:2]
-    rows = torch.stack([weight[:, :, 0], weight[:, :, 2]]).reshape(2, co, ci * 3)
-    cols = torch.stack([weight[..., 0], weight[..., 2]]).reshape(2, co, ci * 3)
-    return rows, cols
-
-
-class _ReflectConv3x3(torch.autograd.Function):
-    """3x3 stride-1 conv of the 1-pixel reflect-padded input, computed as a zero-padded conv plus the ring's
-    contribution (two batched matmuls over the ring's rows and columns), with a hand-written backward: no padded
-    copy of the input and no full-size zero gradient is built."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        h, w = x.shape[-2:]
-        y = F.conv2d(x, weight, bias, padding=1)  # (B, C_out, H, W), zero padding
-        (s_rows, s_cols), (k_rows, k_cols) = _ring_inputs(x), _ring_kernels(weight)
-        u_rows, u_cols = _windows(s_rows), _windows(s_cols)  # (B, 2, C_in*3, W), (B, 2, C_in*3, H)
-        r = torch.matmul(k_rows, u_rows)  # (B, 2, C_out, W): output rows 0 and H-1
-        c = torch.matmul(k_cols, u_cols)  # (B, 2, C_out, H): output columns 0 and W-1
-        y[:, :, 0] += r[:, 0]
-        y[:, :, h - 1] += r[:, 1]
-        y[:, :, :, 0] += c[:, 0]
-        y[:, :, :, w - 1] += c[:, 1]
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return y
-
-    @staticmethod
-    def backward(ctx, gy):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
-        h, w = x.shape[-2:]
-        co, ci = weight.shape[:2]
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            gy, x, weight, [co] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-            [need_x, need_w, need_b and ctx.has_bias])
-        g_r = torch.stack([gy[:, :, 0], gy[:, :, h - 1]], dim=1)  # (B, 2, C_out, W)
-        g_c = torch.stack([gy[:, :, :, 0], gy[:, :, :, w - 1]], dim=1)  # (B, 2, C_out, H)
-        if need_w:
-            u_rows, u_cols = (_windows(s) for s in _ring_inputs(x))
-            gk_rows = torch.matmul(g_r, u_rows.transpose(-1, -2)).sum(0)  # (2, C_out, C_in*3)
-            gk_cols = torch.matmul(g_c, u_cols.transpose(-1, -2)).sum(0)
-            gk_rows, gk_cols = gk_rows.reshape(2, co, ci, 3), gk_cols.reshape(2, co, ci, 3)
-            gw[:, :, 0] += gk_rows[0]
-            gw[:, :, 2] += gk_rows[1]
-            gw[..., 0] += gk_cols[0]
-            gw[..., 2] += gk_cols[1]
-        if need_x:
-            k_rows, k_cols = _ring_kernels(weight)
-            gs_rows = _windows_adjoint(torch.matmul(k_rows.transpose(-1, -2), g_r), ci)  # (B, C_in, 2, W + 2)
-            gs_cols = _windows_adjoint(torch.matmul(k_cols.transpose(-1, -2), g_c), ci)  # (B, C_in, 2, H + 2)
-            gs_rows = _reflect_w_adjoint(gs_rows)  # (B, C_in, 2, W)
-            gx[:, :, 1] += gs_rows[:, :, 0]
-            gx[:, :, h - 2] += gs_rows[:, :, 1]
-            gs_cols = gs_cols[..., 1:-1]  # zero padding along H: its adjoint drops the ends
-            gx[:, :, :, 1] += gs_cols[:, :, 0]
-            gx[:, :, :, w - 2] += gs_cols[:, :, 1]
-        return gx, gw, gb
-
-
-def reflect_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight, bias)`` for 3x3 kernels, without the padded copy
-    (see ``_ReflectConv3x3``); equal up to fp round-off. Under autocast it computes in the autocast dtype, as
-    ``F.conv2d`` would. (B, C_in, H, W) -> (B, C_out, H, W); H, W >= 2."""
-    if tuple(weight.shape[-2:]) != (3, 3) or min(x.shape[-2:]) < 2:
-        raise ValueError(f"reflect_conv3x3 needs a 3x3 kernel and H, W >= 2; got kernel "
-                         f"{tuple(weight.shape[-2:])}, input {tuple(x.shape[-2:])}")
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
-    with torch.autocast(device, enabled=False):
-        return _ReflectConv3x3.apply(x, weight, bias)
 
 
 class ResnetBlock(nn.Module):
@@ -302,14 +208,4 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers, h, i = self.conv_block, x, 0
-        fuse = x.device.type == "cpu" and not torch.compiler.is_compiling()  # measured on CPU only
-        while i < len(layers):
-            if fuse and isinstance(layers[i], nn.ReflectionPad2d):  # pad + 3x3 conv without the padded copy
-                conv = layers[i + 1]
-                h = reflect_conv3x3(h, conv.weight, conv.bias)
-                i += 2
-            else:
-                h = layers[i](h)
-                i += 1
-        return x + h
+        return x + self.conv_block(x)

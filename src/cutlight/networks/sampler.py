@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_int
 from .init import init_weights
 
 
@@ -16,72 +17,25 @@ def upcast_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Divide each row (last dim) by its L2 norm + eps, as the reference does."""
-    return x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+    """Divide each row (last dim) by its L2 norm + eps, as the reference does.
 
-
-class _SampleColumns(torch.autograd.Function):
-    """(B, C, H, W) map, ids (S,) or (B, S) -> (B, C, S) columns; the backward returns a sparse COO gradient.
-
-    Autograd adds a sparse gradient in place into the dense one the map receives from the layers after it,
-    so no zero-filled dense copy of each map is built and added (as ``index_select``'s backward does).
+    The same values as ``x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)``; but an all-zero row (an MLP head
+    whose ReLU switched every unit off, leaving a zero bias) gets a zero gradient through its norm instead of NaN
+    (``sqrt``'s derivative is infinite at 0, and inf * 0 = NaN would spread to every weight).
     """
-
-    @staticmethod
-    def forward(ctx, feat, ids):
-        ctx.save_for_backward(ids)
-        ctx.shape = feat.shape
-        return _gather_columns(feat, ids)
-
-    @staticmethod
-    def backward(ctx, grad):  # grad (B, C, S)
-        (ids,) = ctx.saved_tensors
-        b, c, h, w = ctx.shape
-        s = grad.shape[-1]
-        pos = ids.expand(b, s) if ids.dim() == 1 else ids  # (B, S)
-        bi = torch.arange(b, device=ids.device).view(b, 1, 1).expand(b, c, s)
-        ci = torch.arange(c, device=ids.device).view(1, c, 1).expand(b, c, s)
-        pi = pos[:, None, :].expand(b, c, s)
-        index = torch.stack([bi.reshape(-1), ci.reshape(-1), (pi // w).reshape(-1), (pi % w).reshape(-1)])
-        sparse = torch.sparse_coo_tensor(index, grad.reshape(-1), (b, c, h, w), check_invariants=False)
-        return sparse, None
+    sq = x.pow(2).sum(-1, keepdim=True)  # (..., 1)
+    nonzero = sq > 0
+    norm = torch.where(nonzero, torch.where(nonzero, sq, 1.0).sqrt(), 0.0)  # sqrt only sees positive values
+    return x / (norm + eps)
 
 
-class _DenseGrad(torch.autograd.Function):
-    """Identity whose backward turns a sparse gradient dense (for maps no later layer consumes)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.to_dense() if grad.layout != torch.strided else grad
-
-
-def dense_grad(x: torch.Tensor) -> torch.Tensor:
-    """``x`` unchanged, but any sparse gradient reaching it is made dense before going further back."""
-    return _DenseGrad.apply(x) if x.requires_grad and torch.is_grad_enabled() else x
-
-
-def _gather_columns(feat: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def sample_columns(feat: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Columns of ``feat`` (B, C, H, W) at row-major positions ``ids`` ((S,) or (B, S)) -> (B, C, S); only the
+    sampled columns are gathered (no (B, H*W, C) copy of the map)."""
     flat = feat.flatten(2)  # (B, C, H*W)
     if ids.dim() == 1:
-        return flat.index_select(2, ids)  # (B, C, S): only the sampled columns
+        return flat.index_select(2, ids)  # (B, C, S)
     return flat.gather(2, ids[:, None, :].expand(-1, flat.shape[1], -1))  # (B, C, S), per image
-
-
-def sample_columns(feat: torch.Tensor, ids: torch.Tensor, sparse_grad: bool = False) -> torch.Tensor:
-    """Columns of ``feat`` (B, C, H, W) at row-major positions ``ids`` ((S,) or (B, S)) -> (B, C, S).
-
-    ``sparse_grad``: the gradient w.r.t. ``feat`` is a sparse tensor (see ``_SampleColumns``). Only for maps
-    that also feed later layers (their dense gradient absorbs it) or are wrapped in ``dense_grad``. Used on CPU
-    only (measured there: ~3% of a CUT iteration); on GPUs and inside compiled code the dense path runs.
-    """
-    if (sparse_grad and feat.device.type == "cpu" and feat.requires_grad and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()):
-        return _SampleColumns.apply(feat, ids)
-    return _gather_columns(feat, ids)
 
 
 class PatchSampler(nn.Module):
@@ -102,6 +56,7 @@ class PatchSampler(nn.Module):
         init_gain: float = 0.02,
     ):
         super().__init__()
+        check_int("mlp_dim", mlp_dim, low=1)
         self.in_channels = [int(c) for c in in_channels]
         if not self.in_channels:
             raise ValueError("in_channels must list the channel count of at least one feature layer")
@@ -133,7 +88,6 @@ class PatchSampler(nn.Module):
         feats: Sequence[torch.Tensor],
         num_patches: int | None = 256,
         patch_ids: Sequence[torch.Tensor] | None = None,
-        sparse_grad: bool = False,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Sample and project.
 
@@ -142,8 +96,6 @@ class PatchSampler(nn.Module):
             num_patches: S, positions per layer (ignored when ``patch_ids`` is given).
             patch_ids: positions to reuse (e.g. the ones returned for the source image), one LongTensor per layer:
                 (S_l,) for every image of the batch, or (B, S_l) with positions per image.
-            sparse_grad: send sparse gradients back to the maps (see ``sample_columns``): every map must also feed
-                later layers, or be wrapped in ``dense_grad`` (``CUTObjective`` does this for the deepest one).
 
         Returns:
             (samples, patch_ids): samples[l] is (B, S_l, D) with unit-norm rows; patch_ids[l] is (S_l,) when drawn
@@ -160,7 +112,7 @@ class PatchSampler(nn.Module):
                     f"feature map {i} has {feat.shape[1]} channels; the head was built for {self.in_channels[i]}"
                 )
             ids = self.draw_patch_ids(feat, num_patches) if patch_ids is None else patch_ids[i].to(feat.device)
-            x = sample_columns(feat, ids, sparse_grad).transpose(1, 2)  # (B, S, C_l)
+            x = sample_columns(feat, ids).transpose(1, 2)  # (B, S, C_l)
             # Heads and normalisation in fp32, also under autocast: their outputs start around 1e-4, so in fp16
             # the squared norm underflows and the normalisation's gradient (~1/norm) overflows.
             with torch.autocast(x.device.type, enabled=False):

@@ -1,10 +1,30 @@
 """One training iteration of each method as plain PyTorch (no Lightning, no Hydra).
 
 ```
-cut.py   CUTObjective: CUT / FastCUT and their ablations (PatchNCE + GAN)
+cut.py       CUTObjective: CUT / FastCUT and their ablations (PatchNCE + GAN)
+sincut.py    SinCUTObjective: single-image CUT (CUT + R1 penalty on real B + L1 identity)
+cyclegan.py  CycleGANObjective, ImagePool, cyclegan_networks (the original layout); pieces shared with:
+onesided.py  OneSidedObjective: the G-then-D iteration of the one-sided baselines (CUT's signature)
+gcgan.py     GcGANObjective: geometry consistency (rot90 / vflip)
+distance.py  DistanceGANObjective, SelfDistanceObjective: distance preservation
 ```
 """
 
 from .cut import CUTObjective
+from .cyclegan import CycleGANObjective, ImagePool, cyclegan_networks
+from .distance import DistanceGANObjective, SelfDistanceObjective
+from .gcgan import GcGANObjective
+from .onesided import OneSidedObjective
+from .sincut import SinCUTObjective
 
-__all__ = ["CUTObjective"]
+__all__ = [
+    "CUTObjective",
+    "CycleGANObjective",
+    "DistanceGANObjective",
+    "GcGANObjective",
+    "ImagePool",
+    "OneSidedObjective",
+    "SelfDistanceObjective",
+    "SinCUTObjective",
+    "cyclegan_networks",
+]

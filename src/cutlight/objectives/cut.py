@@ -17,9 +17,10 @@ With FastCUT's flip-equivariance the generator sees a flipped input; its feature
 features of the reference algorithm (convolutions are not flip-equivariant), so on flipped iterations the
 keys are re-encoded from the unflipped sources, still without a graph.
 
-With ``norm="batch"`` or dropout in the generator, features taken from the joint forward differ from a separate
-encoding (batch statistics, dropout masks); the reference behaviour is matched for the paper's settings
-(instance norm, no dropout).
+With ``norm="batch"`` in the generator, the keys and the queries are encoded part by part (source images, then
+target images), so each is normalised with its own batch statistics as in the reference algorithm. With dropout,
+the keys come from the joint forward, with that forward's dropout masks (the reference draws new masks when it
+re-encodes the sources; same distribution, other random draws).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, patch_nce_loss
-from ..networks.sampler import PatchSampler, dense_grad
+from ..checks import check_bool, check_choice, check_int, check_int_list, check_number
+from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, multilayer_patch_nce
 
 
 def _has_batch_stats(net: nn.Module) -> bool:
@@ -82,21 +83,16 @@ class CUTObjective(nn.Module):
         gan_mode: str = "lsgan",
     ):
         super().__init__()
-        for name, value, choices in (("negatives", negatives, NEGATIVES), ("gan_mode", gan_mode, GAN_MODES)):
-            if value not in choices:
-                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-        if not nce_layers:
-            raise ValueError("nce_layers must list at least one generator layer index")
-        if num_patches < 1:
-            raise ValueError(f"num_patches must be >= 1, got {num_patches}")
-        self.lambda_gan = float(lambda_gan)
-        self.lambda_nce = float(lambda_nce)
-        self.nce_idt = bool(nce_idt)
-        self.nce_layers = [int(i) for i in nce_layers]
-        self.num_patches = int(num_patches)
-        self.nce_temperature = float(nce_temperature)
+        check_choice("negatives", negatives, NEGATIVES)
+        check_choice("gan_mode", gan_mode, GAN_MODES)
+        self.lambda_gan = check_number("lambda_gan", lambda_gan, low=0)
+        self.lambda_nce = check_number("lambda_nce", lambda_nce, low=0)
+        self.nce_idt = check_bool("nce_idt", nce_idt)
+        self.nce_layers = check_int_list("nce_layers", nce_layers, low=0)
+        self.num_patches = check_int("num_patches", num_patches, low=1)
+        self.nce_temperature = check_number("nce_temperature", nce_temperature, low=0, low_open=True, example="0.07")
         self.negatives = negatives
-        self.flip_equivariance = bool(flip_equivariance)
+        self.flip_equivariance = check_bool("flip_equivariance", flip_equivariance)
         self.gan_mode = gan_mode
 
     def translate(self, generator: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor) -> Translation:
@@ -107,13 +103,23 @@ class CUTObjective(nn.Module):
         if flipped:
             real = real.flip(3)
         fake, feats = generator.forward_with_features(real, self.nce_layers)
-        if flipped:  # the features above belong to flipped sources: re-encode the originals (no graph)
+        if flipped or _has_batch_stats(generator):
+            # the features above belong to flipped sources, or were normalised with the statistics of the joint
+            # batch: encode the sources as the reference does (no graph)
             with torch.no_grad():
-                src = torch.cat([real_a, real_b]) if self.nce_idt else real_a
-                keys = generator.encode(src, self.nce_layers)
+                keys = self.encode_parts(generator, [real_a, real_b] if self.nce_idt else [real_a])
         else:
             keys = [f.detach() for f in feats]
         return Translation(fake[:b], fake[b:] if self.nce_idt else None, keys, flipped)
+
+    def encode_parts(self, generator: nn.Module, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Features at ``nce_layers`` of the concatenated ``parts``: one encoder pass over all of them, or, for a
+        generator with batch statistics, one pass per part (each normalised with its own batch, as in the
+        reference algorithm), concatenated per layer."""
+        if len(parts) == 1 or not _has_batch_stats(generator):
+            return generator.encode(torch.cat(parts), self.nce_layers)
+        per_part = [generator.encode(p, self.nce_layers) for p in parts]
+        return [torch.cat(maps) for maps in zip(*per_part)]  # per layer (sum of B_i, C_l, H_l, W_l)
 
     def discriminator_loss(self, discriminator: nn.Module, real_b: torch.Tensor, fake_b: torch.Tensor) -> torch.Tensor:
         """D loss 0.5 * (fake + real) on detached translations (scalar).
@@ -129,6 +135,13 @@ class CUTObjective(nn.Module):
             pred_fake, pred_real = pred[: fake_b.shape[0]], pred[fake_b.shape[0]:]
         return discriminator_loss(pred_real, pred_fake, self.gan_mode)
 
+    def discriminator_losses(
+        self, discriminator: nn.Module, real_b: torch.Tensor, fake_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """What the D step minimises, ``loss_d``, and its logged terms (CUT has no others; subclasses add
+        regularisers such as SinCUT's R1)."""
+        return {"loss_d": self.discriminator_loss(discriminator, real_b, fake_b)}
+
     def generator_losses(
         self, discriminator: nn.Module, generator: nn.Module, sampler: nn.Module, out: Translation
     ) -> dict[str, torch.Tensor]:
@@ -142,8 +155,7 @@ class CUTObjective(nn.Module):
             terms["loss_g_gan"] = generator_loss(discriminator(out.fake_b), self.gan_mode) * self.lambda_gan
         nce_total = zero
         if self.lambda_nce > 0:
-            fakes = torch.cat([out.fake_b, out.idt_b]) if self.nce_idt else out.fake_b  # (B or 2B, C, H, W)
-            queries = generator.encode(fakes, self.nce_layers)
+            queries = self.encode_parts(generator, [out.fake_b, out.idt_b] if self.nce_idt else [out.fake_b])
             losses = self.nce_losses(sampler, queries, out.keys, parts=2 if self.nce_idt else 1,
                                      mirrored=out.flipped)
             terms["loss_nce"] = nce_total = losses[0]
@@ -166,8 +178,6 @@ class CUTObjective(nn.Module):
 
         Args:
             queries, keys: per layer (N, C_l, H_l, W_l), N = parts * B; keys are constants (no graph is built).
-                The queries must come from one layer-by-layer encoder pass (each map but the deepest feeds later
-                layers): their gradients come back sparse and are added in place (``sample_columns``).
             mirrored: the queries are left-right mirrored relative to the keys (FastCUT's flip): query patches are
                 taken at mirrored positions, the same as flipping the query maps back, without the copies.
         Returns:
@@ -183,19 +193,28 @@ class CUTObjective(nn.Module):
         with torch.no_grad():
             feats_k, _ = sampler(keys, patch_ids=ids)  # (N, S, D) per layer
         q_ids = [mirror_ids(i, q.shape[-1]) for i, q in zip(ids, queries)] if mirrored else ids
-        deepest = max(range(len(self.nce_layers)), key=lambda i: self.nce_layers[i])  # no later layer consumes it
-        queries = [dense_grad(q) if i == deepest else q for i, q in enumerate(queries)]
-        sparse = {"sparse_grad": True} if isinstance(sampler, PatchSampler) else {}  # custom samplers: plain call
-        feats_q, _ = sampler(queries, patch_ids=q_ids, **sparse)
-        per_layer = []  # (parts,) per layer
-        for q, k in zip(feats_q, feats_k):
-            if self.negatives == "image":  # each image's own patches: one call for all parts
-                loss = patch_nce_loss(q, k, self.nce_temperature, "image").view(parts, -1).mean(1)
-            else:  # the negatives of a part are the patches of that part's images only
-                loss = torch.stack([patch_nce_loss(qp, kp, self.nce_temperature, "batch").mean()
-                                    for qp, kp in zip(q.chunk(parts), k.chunk(parts))])
-            per_layer.append(loss)
-        return list(torch.stack(per_layer).mean(0) * self.lambda_nce)
+        feats_q, _ = sampler(queries, patch_ids=q_ids)
+        losses = multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, self.negatives, parts)  # (parts,)
+        return list(losses * self.lambda_nce)
+
+    @torch.no_grad()
+    def evaluation_nce(
+        self, generator: nn.Module, sampler: nn.Module, real: torch.Tensor, fake: torch.Tensor, num_patches: int = 256
+    ) -> torch.Tensor:
+        """PatchNCE of translations against their sources, for monitoring (e.g. on validation images).
+
+        Args:
+            real, fake: (B, C, H, W) sources and their translations (H, W multiples of the generator's
+                ``size_multiple``).
+            num_patches: positions drawn per layer (torch RNG), the same for every image.
+        Returns:
+            The multilayer PatchNCE (mean over the queries of each layer, then over layers), not weighted by
+            ``lambda_nce``, with negatives from the same image whatever ``negatives`` and ``num_patches`` training
+            uses: values compare across runs and settings; chance level is about log(num_patches).
+        """
+        feats_k, ids = sampler(generator.encode(real, self.nce_layers), num_patches=num_patches)  # (B, S, D) each
+        feats_q, _ = sampler(generator.encode(fake, self.nce_layers), patch_ids=ids)
+        return multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, "image")[0]
 
     def iteration(
         self,
@@ -211,22 +230,23 @@ class CUTObjective(nn.Module):
         """One full training iteration: translate, D step, then G + heads step (``opt_g`` owns G and the heads).
 
         ``backward(loss)`` defaults to ``loss.backward()`` (Lightning passes ``manual_backward``).
-        Returns the detached loss terms (``loss_d``, ``loss_g``, ``loss_g_gan``, ``loss_nce``, ``loss_nce_idt``).
+        Returns the detached loss terms (``loss_d``, ``loss_g``, ``loss_g_gan``, ``loss_nce``, ``loss_nce_idt``, and
+        any a subclass's ``discriminator_losses`` / ``generator_losses`` add).
         """
         backward = backward or torch.Tensor.backward
         out = self.translate(generator, real_a, real_b)
         if self.lambda_gan > 0:
             discriminator.requires_grad_(True)
-            loss_d = self.discriminator_loss(discriminator, real_b, out.fake_b)
+            d_terms = self.discriminator_losses(discriminator, real_b, out.fake_b)
             opt_d.zero_grad(set_to_none=True)
-            backward(loss_d)
+            backward(d_terms["loss_d"])
             opt_d.step()
         else:
-            loss_d = out.fake_b.new_zeros(())
+            d_terms = {"loss_d": out.fake_b.new_zeros(())}
         discriminator.requires_grad_(False)  # the G step must not produce D gradients
         terms = self.generator_losses(discriminator, generator, sampler, out)
         opt_g.zero_grad(set_to_none=True)
         backward(terms["loss_g"])
         opt_g.step()
         discriminator.requires_grad_(True)
-        return {"loss_d": loss_d.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return {k: v.detach() for k, v in {**d_terms, **terms}.items()}

@@ -1,0 +1,223 @@
+"""Export a trained generator: ``python -m cutlight.export`` (``cutlight-export``).
+
+    cutlight-export --ckpt CKPT --format torchscript|onnx|safetensors --output FILE
+                    [--direction AtoB|BtoA] [--generator KEY=VALUE ...] [--overwrite] [--no-verify]
+
+* ``torchscript``: ``torch.jit.trace`` of the generator; load with ``torch.jit.load(FILE)``.
+* ``onnx``: ``torch.onnx.export`` (the torch.export-based exporter, opset 18); needs ``onnx`` and ``onnxscript``
+  (``pip install 'cutlight[export]'``); run with e.g. onnxruntime.
+* ``safetensors``: the weights plus the constructor arguments (with ``_target_``) as JSON in the file's metadata
+  (key ``cutlight_generator``), so ``cutlight.load_generator(FILE)`` rebuilds the generator.
+
+TorchScript and ONNX take a float32 (B, input_nc, H, W) tensor in [-1, 1] and return (B, output_nc, H, W) in
+[-1, 1], with the batch size, H and W free (dynamic), H and W multiples of ``size_multiple`` (4; pad as
+``cutlight.inference.pad_to_multiple`` does for other sizes) and at least 2 * ``size_multiple``. Both store
+``input_nc``, ``output_nc``, ``size_multiple`` and the constructor arguments as JSON (TorchScript: extra file
+``cutlight.json``; ONNX: metadata property ``cutlight``).
+
+The graphs hold the generator's plain math: the training-time CPU fast paths of ``cutlight.networks.layers``
+(blur downsampling's custom autograd Function, the channels-last last conv) switch themselves to the standard
+ops they are proven equal to while tracing or exporting (``cpu_fast_path``). After writing, the export is checked against the eager generator
+at two input sizes (max abs difference printed; ``--no-verify`` skips it; ONNX is checked with onnxruntime when
+installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("torchscript", "onnx", "safetensors")
+ONNX_OPSET = 18
+VERIFY_SIZES = ((1, 64, 64), (2, 36, 92))  # (B, H, W) checked after export; the trace uses (2, 48, 80)
+
+
+def eager_generator(generator: nn.Module) -> nn.Module:
+    """An eval-mode CPU float32 copy of ``generator`` for tracing, and for a ``ResnetGenerator`` its layer list
+    alone (``model``: no Python shape checks). The CPU fast paths of ``cutlight.networks.layers`` see that they
+    are traced or exported and run as standard ops (``cpu_fast_path``). (B, input_nc, H, W) -> (B, output_nc, H, W)."""
+    net = copy.deepcopy(generator).float().cpu().eval()
+    return net.model if isinstance(getattr(net, "model", None), nn.Sequential) else net
+
+
+def _metadata(generator: nn.Module, config: dict | None) -> dict:
+    return {
+        "input_nc": int(generator.input_nc),
+        "output_nc": int(generator.output_nc),
+        "size_multiple": int(getattr(generator, "size_multiple", 1)),
+        "value_range": [-1.0, 1.0],
+        "generator": config,
+        "cutlight_version": __version__,
+    }
+
+
+def _example(generator: nn.Module) -> torch.Tensor:
+    m = int(getattr(generator, "size_multiple", 1))
+    return torch.rand(2, generator.input_nc, 12 * m, 20 * m) * 2 - 1  # (2, C, 48, 80) for m = 4
+
+
+def _export_torchscript(net: nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
+    with warnings.catch_warnings():
+        # group_norm's Python-side size check (the export is verified at other sizes), and torch >= 2.10 marking
+        # TorchScript deprecated (it still works; ONNX is the maintained route)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module="torch.nn.functional")
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        traced = torch.jit.trace(net, example, check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={"cutlight.json": json.dumps(meta)})
+
+
+def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
+    try:
+        import onnx
+        from torch.export import Dim
+    except ImportError as err:
+        raise ImportError(f"ONNX export needs onnx and onnxscript: pip install 'cutlight[export]' ({err})") from err
+    m = meta["size_multiple"]
+    height, width = Dim("h", min=2, max=8192), Dim("w", min=2, max=8192)  # H = m * h, W = m * w
+    dims = {0: Dim("batch", min=1, max=4096), 2: m * height if m > 1 else height, 3: m * width if m > 1 else width}
+    torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["output"], dynamo=True,
+                      external_data=False, opset_version=ONNX_OPSET, dynamic_shapes=(dims,), verbose=False)
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "cutlight", json.dumps(meta)
+    onnx.save(model, str(path))
+
+
+def _export_safetensors(generator: nn.Module, path: Path, config: dict | None) -> None:
+    try:
+        from safetensors.torch import save_file
+    except ImportError as err:
+        raise ImportError("safetensors export needs safetensors: pip install 'cutlight[export]'") from err
+    if not config:
+        raise ValueError("safetensors export needs the generator's constructor arguments (config=...), e.g. "
+                         "read_generator(ckpt).config(); `python -m cutlight.export` passes them")
+    state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    save_file(state, str(path), metadata={"cutlight_generator": json.dumps(config), "format": "pt"})
+
+
+def export_generator(
+    generator: nn.Module, path: str | os.PathLike, fmt: str, config: dict | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``generator`` to ``path`` as ``fmt`` (one of :data:`FORMATS`); returns the path.
+
+    ``config``: constructor arguments with ``_target_`` (required for safetensors; stored with all formats).
+    Raises ValueError for an unknown format or an existing file (unless ``overwrite``).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ValueError(f"'{path}' exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = _metadata(generator, config)
+    if fmt == "safetensors":
+        _export_safetensors(generator, path, config)
+        return path
+    net, example = eager_generator(generator), _example(generator)
+    with torch.no_grad():
+        if fmt == "torchscript":
+            _export_torchscript(net, example, path, meta)
+        else:
+            _export_onnx(net, example, path, meta)
+    return path
+
+
+def load_export(path: str | os.PathLike, fmt: str):
+    """A callable (B, C, H, W) float32 tensor -> tensor running the exported file (ONNX: onnxruntime, CPU)."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(session.run(None, {"input": x.detach().cpu().numpy()})[0])
+    if fmt == "safetensors":
+        from .inference import load_generator
+
+        return load_generator(path)
+    raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+@torch.no_grad()
+def verify_export(path: str | os.PathLike, fmt: str, generator: nn.Module, sizes=VERIFY_SIZES) -> list[float]:
+    """Max abs difference between the exported file and the eager generator (CPU, float32) per (B, H, W) size."""
+    run = load_export(path, fmt)
+    reference = copy.deepcopy(generator).float().cpu().eval()
+    torch.manual_seed(0)
+    diffs = []
+    for b, h, w in sizes:
+        x = torch.rand(b, generator.input_nc, h, w) * 2 - 1
+        diffs.append(float((run(x) - reference(x)).abs().max()))
+    return diffs
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .inference import DIRECTIONS
+    from .translate import parse_kwarg
+
+    p = argparse.ArgumentParser(prog="cutlight-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="cutlight .ckpt, .safetensors export or generator state dict")
+    p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    p.add_argument("--output", required=True, help="file to write")
+    p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
+    p.add_argument("--generator", type=parse_kwarg, action="append", default=[], metavar="KEY=VALUE",
+                   help="generator constructor argument (overrides the checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check against eager")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (``cutlight-export``); returns the exit status."""
+    from .inference import build_generator, read_generator
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.format not in FORMATS:
+            raise ValueError(f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}")
+        spec = read_generator(args.ckpt, args.direction, **dict(args.generator))
+        print(f"generator: {spec.source}", file=sys.stderr)
+        generator = build_generator(spec).eval()
+        path = export_generator(generator, args.output, args.format, spec.config(), args.overwrite)
+        print(f"wrote {args.format} export to {path}")
+        if args.verify and not (args.format == "onnx" and _missing("onnxruntime")):
+            diffs = verify_export(path, args.format, generator)
+            sizes = ", ".join(f"{b}x{h}x{w}: {d:.2e}" for (b, h, w), d in zip(VERIFY_SIZES, diffs))
+            print(f"max |export - eager| per input size (B x H x W): {sizes}")
+            if max(diffs) > 1e-4:
+                print("cutlight-export: error: the export differs from the eager generator by more than 1e-4",
+                      file=sys.stderr)
+                return 1
+    except (OSError, ValueError, RuntimeError, ImportError) as err:
+        print(f"cutlight-export: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        logger.warning("%s is not installed: export not verified", module)
+        return True
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

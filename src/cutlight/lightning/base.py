@@ -1,0 +1,336 @@
+"""``TranslationModule``: what every translation method's LightningModule shares.
+
+- manual optimization with two optimizers (generator side, discriminator side) built by ``cutlight.optim``, the
+  epoch-based schedule (constant, then linear decay) stepped at each epoch end; training stops when the schedule
+  ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``; -1 or None mean "the schedule");
+- validation FID/KID through a ``cutlight.metrics.Evaluator`` (real statistics computed once per fit);
+- a test stage: ``trainer.test`` scores the datamodule's test loaders (``[source images, real target images]``)
+  the same way, logs ``test/fid``, ``test/kid``, ``test/kid_std`` and adds a row (checkpoint, time, every
+  ``test/*`` metric, e.g. the built-in score from ``callbacks.TranslationScore``) to ``test_results.csv`` /
+  ``test_results.md`` in ``results_dir`` (default: the run directory, ``cutlight.lightning.rundir.run_dir``);
+- translation: ``forward`` and ``predict_step`` (any image size); channels-last inputs; ``torch.compile``;
+- logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``, and ``step`` =
+  training batches done, so logger x-axes and checkpoint names count batches (see ``rundir``);
+- checks at setup that the datamodule's ``input_nc`` / ``output_nc`` (after its ``direction``) match the generator.
+- reliability (``cutlight.lightning.reliability``): every iteration's losses and gradients are checked for NaN /
+  infinity (hyperparameter ``nonfinite``: ``{"policy": "stop" | "skip", "max_skips": N}``; a non-finite generator
+  never gets validation numbers logged); checkpoints carry the RNG states and the data position, so a run resumed
+  from any checkpoint, also mid-epoch, continues exactly as it would have; the training crop is checked against
+  the networks before the first step (``data.crop_size``).
+
+A method subclass builds its networks and objective in ``__init__`` (eagerly: DDP wrapping, optimizer creation
+and checkpoint loading need every parameter before the first step) and implements ``translate``,
+``optimizer_groups`` and ``training_step``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ..build import build
+from ..checkpoint import state_dict_mismatch
+from ..checks import check_input_size
+from ..data.resumable import note_batch
+from ..inference import pad_to_multiple, translate_tensor
+from ..metrics import Evaluator
+from ..optim import build_optimizers
+from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
+from .rundir import batches_done, log_step, now, run_dir, write_test_results
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS = {"fid": True, "kid": True, "feature": 2048, "antialias": True, "kid_subset_size": 1000,
+                   "extractor": "inception"}
+
+
+def plain(value: Any) -> Any:
+    """Hyperparameters as plain Python containers (checkpoints load with ``weights_only=True``)."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+        return [plain(v) for v in value]
+    return value
+
+
+def network(spec: dict | nn.Module | None, default: type, name: str, **extra) -> nn.Module:
+    """A network from a spec (``{"_target_": "pkg.Class", **kwargs}``, ``default`` without ``_target_``), or the
+    ``nn.Module`` instance itself."""
+    if isinstance(spec, nn.Module):
+        return spec
+    return build(spec, default, name, **extra)
+
+
+class TranslationModule(pl.LightningModule):
+    """Shared base of cutlight's LightningModules (see the module docstring).
+
+    The subclass saves its hyperparameters, which must include ``optimizer`` (``torch.optim.Adam`` keywords),
+    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True`` or a dict of ``DEFAULT_METRICS`` keys: FID/KID
+    when the standard Inception weights are on this machine, else a one-line warning and validation without them;
+    an explicit ``weights_path`` that does not exist is an error; ``False``/``None``: off), ``channels_last`` and
+    ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.evaluator: Evaluator | None = None  # a plain object: never in state dicts or DDP buckets
+        self._metrics_unavailable = False  # val_metrics=True without Inception weights: warned once
+        self.results_dir: str | None = None  # where on_test_end writes test_results.*; None: the run directory
+        self.results_paths: tuple | None = None  # (csv, md) written by the last trainer.test
+        self._guard: NonFiniteGuard | None = None
+        self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
+        self._resumed_loggers = False
+
+    # ------------------------------------------------------------------ subclass interface
+    def translate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) in [-1, 1] -> (B, C_out, H, W), the direction validated and predicted."""
+        raise NotImplementedError
+
+    def optimizer_groups(self) -> tuple[Iterable[nn.Parameter], Iterable[nn.Parameter]]:
+        """(generator-side parameters, discriminator-side parameters)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared setup
+    def finish_networks(self, *nets: nn.Module) -> None:
+        """Channels-last memory format and ``module.compile()`` (state-dict keys unchanged) per the hparams."""
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            for net in nets:
+                net.compile()
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    @property
+    def size_multiple(self) -> int:
+        """``translate`` needs H and W divisible by this: ``self.generator``'s (1 without one)."""
+        return int(getattr(getattr(self, "generator", None), "size_multiple", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``translate`` for any H and W: reflect-padded at the bottom and right to ``size_multiple`` and cropped
+        back (a no-op at training sizes), so full-size images of any shape validate and predict."""
+        h, w = x.shape[-2:]
+        return self.translate(self.prepare(pad_to_multiple(x, self.size_multiple)))[..., :h, :w]
+
+    # ------------------------------------------------------------------ optimization
+    def configure_optimizers(self):
+        gen_params, disc_params = self.optimizer_groups()
+        optimizers, schedulers = build_optimizers(gen_params, disc_params, self.hparams.n_epochs,
+                                                  self.hparams.n_epochs_decay, device=self.device,
+                                                  **self.hparams.optimizer)
+        self.guard.attach(optimizers, ("generator-side", "discriminator-side"))
+        return optimizers, schedulers
+
+    # ------------------------------------------------------------------ reliability
+    @property
+    def guard(self) -> NonFiniteGuard:
+        """The non-finite guard, configured by the ``nonfinite`` hyperparameter."""
+        if self._guard is None:
+            self._guard = NonFiniteGuard(**(self.hparams.get("nonfinite") or {}))
+        return self._guard
+
+    def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        self.guard.note_loss(loss)  # the next optimizer step skips its update when this loss is not finite
+        super().manual_backward(loss, *args, **kwargs)
+
+    def input_networks(self) -> list[tuple[nn.Module, int]]:
+        """(network, input channels) of the networks that see training crops: ``generator`` and
+        ``discriminator`` when the module has them (a method with other names overrides this)."""
+        generator, discriminator = getattr(self, "generator", None), getattr(self, "discriminator", None)
+        nets = []
+        if isinstance(generator, nn.Module):
+            nets.append((generator, int(getattr(generator, "input_nc", 3))))
+        if isinstance(discriminator, nn.Module):  # it sees the generator's outputs and real B images
+            nets.append((discriminator, int(getattr(discriminator, "input_nc", getattr(generator, "output_nc", 3)))))
+        return nets
+
+    def _last_good_checkpoint(self) -> str:
+        paths = [getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
+                 for cb in self.trainer.checkpoint_callbacks]
+        paths = [p for p in paths if p]
+        return f"'{paths[0]}'" if paths else "none was written"
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the position a checkpoint written after this batch resumes from (see cutlight.data.resumable)
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        note_batch(self.trainer.train_dataloader, self.current_epoch, batch_idx, last)
+        if self._resumed_loggers:
+            resume_loggers(self.trainer)
+            self._resumed_loggers = False
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["cutlight"] = resume_state(self, self.guard)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
+            mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+            if mismatch:
+                raise ValueError(f"checkpoint '{self._trainer.ckpt_path}' was written for another architecture or "
+                                 f"method ({type(self).__name__} with these hyperparameters does not fit it): "
+                                 f"{mismatch}")
+        self._resume = checkpoint.get("cutlight")
+
+    def on_train_start(self) -> None:
+        if self._resume is not None:  # after the loader is built (it draws nothing from the global RNG)
+            restore_resume_state(self, self.guard, self._resume)
+            self._resume, self._resumed_loggers = None, True
+
+    @property
+    def total_epochs(self) -> int:
+        return self.hparams.n_epochs + self.hparams.n_epochs_decay
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+
+    def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        """``train/<name>`` for every loss term, ``train/lr`` of the generator side; first the non-finite check
+        (raises ``NonFiniteError``, or skips the logging of a skipped iteration)."""
+        loop = self.trainer.fit_loop.epoch_loop
+        where = f"step {batches_done(self.trainer)} (epoch {self.current_epoch}, batch {loop.batch_idx})"
+        if not self.guard.after_iteration(losses, where, self._last_good_checkpoint()):
+            self.log("train/nonfinite_skips", float(self.guard.skipped), batch_size=batch_size)
+            return
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
+        self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
+        log_step(self)
+
+    # ------------------------------------------------------------------ validation metrics
+    def _build_evaluator(self) -> None:
+        cfg = self.hparams.val_metrics
+        if self.evaluator is not None or cfg in (None, False) or self._metrics_unavailable:
+            return
+        settings = {**DEFAULT_METRICS, **(cfg if isinstance(cfg, dict) else {})}
+        try:
+            self.evaluator = Evaluator(**settings)
+        except RuntimeError as err:  # the standard Inception weights are not on this machine
+            if settings.get("weights_path"):
+                raise
+            self._metrics_unavailable = True
+            log.warning("validation without FID/KID: %s. Run `make fid-weights` (or `python -m "
+                        "cutlight.metrics.inception_weights`) once to enable them.", str(err).split(";")[0])
+
+    def _check_channels(self) -> None:
+        """The datamodule's source/target channels (after its ``direction``) are the generator's in/out channels."""
+        dm, gen = getattr(self.trainer, "datamodule", None), getattr(self, "generator", None)
+        pairs = [(getattr(dm, k, None), getattr(gen, k, None)) for k in ("input_nc", "output_nc")]
+        if any(want is not None and have is not None and want != have for want, have in pairs):
+            (data_in, gen_in), (data_out, gen_out) = pairs
+            raise ValueError(
+                f"the data gives {data_in}-channel source and {data_out}-channel target images "
+                f"(direction={getattr(dm, 'direction', 'AtoB')!r}) but the generator maps {gen_in} to {gen_out} "
+                f"channels; build it with input_nc={data_in}, output_nc={data_out} and the discriminator with "
+                f"input_nc={data_out} (Hydra: model.generator.input_nc={data_in} model.generator.output_nc="
+                f"{data_out} model.discriminator.input_nc={data_out})"
+            )
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # training ends with the schedule (the learning rate is zero after it)
+            loop = self.trainer.fit_loop
+            if loop.max_epochs is None or loop.max_epochs < 0 or loop.max_epochs > self.total_epochs:
+                loop.max_epochs = self.total_epochs
+        if stage in ("fit", "validate"):
+            self.check_crop_size(self.trainer.datamodule)
+        if stage in ("fit", "validate", "test"):
+            self._build_evaluator()
+        self._check_channels()
+
+    def check_crop_size(self, datamodule: object) -> None:
+        """Raise ``ConfigValueError`` naming ``data.crop_size`` unless every network of ``input_networks`` takes
+        the datamodule's ``crop_size`` (probed on the meta device; nothing to check without a ``crop_size``)."""
+        crop = getattr(datamodule, "crop_size", None)
+        if crop is not None:
+            nets = self.input_networks()
+            multiple = max([int(getattr(n, "size_multiple", 1)) for n, _ in nets] or [1])
+            check_input_size("data.crop_size", crop, nets, multiple)
+
+    def on_fit_start(self) -> None:
+        # real statistics are computed once per fit: drop any left by an earlier fit or ``trainer.validate``
+        if self.evaluator is not None:
+            self.evaluator.reset(reals=True)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loader 0: source images to translate; loader 1: real target images (fed once per fit)."""
+        if self.evaluator is None or self.trainer.sanity_checking:
+            return
+        if dataloader_idx == 0:
+            fake = self(batch["image"])
+            self._val_finite = self._val_finite & torch.isfinite(fake).all()  # read once, at the epoch end
+            self.evaluator.update(fake, real=False)
+        elif not self._reals_fed:
+            self.evaluator.update(batch["image"], real=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reals_fed = self.evaluator is not None and self.evaluator.has_reals
+        self._val_finite = torch.ones((), dtype=torch.bool, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.evaluator is None or self.trainer.sanity_checking:
+            return
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(self._val_finite), all=True)
+        if not finite:  # FID of black (NaN -> 0) images would look like a number: log none
+            self.evaluator.reset(reals=False)
+            message = (f"the generator produced non-finite (NaN or infinite) images in validation at step "
+                       f"{batches_done(self.trainer)}: no val/* metrics logged")
+            if self.trainer.state.fn == "fit" and self.guard.policy == "stop":
+                raise NonFiniteError(f"{message}. Training stopped (model.nonfinite.policy=stop). Last good "
+                                     f"checkpoint: {self._last_good_checkpoint()}.")
+            log.error(message)
+            return
+        values = self.evaluator.compute()  # a collective under DDP: every rank calls it
+        self.evaluator.reset(reals=False)
+        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+        if self.trainer.state.fn == "fit":
+            log_step(self)  # at "batches done", like the training rows (Lightning would use the batch index)
+
+    # ------------------------------------------------------------------ test
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """As ``validation_step``, on the test loaders (0: source images, 1: real target images)."""
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_start(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.reset(reals=True)  # the test split's reals, not the validation ones
+        self._reals_fed = False
+        self._val_finite = torch.ones((), dtype=torch.bool, device=self.device)
+
+    def on_test_epoch_end(self) -> None:
+        if self.evaluator is None:
+            return
+        if not self.trainer.strategy.reduce_boolean_decision(bool(self._val_finite), all=True):
+            self.evaluator.reset(reals=True)
+            log.error("the generator produced non-finite (NaN or infinite) images in the test: no test/* metrics")
+            return
+        values = self.evaluator.compute()  # a collective under DDP
+        self.evaluator.reset(reals=True)  # a later validation computes its own reals again
+        self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+
+    def on_test_end(self) -> None:
+        """One row per ``trainer.test`` in ``test_results.csv`` / ``.md``: checkpoint, time, ``test/*`` metrics."""
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in sorted(self.trainer.callback_metrics.items()) if k.startswith("test/")}
+        row = {"checkpoint": self.trainer.ckpt_path or "weights in memory", "time": now(), **metrics}
+        self.results_paths = write_test_results(self.results_dir or run_dir(self.trainer), row)
+        log.info("test results: %s", self.results_paths[1])
+
+    @torch.no_grad()
+    def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation and an
+        example of the target domain. The first column is the source and the second its translation (the image
+        grid's progress picture follows the second); methods with more images override this."""
+        return {"input A": real_a, "translation G(A)": self(real_a), "target domain B": real_b}
+
+    # ------------------------------------------------------------------ prediction
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Translate ``batch["image"]`` of any H, W (padded to ``size_multiple``, cropped back): returns
+        ``{"image": (B, C_out, H, W) float32 in [-1, 1] (clamped: generators without a final tanh, e.g. SinCUT's, may leave the range), "path":
+        [...] or None}`` (see ``TranslationWriter``)."""
+        return {"image": translate_tensor(self, batch["image"]).clamp(-1, 1), "path": batch.get("path")}

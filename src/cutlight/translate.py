@@ -1,0 +1,454 @@
+"""Translate image files with a trained generator: ``python -m cutlight.translate`` (``cutlight-translate``).
+
+    cutlight-translate --ckpt CKPT --input PATH [PATH ...] --output DIR [--direction AtoB|BtoA]
+                       [--size N | --short-side N] [--ext png] [--overwrite] [--keep-suffix]
+                       [--batch-size 8] [--device cuda] [--precision fp32|bf16|fp16]
+                       [--html] [--real DIR] [--generator KEY=VALUE ...]
+
+Inputs: each PATH is an image file, a folder (searched recursively) or a glob pattern (quote it; ``**`` recurses).
+Images are read by ``cutlight.data.load_image`` with the generator's ``input_nc`` channels (EXIF orientation,
+palette, 16-bit and alpha handled as in training), scaled to [-1, 1] like validation images.
+
+Sizes: by default the output has the input's size (reflect-padded to the generator's ``size_multiple``, cropped
+back). ``--size N`` first resizes so that the *longer* side is N; ``--short-side N`` so that the *shorter* side is
+N; both keep the aspect ratio (the other side rounded to the nearest pixel, bicubic antialiased as in training);
+the output then has the resized size.
+
+Outputs: ``DIR/<path relative to the input folder, or to a glob's fixed prefix>/<stem>.<ext>`` (PNG by default).
+Two inputs that would give one output name (``x.jpg`` and ``x.png``; compared case-insensitively) stop the run
+before anything is written, naming them; ``--keep-suffix`` names outputs ``x.jpg.png``, which never collide.
+Existing output files are skipped (counted), never overwritten, unless ``--overwrite``; files are written under a
+temporary name and renamed, so an interrupted run leaves no truncated image and can simply be rerun. Files under
+DIR are never taken as inputs. An image that cannot be read or translated is reported with its reason; the rest
+are translated. Exit status: 0 when every image was written or skipped, 1 when any failed or on an error.
+
+``--html`` writes ``index.html`` (and ``page2.html``, ...) into DIR: input | translation per row, linking to the
+full images; with ``--real DIR`` FID/KID of DIR's images against the real ones (``cutlight.evaluate``) at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import glob
+import logging
+import os
+import sys
+import types
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .data.folder import is_image_file, list_images, load_image
+from .data.transforms import resize, to_normalized_tensor
+from .inference import (
+    DIRECTIONS,
+    PRECISIONS,
+    build_generator,
+    load_generator,
+    read_generator,
+    tensor_to_image,
+    translate_tensor,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
+_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+_LOAD_ERRORS = (OSError, ValueError)
+
+
+@dataclass
+class TranslationReport:
+    """What ``translate_folder`` did. Usable as a path (``os.fspath(report)`` is ``output_dir``).
+
+    ``written`` / ``skipped`` (output existed) are ``(input, output)`` pairs; ``failed`` are ``(input, reason)``.
+    """
+
+    output_dir: Path
+    planned: list[tuple[Path, Path]] = field(default_factory=list, repr=False)
+    written: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped: list[tuple[Path, Path]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.output_dir)
+
+    @property
+    def pairs(self) -> list[tuple[Path, Path]]:
+        """(input, output) of every output file now present (written or skipped), in input order."""
+        present = set(self.written) | set(self.skipped)
+        return [pair for pair in self.planned if pair in present]
+
+    def summary(self) -> str:
+        lines = [f"{len(self.written)} written, {len(self.skipped)} skipped (output exists; --overwrite replaces), "
+                 f"{len(self.failed)} failed -> {self.output_dir}"]
+        lines += [f"  failed: {src}: {reason}" for src, reason in self.failed]
+        return "\n".join(lines)
+
+
+def output_size(width: int, height: int, size: int | None = None, short_side: int | None = None) -> tuple[int, int]:
+    """(width, height) after ``--size`` (longer side = size) or ``--short-side`` (shorter side = short_side),
+    aspect ratio kept, the other side rounded (at least 1); unchanged when both are None."""
+    if size is not None and short_side is not None:
+        raise ValueError(f"give size or short_side, not both (got size={size}, short_side={short_side})")
+    target = size if size is not None else short_side
+    if target is None:
+        return width, height
+    if not isinstance(target, int) or target < 1:
+        raise ValueError(f"size / short_side must be a positive integer, got {target!r}")
+    side = max(width, height) if size is not None else min(width, height)
+    return max(1, round(width * target / side)), max(1, round(height * target / side))
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without wildcards."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def resolve_inputs(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None
+) -> list[tuple[Path, Path]]:
+    """``(file, relative name)`` for every input image, in order, without duplicates or files under ``exclude``.
+
+    Each input is an image file (named by its file name), a folder (its images, recursively, named relative to
+    it) or a glob pattern (matching image files, named relative to the pattern's fixed leading folder).
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items:
+        raise ValueError("no inputs given")
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found: dict[Path, tuple[Path, Path]] = {}
+    excluded = 0
+    for item in items:
+        text = os.path.expanduser(os.fspath(item))
+        path = Path(text)
+        if path.is_dir():
+            pairs = [(p, p.relative_to(path)) for p in list_images(path)]
+        elif path.is_file():
+            pairs = [(path, Path(path.name))]
+        elif any(c in text for c in "*?["):
+            root = _glob_root(text)
+            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if is_image_file(p) and os.path.isfile(p))
+            if not files:
+                raise FileNotFoundError(f"no image files match the pattern '{text}'")
+            pairs = [(p, p.relative_to(root)) for p in files]
+        else:
+            raise FileNotFoundError(f"input '{text}' is neither an image file, a folder, nor a glob pattern")
+        for src, rel in pairs:
+            key = src.resolve()
+            if skip is not None and key.is_relative_to(skip):
+                excluded += 1
+            else:
+                found.setdefault(key, (src, rel))
+    if excluded:
+        logger.warning("%d file(s) under the output folder '%s' not taken as inputs", excluded, skip)
+    if not found:
+        raise ValueError(f"no input images left: all {excluded} found are under the output folder '{skip}'; "
+                         "choose an output folder that does not contain the inputs")
+    return list(found.values())
+
+
+def plan_outputs(
+    sources: Sequence[tuple[Path, Path]], output_dir: str | os.PathLike, ext: str = "png", keep_suffix: bool = False
+) -> list[tuple[Path, Path]]:
+    """``(input, output)`` pairs; raises ValueError naming them when two inputs map to one output (compared
+    case-insensitively) or an output would be its own input."""
+    output_dir = Path(output_dir)
+    plan, by_name = [], {}
+    for src, rel in sources:
+        dst = output_dir / rel.parent / (f"{rel.name}.{ext}" if keep_suffix else f"{rel.stem}.{ext}")
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise ValueError(f"output '{dst}' would overwrite its own input; choose another output folder")
+        by_name.setdefault(dst.as_posix().lower(), []).append(src)
+        plan.append((src, dst))
+    clashes = {name: srcs for name, srcs in by_name.items() if len(srcs) > 1}
+    if clashes:
+        shown = "; ".join(f"{', '.join(map(str, srcs))} -> {name}" for name, srcs in list(clashes.items())[:5])
+        raise ValueError(
+            f"{len(clashes)} output name(s) would be written by more than one input ({shown}); nothing was written. "
+            "Use --keep-suffix (keep_suffix=True: outputs named like 'x.jpg.png'), or rename the inputs"
+        )
+    return plan
+
+
+def _prefetch(fn: Callable, items: Iterable, workers: int) -> Iterator[tuple[object, object]]:
+    """(item, fn(item) or the exception it raised), in order, computed by up to ``workers`` threads ahead."""
+
+    def attempt(item):
+        try:
+            return fn(item)
+        except _LOAD_ERRORS as err:
+            return err
+
+    if workers < 1:
+        yield from ((item, attempt(item)) for item in items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, pool.submit(attempt, item)))
+            if len(pending) > 2 * workers:
+                item, fut = pending.popleft()
+                yield item, fut.result()
+        while pending:
+            item, fut = pending.popleft()
+            yield item, fut.result()
+
+
+def _save(image, dst: Path, fmt: str) -> None:
+    """Write via a temporary name and rename (no truncated file if interrupted)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    image.save(tmp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+    os.replace(tmp, dst)
+
+
+def translate_folder(
+    ckpt: str | os.PathLike | nn.Module,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+    size: int | None = None,
+    short_side: int | None = None,
+    ext: str = "png",
+    overwrite: bool = False,
+    keep_suffix: bool = False,
+    precision: str | None = None,
+    direction: str | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    generator_kwargs: dict | None = None,
+) -> TranslationReport:
+    """Translate image files (see the module docstring for naming, sizes and what is skipped).
+
+    Args:
+        ckpt: checkpoint path (see :func:`cutlight.inference.load_generator`) or a ready generator.
+        inputs: image file, folder, glob pattern, or a list of them.
+        output_dir: default ``<input>_translated`` for a single input folder.
+        device: default: the generator's device for a module, else "cuda" when available, else "cpu".
+        batch_size: images of equal (resized) size translated together, at most this many.
+        size / short_side: resize so the longer / shorter side has this length (aspect kept); default: keep size.
+        ext: output format (png, jpg, jpeg, webp, bmp, tif, tiff).
+        overwrite: replace existing output files (default: skip them).
+        keep_suffix: name outputs ``x.jpg.png`` instead of ``x.png`` (no name collisions).
+        precision: None / "fp32", "bf16" or "fp16" (autocast).
+        direction: "AtoB" / "BtoA" for CycleGAN checkpoints.
+        workers: threads decoding images ahead of the generator (0: in the main thread).
+        generator_kwargs: override / supply constructor arguments (a bare state dict's architecture).
+    Returns:
+        :class:`TranslationReport` (path-like: the output folder).
+    Raises:
+        ValueError / FileNotFoundError before anything is written: bad arguments, no inputs, colliding names, an
+        unreadable checkpoint.
+    """
+    ext = ext.lower().lstrip(".")
+    if ext not in FORMATS:
+        raise ValueError(f"unknown output extension {ext!r}; expected one of {', '.join(FORMATS)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    output_size(1, 1, size, short_side)  # validates size / short_side
+    if output_dir is None:
+        single = Path(inputs) if isinstance(inputs, (str, os.PathLike)) else None
+        if single is None or not single.is_dir():
+            raise ValueError("output_dir is required unless the input is a single folder")
+        output_dir = single.with_name(single.name + "_translated")
+    output_dir = Path(output_dir)
+    if isinstance(ckpt, nn.Module):
+        generator = ckpt.to(device) if device is not None else ckpt
+    else:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        generator = load_generator(ckpt, device, direction, **(generator_kwargs or {}))
+    in_nc, out_nc = generator.input_nc, generator.output_nc
+    if out_nc == 4 and FORMATS[ext] == "JPEG":
+        raise ValueError(f"the generator outputs 4 channels (RGBA); {ext} has no alpha: use png, webp or tif")
+
+    plan = plan_outputs(resolve_inputs(inputs, exclude=output_dir), output_dir, ext, keep_suffix)
+    report = TranslationReport(output_dir, planned=plan)
+    todo = []
+    for pair in plan:
+        (todo if overwrite or not pair[1].exists() else report.skipped).append(pair)
+    to_tensor = to_normalized_tensor(in_nc)
+
+    def load(pair: tuple[Path, Path]) -> torch.Tensor:
+        image = load_image(pair[0], in_nc)
+        return to_tensor(resize(image, *output_size(*image.size, size, short_side)))  # (C, H, W)
+
+    with tqdm(total=len(todo), unit="img", desc="translating", disable=not progress, file=sys.stderr) as bar:
+        batches = _Batches(generator, batch_size, precision, FORMATS[ext], report, bar)
+        for (src, dst), result in _prefetch(load, todo, workers):
+            if isinstance(result, Exception):
+                report.failed.append((src, str(result)))
+                bar.update(1)
+            else:
+                batches.add(src, dst, result)
+        batches.flush_all()
+    return report
+
+
+class _Batches:
+    """Collects loaded images by size; translates and writes each group when it holds ``batch_size`` images (or
+    when too many images of different sizes are waiting). A batch that fails is retried image by image, so each
+    failure has its own reason (and a batch too large for the device memory still gets through)."""
+
+    def __init__(self, generator, batch_size: int, precision, fmt: str, report: TranslationReport, bar) -> None:
+        self.generator, self.batch_size, self.precision, self.fmt = generator, batch_size, precision, fmt
+        self.report, self.bar = report, bar
+        self.groups: dict[tuple[int, ...], list[tuple[Path, Path, torch.Tensor]]] = {}
+
+    def add(self, src: Path, dst: Path, image: torch.Tensor) -> None:
+        key = tuple(image.shape)  # (C, H, W)
+        self.groups.setdefault(key, []).append((src, dst, image))
+        if len(self.groups[key]) >= self.batch_size:
+            self._run(self.groups.pop(key))
+        elif sum(map(len, self.groups.values())) > 4 * self.batch_size:  # many sizes: bound the memory held
+            self._run(self.groups.pop(max(self.groups, key=lambda k: len(self.groups[k]))))
+
+    def flush_all(self) -> None:
+        for key in list(self.groups):
+            self._run(self.groups.pop(key))
+
+    def _run(self, batch: list[tuple[Path, Path, torch.Tensor]]) -> None:
+        try:
+            y = translate_tensor(self.generator, torch.stack([t for _, _, t in batch]), self.precision)  # (B, C', H, W)
+        except (RuntimeError, ValueError) as err:
+            if len(batch) > 1:
+                for item in batch:
+                    self._run([item])
+                return
+            self.report.failed.append((batch[0][0], f"translation failed: {err}"))
+            self.bar.update(1)
+            return
+        for (src, dst, _), yi in zip(batch, y):
+            try:
+                _save(tensor_to_image(yi), dst, self.fmt)
+                self.report.written.append((src, dst))
+            except OSError as err:
+                self.report.failed.append((src, f"cannot write '{dst}': {err}"))
+        self.bar.update(len(batch))
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def parse_kwarg(text: str) -> tuple[str, object]:
+    """``"KEY=VALUE"`` -> (key, Python literal or, failing that, the string): ``ngf=32`` -> ("ngf", 32)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a plain string, e.g. norm=none
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cutlight-translate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="cutlight .ckpt, .safetensors export, or generator state dict "
+                                                 "(e.g. the reference latest_net_G.pth)")
+    p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or quoted glob pattern(s)")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
+    sizes = p.add_mutually_exclusive_group()
+    sizes.add_argument("--size", type=int, metavar="N", help="resize so that the longer side is N (aspect kept)")
+    sizes.add_argument("--short-side", type=int, metavar="N", help="resize so that the shorter side is N (aspect kept)")
+    p.add_argument("--ext", default="png", choices=sorted(FORMATS), help="output format (default png)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--keep-suffix", action="store_true", help="name outputs x.jpg.png (never collide)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (0: none)")
+    p.add_argument("--generator", type=parse_kwarg, action="append", default=[], metavar="KEY=VALUE",
+                   help="generator constructor argument (overrides the checkpoint; e.g. norm=none)")
+    p.add_argument("--html", action="store_true", help="write index.html (+ page2.html, ...) into --output")
+    p.add_argument("--per-page", type=int, default=50, help="rows per HTML page")
+    p.add_argument("--real", metavar="DIR", help="folder of real target images: FID/KID of the outputs (on the HTML page)")
+    p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
+                   help="FID/KID Inception resize: antialiased (default) or --no-antialias, the original FID resize "
+                        "that published numbers use")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _metrics(output: Path, real: str, device: str, antialias: bool) -> tuple[dict | None, str | None]:
+    from .evaluate import evaluate_folders
+
+    try:
+        return {**evaluate_folders(output, real, antialias=antialias, device=device), "antialias": antialias}, None
+    except (OSError, ValueError, RuntimeError) as err:
+        return None, str(err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (``cutlight-translate``); returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    overrides = dict(args.generator)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        spec = read_generator(args.ckpt, args.direction, **overrides)
+        print(f"generator: {spec.source}", file=sys.stderr)
+        generator = build_generator(spec).to(device).eval()
+        report = translate_folder(
+            generator, args.input, args.output, batch_size=args.batch_size, size=args.size,
+            short_side=args.short_side, ext=args.ext, overwrite=args.overwrite, keep_suffix=args.keep_suffix,
+            precision=args.precision, workers=args.workers, progress=not args.quiet,
+        )
+    except (OSError, ValueError, RuntimeError, ImportError) as err:
+        print(f"cutlight-translate: error: {err}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    status = 1 if report.failed else 0
+    metrics, metrics_error = None, None
+    if args.real:
+        metrics, metrics_error = _metrics(report.output_dir, args.real, device, args.antialias)
+        if metrics is not None:
+            print(f"FID {metrics['fid']:.4f}  KID {metrics['kid_mean']:.6f} +- {metrics['kid_std']:.6f}  "
+                  f"(n_fake={metrics['n_fake']}, n_real={metrics['n_real']}, antialias={args.antialias})")
+        else:
+            print(f"cutlight-translate: FID/KID not computed: {metrics_error}", file=sys.stderr)
+            status = 1
+    if args.html:
+        from .gallery import write_gallery
+
+        info = {"checkpoint": spec.source, "inputs": " ".join(args.input),
+                "size": f"longer side {args.size}" if args.size else
+                f"shorter side {args.short_side}" if args.short_side else "input size kept",
+                "failed": str(len(report.failed))}
+        if metrics_error:
+            info["FID/KID"] = f"not computed: {metrics_error}"
+        pages = write_gallery(report.output_dir, report.pairs, title=f"{Path(args.ckpt).name}: translations",
+                              info=info, metrics=metrics, real_dir=args.real, per_page=args.per_page)
+        print(f"HTML: {pages[0]} ({len(pages)} page(s))")
+    return status
+
+
+class _CallableModule(types.ModuleType):
+    """``cutlight.translate`` is both this module (``python -m cutlight.translate``) and, as the package's lazy
+    export, the in-memory ``cutlight.inference.translate``: once this module is imported it replaces that
+    attribute of the package, so calling it forwards to the function."""
+
+    def __call__(self, *args, **kwargs):
+        from .inference import translate
+
+        return translate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    sys.exit(main())
