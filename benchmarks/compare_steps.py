@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from reference.cut_reference import ReferenceStep  # noqa: E402
 
 from cutlight.data import shapes_score  # noqa: E402
-from cutlight.module import linear_decay_factor  # noqa: E402
+from cutlight.optim import linear_decay  # noqa: E402
 
 TERMS = ("content_iou", "style", "score")
 
@@ -41,11 +41,11 @@ TERMS = ("content_iou", "style", "score")
 def compose(overrides: list[str]):
     """The training config as ``python -m cutlight.train`` composes it (``conf/`` of this checkout)."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
 
-    from cutlight.train import CONF_DIR  # registers the ``add`` resolver
+    import cutlight.train  # noqa: F401  (registers the config resolvers)
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_module(config_module="cutlight.conf", version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 
 
@@ -92,7 +92,7 @@ def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iter
     datamodule, module = build(cfg, seed)
     step, generator, optimizers = make_step(impl, module)
     n, d = int(cfg.model.n_epochs), int(cfg.model.n_epochs_decay)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda e: linear_decay_factor(e, n, d)) for opt in optimizers]
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda e: linear_decay(e, n, d)) for opt in optimizers]
     val = datamodule.val_dataset_a
     real_a = torch.stack([val[i]["image"] for i in range(min(eval_images, len(val)))])  # (N, 3, H, W)
     curve, it, start, cpu0 = [], 0, time.perf_counter(), time.process_time()

@@ -30,6 +30,7 @@ from cutlight.data.builtin import builtin_root, generate_image
 from cutlight.data.shapes import (
     A_PALETTE,
     B_PALETTE,
+    RADIUS_RANGE,
     Shape,
     erode,
     foreground_mask,
@@ -424,7 +425,7 @@ def test_layouts_keep_shapes_inside_and_apart():
         layout = random_layout(generator, 64)
         counts[len(layout)] += 1
         for s in layout:
-            assert 0.15 * 64 <= s.radius <= 0.25 * 64
+            assert RADIUS_RANGE[0] * 64 <= s.radius <= RADIUS_RANGE[1] * 64
             assert s.radius + 1 <= min(s.cx, s.cy) and max(s.cx, s.cy) <= 63 - s.radius
         for i, s in enumerate(layout):
             for t in layout[i + 1:]:

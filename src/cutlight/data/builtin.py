@@ -28,7 +28,7 @@ __all__ = ["builtin_root", "ensure_builtin_dataset", "generate_image", "score_do
 logger = logging.getLogger(__name__)
 
 NAME = "shapes"
-VERSION = 2  # 2: non-overlapping larger shapes, B with a rim instead of stripes
+VERSION = 3  # 2: non-overlapping larger shapes, B with a rim instead of stripes; 3: shapes larger still
 _SPLITS = {"train": 0, "test": 1}
 _DOMAINS = {"A": 0, "B": 1}
 

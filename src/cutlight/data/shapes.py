@@ -1,6 +1,6 @@
 """The "shapes" world of the built-in dataset: layouts, rendering in either domain, and a translation score.
 
-Domain A: 1-3 flat shapes (disc, square, triangle; rotated, circumradius 15% to 25% of the side, fully inside the
+Domain A: 1-3 flat shapes (disc, square, triangle; rotated, circumradius 18% to 28% of the side, fully inside the
 image and apart from each other) in warm colours (red, orange, amber, crimson) on a light cream background.
 Domain B: the same kinds of shapes in cool colours (blue, teal, green, indigo), each with a light rim (a tint of
 its colour, ``rim_width(size)`` pixels wide along the inside of its outline: 3 px at 64 px) on a dark navy
@@ -34,7 +34,7 @@ Colours are compared in [0, 1] RGB with the Euclidean distance. All numbers are 
 
 Reference numbers (64 px, the 64 built-in test images, :func:`cutlight.data.builtin.score_domains`): identity
 (fake_b = real_a, "no translation") content 1.000, style 0.000, score 0.000; real B images with their own
-(unrelated) layouts content 0.155, style 1.000, score 0.155; the oracle translation 1.000 / 1.000 / 1.000.
+(unrelated) layouts content 0.184, style 1.000, score 0.184; the oracle translation 1.000 / 1.000 / 1.000.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ B_BACKGROUND = (16, 22, 36)
 B_PALETTE = ((38, 108, 226), (18, 164, 160), (62, 184, 70), (104, 88, 222))
 RIM_TINT = 0.5  # rim colour: the shape's colour mixed halfway to white
 SHAPE_KINDS = ("disc", "square", "triangle")
-RADIUS_RANGE = (0.15, 0.25)  # circumradius as a fraction of the side
+RADIUS_RANGE = (0.18, 0.28)  # circumradius as a fraction of the side
 FOREGROUND_THRESHOLD = 0.2
 
 
