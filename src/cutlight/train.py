@@ -28,6 +28,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -186,6 +187,8 @@ def _test_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train from a composed config; returns the final callback metrics as floats (with ``test/*`` after a test)."""
     _quiet()
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,9 +247,10 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
     from .callbacks import FullImageTranslation, ImageGrid, LossCurves, TranslationScore
 
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
+    grid = None
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
-            lines.append(f"  image grids ({' | '.join(cb.columns)}): {cb.last_path.parent}")
+            grid = cb
         if isinstance(cb, FullImageTranslation) and cb.last_path:
             lines.append(f"  full image (source | translation | target): {cb.last_path}")
         if isinstance(cb, LossCurves) and cb.path:
@@ -278,7 +282,14 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
         lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
         if (out / RESULTS_MD).exists():
             lines.append(f"  test results table: {out / RESULTS_MD} (and {RESULTS_CSV})")
-    lines.append("=" * 72)
+    if grid is not None:  # last: the picture to open first
+        lines.append(f"  image grids:        {grid.last_path.parent}")
+        if grid.progress_path:
+            lines.append(f"  progress (the translation at every grid step): {grid.progress_path}")
+        lines.append("=" * 72)
+        lines.append(f"final image grid ({' | '.join(grid.columns)}): {grid.last_path}")
+    else:
+        lines.append("=" * 72)
     return "\n".join(lines)
 
 

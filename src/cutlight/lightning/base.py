@@ -328,9 +328,10 @@ class TranslationModule(pl.LightningModule):
 
     @torch.no_grad()
     def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation, a target
-        image and the translation of that target image (identity). Methods with more images override this."""
-        return {"A": real_a, "G(A)": self(real_a), "B": real_b, "G(B)": self(real_b)}
+        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation and an
+        example of the target domain. The first column is the source and the second its translation (the image
+        grid's progress picture follows the second); methods with more images override this."""
+        return {"input A": real_a, "translation G(A)": self(real_a), "target domain B": real_b}
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
