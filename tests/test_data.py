@@ -430,7 +430,7 @@ def test_layouts_keep_shapes_inside_and_apart():
         for i, s in enumerate(layout):
             for t in layout[i + 1:]:
                 assert math.hypot(s.cx - t.cx, s.cy - t.cy) >= s.radius + t.radius + rim_width(64)
-    assert min(counts.values()) > 30  # every count occurs
+    assert min(counts.values()) >= 10  # every count occurs (3 large shapes fit about 1 time in 12)
     # separate shapes stay separate: the foreground of an A image has as many parts as the layout has shapes
     layout = next(lay for lay in (random_layout(generator, 64) for _ in range(100)) if len(lay) == 3)
     mask = foreground_mask(pil_to_batch([render(layout, "A", 64)]))[0]  # (64, 64)
