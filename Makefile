@@ -47,11 +47,12 @@ bench: $(STAMP)
 fid-weights: $(STAMP)
 	$(BIN)/python -m cutlight.metrics.inception_weights
 
-notebooks: $(STAMP)
-	$(BIN)/pip install -q nbclient nbformat ipykernel
-	$(BIN)/python -c "import nbformat, nbclient, glob; \
-	[nbformat.write(nbclient.NotebookClient(nb := nbformat.read(f, 4), timeout=1800, \
-	 resources={'metadata': {'path': 'notebooks'}}).execute() or nb, f) for f in sorted(glob.glob('notebooks/*.ipynb'))]"
+# Executes notebooks/NN_*.ipynb in order and saves them with their outputs (full mode: 01 trains make train's run,
+# 02 runs a small ablation sweep, 03 analyses 01's checkpoint; ~NN min on 2 cores). The notebooks extra comes with
+# dev (setup). NB_QUICK=1: tiny settings, seconds. CUTLIGHT_ABLATE_DIR=<a make ablate folder> make notebooks: 02
+# reports that sweep instead of running its own; CUTLIGHT_CKPT=<ckpt>: 03 analyses that checkpoint.
+notebooks: $(STAMP) fid-weights
+	$(BIN)/python notebooks/run.py $(if $(NB_QUICK),--quick)
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache
