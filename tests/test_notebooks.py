@@ -33,12 +33,12 @@ NOTEBOOKS = run.notebooks()
 
 def kernel_env(tmp_path: Path) -> dict:
     """The kernel imports the cutlight under test (also from a checkout that is not the installed one) and
-    tests/; built-in data cached under tmp_path; one CPU thread; W&B off."""
+    tests/; built-in data cached under tmp_path; one CPU thread; W&B off; no checkpoint or sweep given."""
     import cutlight
 
     path = os.pathsep.join([str(Path(cutlight.__file__).parents[1]), str(ROOT / "tests")])
     return {"PYTHONPATH": path, "CUTLIGHT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "CUTLIGHT_CKPT": "", "CUTLIGHT_ABLATE_DIR": ""}
 
 
 def write_notebook(path: Path, *sources: str) -> Path:
@@ -108,3 +108,13 @@ def test_notebooks_execute_in_quick_mode(tmp_path):
     assert {p: digest(p) for p in NOTEBOOKS} == committed
     runs = sorted(p.name.split("-")[0] for p in (tmp_path / "runs").iterdir())
     assert runs == ["ablation", "analysis", "quickstart"]  # 03 used 01's run, nothing trained twice
+
+
+@pytest.mark.slow
+def test_learned_similarity_alone_trains_the_run_it_analyses(tmp_path):
+    """Opened without a quickstart run (and without CUTLIGHT_CKPT), 03 trains one itself."""
+    path = ROOT / "notebooks" / "03_learned_similarity.ipynb"
+    out = run.execute(path, tmp_path / path.name, quick=True, workdir=tmp_path / "runs", timeout=600,
+                      env=kernel_env(tmp_path))
+    assert outputs(nbformat.read(out, as_version=4), "image/png")
+    assert list((tmp_path / "runs").glob("quickstart-*/checkpoints/last.ckpt"))
