@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[dev,sweep,export]'
 	@touch $(STAMP)
 
+# ARGS: extra Hydra overrides, e.g. make train ARGS="seed=1"
 train: $(STAMP) fid-weights
-	$(BIN)/python -m cutlight.train experiment=builtin_cpu
+	$(BIN)/python -m cutlight.train experiment=builtin_cpu $(ARGS)
 
 # The paper's ablations on the built-in data on CPU (7 runs of 450 iterations, see conf/experiment/ablation_cpu.yaml),
 # then the sweep report (table + figures). ABLATE_DIR: where the sweep goes; SEEDS=0,1,2: mean and std over seeds.

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 _spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py")
@@ -45,3 +46,29 @@ def test_bench_single_implementation_reports_its_peak():
            "impls": ["ours"], "warmup": 0, "iters": 1, "inference_reps": 1}
     out = bench.worker(cfg)
     assert out["peak_mb"] > 0 and out["images_per_s"] > 0  # timed alone: no separate memory process needed
+
+
+_spec_cmp = importlib.util.spec_from_file_location(
+    "compare_steps", Path(__file__).resolve().parents[1] / "benchmarks" / "compare_steps.py")
+compare_steps = importlib.util.module_from_spec(_spec_cmp)
+_spec_cmp.loader.exec_module(compare_steps)
+
+
+def test_compare_steps_trains_both_implementations_from_the_same_start(tmp_path, capsys):
+    """benchmarks/compare_steps.py: both steps start from the same networks (the same score before training),
+    follow the configured learning rate, and the report pairs them by seed."""
+    cfg = compare_steps.compose(["experiment=builtin_cpu", "debug=tiny", f"data.cache_dir={tmp_path}",
+                                 "model.optimizer.lr=0.0003"])
+    runs = [compare_steps.train(cfg, seed=s, impl=impl, eval_every=1, eval_images=4, max_iters=2)
+            for s in (0, 1) for impl in ("ours", "reference")]
+    for ours, ref in (runs[:2], runs[2:]):
+        # iteration 0: the same generator (the reference-style layers round differently: a pixel may flip)
+        assert ours["curve"][0] == pytest.approx(ref["curve"][0], abs=0.02)
+        assert [c["iter"] for c in ours["curve"]] == [c["iter"] for c in ref["curve"]] == [0, 1, 2]
+    _, _, optimizers = compare_steps.make_step("reference", compare_steps.build(cfg, 0)[1])
+    assert {g["lr"] for opt in optimizers for g in opt.param_groups} == {0.0003}
+    out = tmp_path / "runs.jsonl"
+    out.write_text("".join(compare_steps.json.dumps(r) + "\n" for r in runs))
+    compare_steps.report([str(out)])
+    table = capsys.readouterr().out
+    assert "| mean ± sd |" in table and "ours - reference over 2 paired seeds" in table

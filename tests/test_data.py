@@ -4,6 +4,7 @@ the built-in dataset."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -26,9 +27,20 @@ from cutlight.data import (
     shapes_score,
 )
 from cutlight.data.builtin import builtin_root, generate_image
+from cutlight.data.shapes import (
+    A_PALETTE,
+    B_PALETTE,
+    RADIUS_RANGE,
+    Shape,
+    erode,
+    foreground_mask,
+    pil_to_batch,
+    random_layout,
+    render,
+    rim_width,
+)
 from cutlight.data.datamodule import loader_settings
 from cutlight.data.resumable import ResumableSampler
-from cutlight.data.shapes import pil_to_batch, random_layout, render
 
 
 def save_gradient(path: Path, size=(32, 32), value: int = 0, mode: str = "RGB") -> Path:
@@ -404,3 +416,71 @@ def test_shapes_score_random_layout_flat_colours_and_blank():
     assert result["content_iou"] > 0.99 and result["style_colour"] > 0.99 and result["style_texture"] < 0.05
     with pytest.raises(ValueError, match="equal shape"):
         shapes_score(real_a, real_a[:, :1])
+
+
+def test_layouts_keep_shapes_inside_and_apart():
+    generator = torch.Generator().manual_seed(0)
+    counts = {1: 0, 2: 0, 3: 0}
+    for _ in range(300):
+        layout = random_layout(generator, 64)
+        counts[len(layout)] += 1
+        for s in layout:
+            assert RADIUS_RANGE[0] * 64 <= s.radius <= RADIUS_RANGE[1] * 64
+            assert s.radius + 1 <= min(s.cx, s.cy) and max(s.cx, s.cy) <= 63 - s.radius
+        for i, s in enumerate(layout):
+            for t in layout[i + 1:]:
+                assert math.hypot(s.cx - t.cx, s.cy - t.cy) >= s.radius + t.radius + rim_width(64)
+    assert min(counts.values()) > 30  # every count occurs
+    # separate shapes stay separate: the foreground of an A image has as many parts as the layout has shapes
+    layout = next(lay for lay in (random_layout(generator, 64) for _ in range(100)) if len(lay) == 3)
+    mask = foreground_mask(pil_to_batch([render(layout, "A", 64)]))[0]  # (64, 64)
+    assert _components(mask) == 3
+
+
+def _components(mask: torch.Tensor) -> int:
+    """4-connected components of a (H, W) bool mask (a small flood fill)."""
+    seen, count = torch.zeros_like(mask), 0
+    h, w = mask.shape
+    for y0, x0 in mask.nonzero().tolist():
+        if seen[y0, x0]:
+            continue
+        count, stack = count + 1, [(y0, x0)]
+        while stack:
+            y, x = stack.pop()
+            if 0 <= y < h and 0 <= x < w and mask[y, x] and not seen[y, x]:
+                seen[y, x] = True
+                stack += [(y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)]
+    return count
+
+
+def test_b_style_is_a_fill_with_a_rim_of_rim_width():
+    disc = Shape("disc", 32.0, 32.0, 14.0, 0.0, colour=0, jitter=(0, 0, 0))
+    a, b = pil_to_batch([render([disc], "A", 64), render([disc], "B", 64)])  # (3, 64, 64) each
+    to_rgb = lambda c: torch.tensor(c, dtype=torch.float32) / 127.5 - 1  # noqa: E731
+    torch.testing.assert_close(a[:, 32, 32], to_rgb(A_PALETTE[0]))
+    torch.testing.assert_close(b[:, 32, 32], to_rgb(B_PALETTE[0]))  # the fill inside
+    rim = to_rgb(tuple(round(c + 0.5 * (255 - c)) for c in B_PALETTE[0]))
+    w = rim_width(64)
+    row = b[:, 32, 32:]  # (3, 32) from the centre to the right border
+    inside = [x for x in range(32) if foreground_mask(b[None])[0, 32, 32 + x]]
+    edge = max(inside)
+    for x in range(edge - w + 1, edge + 1):
+        torch.testing.assert_close(row[:, x], rim)
+    torch.testing.assert_close(row[:, edge - w], to_rgb(B_PALETTE[0]))
+    # erosion by a disc: the drawn disc (29 px across: radius 14.5) eroded by w is about a disc of radius 14.5 - w
+    eroded = erode(foreground_mask(b[None]), w)[0]
+    assert abs(eroded.sum().item() / (math.pi * (14.5 - w) ** 2) - 1) < 0.05
+
+
+def test_shapes_score_texture_needs_rim_and_fill():
+    layouts = [random_layout(torch.Generator().manual_seed(i), 64) for i in range(8)]
+    real_a = pil_to_batch([render(layout, "A", 64) for layout in layouts])  # (8, 3, 64, 64)
+    oracle = pil_to_batch([render(layout, "B", 64) for layout in layouts])
+    mask = foreground_mask(oracle)[:, None]  # (8, 1, 64, 64)
+    navy = oracle[:, :, :1, :1].expand_as(oracle)  # the B background everywhere
+    tint = torch.tensor([round(c + 0.5 * (255 - c)) for c in B_PALETTE[0]], dtype=torch.float32)  # blue's rim
+    rim_colour = (tint / 127.5 - 1).view(1, 3, 1, 1).expand_as(oracle)
+    solid_rim = torch.where(mask, rim_colour, navy)
+    assert shapes_score(real_a, oracle)["style_texture"] > 0.99
+    scores = shapes_score(real_a, solid_rim)  # B colours, right silhouettes, but no fill: no texture
+    assert scores["content_iou"] > 0.99 and scores["style_colour"] > 0.99 and scores["style_texture"] < 0.05

@@ -154,14 +154,34 @@ def test_nonfinite_loss_stops_with_term_step_and_last_good_checkpoint(tmp_path):
 
 
 def test_skip_policy_drops_isolated_bad_iterations_and_logs_the_count(tmp_path):
+    import csv
+
+    from cutlight.lightning.resume import AppendingCSVLogger
+    from cutlight.train import _summary
+
     torch.manual_seed(0)
-    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0,
-                           callbacks=[InjectNaN({1, 3, 4})])
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0, log_every_n_steps=1,
+                           callbacks=[InjectNaN({1, 3, 4})], logger=AppendingCSVLogger(tmp_path, name="csv"))
     model = tiny_module(val_metrics=False, nonfinite={"policy": "skip", "max_skips": 2})
     trainer.fit(model, datamodule=tiny_data(tmp_path, num_train=8))
     assert model.guard.skipped == 3 and float(trainer.callback_metrics["train/nonfinite_skips"]) == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert math.isfinite(float(trainer.callback_metrics["train/loss_nce"]))
+    with open(next(tmp_path.rglob("metrics.csv")), newline="") as f:  # one row per batch, at its step
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["step"])) for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["train/nonfinite_skips"] for r in rows][:2] == ["", "1.0"] and rows[-1]["train/nonfinite_skips"] == "3.0"
+    text = _summary(trainer, tmp_path, {}, {})  # the end-of-run summary says so, and that it ended diverging
+    assert "non-finite iterations skipped: 3 (train/nonfinite_skips); the last 2 in a row" in text
+
+
+def test_skip_policy_stops_after_max_skips_in_a_row_with_the_right_hint(tmp_path):
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0,
+                           callbacks=[InjectNaN({1, 2})])
+    model = tiny_module(val_metrics=False, nonfinite={"policy": "skip", "max_skips": 1})
+    with pytest.raises(NonFiniteError, match="more than model.nonfinite.max_skips=1") as info:
+        trainer.fit(model, datamodule=tiny_data(tmp_path, num_train=8))
+    assert "raise model.nonfinite.max_skips" in str(info.value) and "policy=skip" not in str(info.value)
 
 
 def test_checkpoint_refuses_nonfinite_weights(tmp_path):
@@ -196,6 +216,24 @@ def test_nonfinite_generator_gets_no_validation_numbers(tmp_path, caplog):
         trainer.validate(model, datamodule=tiny_data(tmp_path), verbose=False)
     assert not [k for k in trainer.callback_metrics if k.startswith("val/")]
     assert "non-finite (NaN or infinite) images in validation" in caplog.text
+
+
+def test_translating_with_a_generator_that_overflows_fails_instead_of_writing_black_images(tmp_path):
+    from PIL import Image
+
+    from cutlight.networks import ResnetGenerator
+    from cutlight.translate import translate_folder
+
+    torch.manual_seed(0)
+    generator = ResnetGenerator(ngf=8, n_blocks=1).eval()
+    with torch.no_grad():  # finite weights (a diverged run's last finite state) whose output is NaN
+        for p in generator.parameters():
+            p.copy_(torch.sign(torch.randn_like(p)) * 1e30)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "x.png")
+    report = translate_folder(generator, tmp_path / "x.png", tmp_path / "out", progress=False, workers=0)
+    assert not report.written and not list((tmp_path / "out").glob("*.png"))
+    assert [p.name for p, _ in report.failed] == ["x.png"]
+    assert "the generator produced non-finite values (NaN or infinity)" in report.failed[0][1]
 
 
 @pytest.mark.slow
@@ -273,6 +311,18 @@ def test_bad_config_value_fails_before_training_naming_its_key(override, message
         assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_missing_mandatory_value_is_reported_by_its_message_alone(tmp_path):
+    from omegaconf.errors import MissingMandatoryValue
+
+    from cutlight.train import _expected_errors, train
+    from test_config import compose_cfg
+
+    cfg = compose_cfg(["debug=tiny", "data=folder", "model.val_metrics=false"], tmp_path)  # no data.root
+    with pytest.raises(MissingMandatoryValue, match="data.root") as info:
+        train(cfg)
+    assert isinstance(info.value, _expected_errors())  # one line from the entrypoint, no traceback
+
+
 @pytest.mark.slow
 def test_entrypoint_bad_value_is_one_clear_line(tmp_path):
     res = run_entrypoint([*TINY_ARGS, "model.objective.num_patches=abc", f"hydra.run.dir={tmp_path / 'run'}"],
@@ -305,6 +355,10 @@ def test_corrupt_checkpoints_are_named_with_the_problem(real_checkpoint, tmp_pat
         "text.ckpt": (b"not a checkpoint at all", "is not a PyTorch checkpoint: it starts with b'not a ch'"),
         "pickle.ckpt": (pickle.dumps({"state_dict": Foreign()}, protocol=2),
                         "holds more than tensors and plain containers, which cutlight never unpickles"),
+        # start like a pickle, then garbage: not an object, and not a bare IndexError from the unpickler
+        "noise.ckpt": (b"\x80\x02" + b"\xff" * 64,
+                       "cannot be read: its pickle data holds an instruction that torch.save never writes"),
+        "noise2.ckpt": (b"\x80" + bytes(range(45, 256)), "cannot be read (IndexError: pop from empty list"),
     }
     for name, (content, fragment) in cases.items():
         path = tmp_path / name
@@ -328,9 +382,19 @@ def test_corrupt_checkpoints_are_named_with_the_problem(real_checkpoint, tmp_pat
 def test_checkpoint_of_another_architecture_names_the_keys(real_checkpoint, tmp_path):
     model = tiny_module(val_metrics=False, generator={"ngf": 4, "n_blocks": 1})
     trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0)
-    with pytest.raises(ValueError, match=r"checkpoint '.*last.ckpt' was written for another architecture") as info:
+    with pytest.raises(CheckpointError, match=r"checkpoint '.*last.ckpt' was written for another architecture") as info:
         trainer.fit(model, datamodule=tiny_data(tmp_path), ckpt_path=str(real_checkpoint))
     assert "different shapes: generator.model.1.weight (8, 3, 7, 7) (the model has (4, 3, 7, 7))" in str(info.value)
+
+
+def test_entrypoint_refuses_another_architecture_before_touching_the_run_folder(real_checkpoint, tmp_path):
+    from cutlight.train import train
+
+    cfg = compose(["model.generator.ngf=4", f"ckpt_path={real_checkpoint}"], tmp_path)
+    with pytest.raises(CheckpointError, match="was written for another architecture"):
+        train(cfg)
+    out = tmp_path / "run"  # not linked to the checkpoint's run, no config written: nothing to clean up
+    assert not (out / "resumed_from").is_symlink() and not (out / "config_resolved.yaml").exists()
 
 
 def test_find_last_checkpoint_takes_the_newest_readable_one(real_checkpoint, tmp_path):

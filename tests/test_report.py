@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -106,11 +107,20 @@ def test_run_record_writes_running_then_failed_with_error(tmp_path, caplog):
         raise ValueError("unknown gan_mode 'foo'")
     except ValueError as e:
         error = e
-    record.on_job_end(config=config, job_return=_Return(JobStatus.FAILED, error))
+    log_file = logging.FileHandler(tmp_path / "train.log")  # as Hydra's job logging: a console and a file
+    logging.getLogger().addHandler(log_file)
+    try:
+        record.on_job_end(config=config, job_return=_Return(JobStatus.FAILED, error))
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
     done = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert done["state"] == "failed" and done["error"] == "ValueError: unknown gan_mode 'foo'"
     assert "Traceback" in done["traceback"] and done["wall_s"] >= 0 and done["metrics"] is None
-    assert "run failed: ValueError: unknown gan_mode 'foo'" in caplog.text  # into the run's log file
+    # the console: one line (Hydra prints the error itself); the run's log file: the line and the traceback
+    assert "run failed: ValueError: unknown gan_mode 'foo'" in caplog.text and "Traceback" not in caplog.text
+    logged = (tmp_path / "train.log").read_text()
+    assert "run failed: ValueError: unknown gan_mode 'foo'" in logged and "Traceback" in logged
 
     record.on_job_start(config=config)
     record.on_job_end(config=config, job_return=_Return(JobStatus.COMPLETED, 12.5))

@@ -131,9 +131,10 @@ def test_offline_run_has_metrics_images_and_hyperparameters(multirun):
             assert img.mode == "RGB"
             pixels = np.asarray(img)
         assert pixels.dtype == np.uint8 and pixels.std() > 5, png
-    # A grid is 4 columns (real A | G(A) | real B | G(B)) of 32 px images with 2 px padding.
+    # A grid is 3 labelled columns (input A | translation G(A) | target domain B) of 32 px images shown at 192 px
+    # (tile_size) with 4 px padding.
     with Image.open(grids[-1]) as img:
-        assert img.size[0] == 4 * 32 + 5 * 2
+        assert img.size[0] == 4 + 3 * (192 + 4)
 
     # Hyperparameters: one tree, the composed Hydra config (the module's and datamodule's hparams are not
     # logged a second time next to it), every key written once.

@@ -43,18 +43,79 @@ def to_rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
 
 
-class ImageGrid(pl.Callback):
-    """Every ``every_n_steps`` batches (and at the end of training) translate a fixed set of validation images:
-    one row per image with the columns of the module's ``visuals`` (CUT: ``A | G(A) | B | G(B)``; CycleGAN:
-    ``A | G_A(A) | G_B(G_A(A)) | B | G_B(B)``), saved to ``images/step_XXXXXX.png`` and logged. A grid is never
-    overwritten: a resumed run reaching a step again writes ``step_XXXXXX-resumed1.png``."""
+def _font(size: int):
+    from PIL import ImageFont
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None):
+    try:
+        return ImageFont.load_default(size=size)  # scalable (FreeType)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()  # Pillow without FreeType: the small bitmap font
+
+
+def labelled_grid(columns: list[torch.Tensor], titles: list[str], scale: int = 1, caption: str | None = None,
+                  padding: int = 4) -> torch.Tensor:
+    """Tiles in a table with a title over each column (and an optional caption line above the titles).
+
+    Args:
+        columns: K tensors (N, 3, H, W) in [-1, 1]: column k shows ``columns[k][i]`` in row i.
+        titles: K column titles.
+        scale: integer upscaling of every tile (nearest neighbour: pixels stay crisp).
+
+    Returns: (3, H', W') uint8, white background.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    if len(columns) != len(titles):
+        raise ValueError(f"got {len(columns)} columns but {len(titles)} titles")
+    tiles = torch.stack([c.detach().float().cpu() for c in columns], dim=1).flatten(0, 1)  # (N*K, 3, H, W)
+    tiles = ((tiles.clamp(-1, 1) + 1) / 2).repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    grid = make_grid(tiles, nrow=len(columns), padding=padding, pad_value=1.0)  # (3, Hg, Wg) in [0, 1]
+    body = Image.fromarray((grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    tile_w = columns[0].shape[-1] * scale
+    font = _font(max(12, min(24, tile_w // 9)))
+    line = font.getbbox("Ag")[3] + 6
+    header = line * (2 if caption else 1)
+    image = Image.new("RGB", (body.width, body.height + header), "white")
+    image.paste(body, (0, header))
+    draw = ImageDraw.Draw(image)
+    if caption:
+        draw.text((padding, 2), caption, fill=(0, 0, 0), font=font)
+    for k, title in enumerate(titles):
+        left = padding + k * (tile_w + padding)
+        width = draw.textlength(title, font=font)
+        draw.text((left + max(0.0, (tile_w - width) / 2), header - line + 2), title, fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # (3, H', W') uint8
+
+
+
+
+class ImageGrid(pl.Callback):
+    """Every ``every_n_steps`` batches, at the start and at the end of training, translate the same fixed
+    validation images and save a labelled grid, one row per image, with the columns of the module's ``visuals``
+    (CUT: ``input A | translation G(A) | target domain B``; CycleGAN: ``A | G_A(A) | G_B(G_A(A)) | B | G_B(B)``),
+    to ``images/step_XXXXXX.png`` (also sent to the loggers that take images). At the end of training
+    ``images/progress.png`` shows the translation column (the second) of every saved step side by side, and
+    ``last_path`` is the final grid. A grid is never overwritten: a resumed run reaching a step again writes
+    ``step_XXXXXX-resumed1.png``.
+
+    Args:
+        every_n_steps: training batches between grids (0: only at the start and the end).
+        num_images: rows (the first validation A and B images; the training set's first pairs without validation).
+        tile_size: tiles are upscaled by an integer factor to at least this many pixels (nearest neighbour).
+        dirpath: folder for the PNGs (default ``<run>/images``).
+    """
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 4, tile_size: int = 192,
+                 dirpath: str | None = None):
         self.every_n_steps = every_n_steps
         self.num_images = num_images
+        self.tile_size = tile_size
         self.dirpath = dirpath
         self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.history: list[tuple[int, torch.Tensor]] = []  # (step, translations (N, 3, H, W) on CPU)
         self.last_path: Path | None = None
+        self.progress_path: Path | None = None
         self.columns: list[str] = []
         self._written: set[int] = set()
 
@@ -75,31 +136,59 @@ class ImageGrid(pl.Callback):
                                torch.stack([b[i]["image"] for i in range(n)]))
         return self._fixed
 
+    def _scale(self, size: int) -> int:
+        return max(1, -(-self.tile_size // size))  # ceil
+
     @torch.no_grad()
     def write(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         images = self._images(trainer)
-        if images is None or batches_done(trainer) in self._written:  # this state's grid is already written
+        step = batches_done(trainer)
+        if images is None or step in self._written:  # this state's grid is already written
             return
         was_training = module.training
         module.eval()
         real_a, real_b = (x.to(module.device) for x in images)
         columns = module.visuals(real_a, real_b)  # label -> (N, C, H, W); the method chooses its columns
         module.train(was_training)
-        cols = [to_rgb(c.float().clamp(-1, 1)) for c in columns.values()]
-        rows = torch.stack(cols, dim=1).flatten(0, 1)  # (N * n_cols, 3, H, W)
-        grid = make_grid(rows.cpu(), nrow=len(cols), normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
-        step = batches_done(trainer)
+        cols = [to_rgb(c.float().clamp(-1, 1)).cpu() for c in columns.values()]
+        self.history.append((step, cols[1]))
+        grid = labelled_grid(cols, list(columns), self._scale(real_a.shape[-1]), caption=f"step {step}")
         path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
         resumed = 0
         while path.exists():  # a resumed run reaching a step again: keep the earlier grid
             resumed += 1
             path = path.with_name(f"step_{step:06d}-resumed{resumed}.png")
-        save_image(grid, path)
+        save_image(grid.float() / 255, path)
         self._written.add(step)
         self.last_path, self.columns = path, list(columns)
-        log_image(trainer, "samples/translations", (grid * 255).round().to(torch.uint8), step)
+        log_image(trainer, "samples/translations", grid, step)
+
+    def write_progress(self, trainer: pl.Trainer, max_steps: int = 10) -> None:
+        """``images/progress.png``: the input column, the translation column at the saved steps of this run (at
+        most ``max_steps``, evenly spread, first and last included), then the last column (CUT: a target-domain
+        example)."""
+        if not self.history or self._fixed is None:
+            return
+        real_a, real_b = (to_rgb(x.float()) for x in self._fixed)
+        n = len(self.history)
+        picks = sorted({round(i * (n - 1) / (max_steps - 1)) for i in range(max_steps)}) if n > max_steps else range(n)
+        shown = [self.history[i] for i in picks]
+        columns = [real_a, *(fake for _, fake in shown), real_b]
+        titles = [self.columns[0], *(f"step {step}" for step, _ in shown), "B"]
+        scale = max(1, self._scale(real_a.shape[-1]) // 2)
+        grid = labelled_grid(columns, titles, scale, caption=f"{self.columns[1]} during training")
+        path = run_dir(trainer, self.dirpath, "images") / "progress.png"
+        resumed = 0
+        while path.exists():  # a resumed run: keep the earlier picture
+            resumed += 1
+            path = path.with_name(f"progress-resumed{resumed}.png")
+        save_image(grid.float() / 255, path)
+        self.progress_path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.write(trainer, pl_module)  # the untrained (or resumed) generator
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_n_steps > 0 and batches_done(trainer) % self.every_n_steps == 0:
@@ -107,6 +196,8 @@ class ImageGrid(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module)
+        if trainer.is_global_zero:
+            self.write_progress(trainer)
         if self.last_path is not None:
             log.info("image grids (columns: %s): %s", " | ".join(self.columns), self.last_path.parent)
 

@@ -2,10 +2,10 @@
 
 ``torch.load`` on a bad file raises a bare ``EOFError``, a zip-reader ``RuntimeError`` or an ``UnpicklingError``
 that suggests ``weights_only=False``; :func:`read_checkpoint` tells the cases apart: missing, empty, truncated
-(an incomplete zip archive: a save that was interrupted), not a PyTorch file at all, or a pickle holding more
-than tensors and plain containers (never loaded: that would run arbitrary code). :func:`state_dict_mismatch`
-names the keys and shapes that keep a state dict from fitting a model; :func:`nonfinite_entries` the tensors
-holding NaN or infinity.
+(an incomplete zip archive: a save that was interrupted), not a PyTorch file at all, damaged pickle data, or a
+pickle holding more than tensors and plain containers (never loaded: that would run arbitrary code).
+:func:`state_dict_mismatch` names the keys and shapes that keep a state dict from fitting a model;
+:func:`nonfinite_entries` the tensors holding NaN or infinity.
 """
 
 from __future__ import annotations
@@ -49,8 +49,12 @@ def read_checkpoint(path: str | os.PathLike) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"WeightsUnpickler error: (.*?)(\. |\.?$)", str(err), re.MULTILINE)
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)(\. |\.?$)", str(err), re.MULTILINE)
         reason = found.group(1) if found else (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if reason.startswith("Unsupported operand"):  # a byte that is no pickle instruction torch.save writes
+            raise CheckpointError(f"checkpoint '{path}' cannot be read: its pickle data holds an instruction that "
+                                  f"torch.save never writes ({reason}; {size} bytes): a damaged file, or a pickle "
+                                  "not written by torch.save; use an earlier checkpoint") from err
         raise CheckpointError(
             f"checkpoint '{path}' holds more than tensors and plain containers, which cutlight never unpickles "
             f"(it could run arbitrary code): {reason}"
@@ -58,7 +62,7 @@ def read_checkpoint(path: str | os.PathLike) -> object:
     except (EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({type(err).__name__}: {err}; "
                               f"{size} bytes); use an earlier checkpoint") from err
-    except (RuntimeError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - damaged data: RuntimeError, OSError, IndexError, KeyError, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: {first}; {size} bytes); "
                               "it may be truncated or corrupt") from err

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .checkpoint import nonfinite_entries, read_checkpoint
+from .checkpoint import nonfinite_entries, read_checkpoint, state_dict_mismatch
 from .checks import smallest_input_size
 from .networks import resnet_generator_kwargs, strip_prefix
 
@@ -174,9 +174,13 @@ def build_generator(spec: GeneratorSpec) -> nn.Module:
                          f"{', '.join(bad[:5])}): the run that wrote it diverged; use an earlier checkpoint")
     try:
         generator = cls(**spec.kwargs)
-        generator.load_state_dict(spec.state_dict, strict=True)
     except (TypeError, RuntimeError, ValueError) as err:
         raise ValueError(f"cannot rebuild the generator from {spec.source} with {spec.config()}: {err}") from err
+    mismatch = state_dict_mismatch(generator.state_dict(), spec.state_dict)
+    if mismatch:  # the keys and shapes, not PyTorch's line per tensor
+        raise ValueError(f"the weights of {spec.source} do not fit the generator built with {spec.config()}: "
+                         f"{mismatch}")
+    generator.load_state_dict(spec.state_dict, strict=True)
     return generator
 
 
@@ -243,6 +247,7 @@ def translate_tensor(generator: nn.Module, x: torch.Tensor, precision: str | Non
 
     Padded to ``generator.size_multiple`` and cropped back; runs on the generator's device, optionally under
     autocast (``precision`` "bf16" / "fp16"). The generator is used as it is (call ``.eval()`` first).
+    Raises ``ValueError`` when the output holds NaN or infinity (such images would be written black).
     """
     if x.dim() != 4:
         raise ValueError(f"expected a (B, C, H, W) image batch; got shape {tuple(x.shape)}")
@@ -259,7 +264,12 @@ def translate_tensor(generator: nn.Module, x: torch.Tensor, precision: str | Non
             raise ValueError(f"image of {w}x{h} (WxH) is too small for this generator: it accepts at least "
                              f"{smallest}x{smallest}") from err
         raise
-    return y[..., :h, :w].float().to(x.device)
+    y = y[..., :h, :w].float()
+    if not bool(torch.isfinite(y).all()):  # NaN -> 0: black images that would pass for a translation
+        low = f" or precision fp32 (not {precision})" if precision in ("fp16", "bf16") else ""
+        raise ValueError("the generator produced non-finite values (NaN or infinity): its weights overflow, e.g. "
+                         f"from a run that diverged; use an earlier checkpoint{low}")
+    return y.to(x.device)
 
 
 def image_to_tensor(image: Image.Image, channels: int) -> torch.Tensor:

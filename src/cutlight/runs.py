@@ -6,7 +6,8 @@
 * job start: ``summary.json`` says ``"state": "running"``, so a job that is killed (time limit, out of memory)
   is told apart from one that finished;
 * job end: ``"finished"`` or ``"failed"`` with the error (its traceback also goes to the run's log file, which
-  Hydra otherwise leaves without it), the wall time and the final and best metrics read from ``metrics.csv``.
+  Hydra otherwise leaves without it; the console gets one line, as Hydra prints the error itself), the wall time
+  and the final and best metrics read from ``metrics.csv``.
 
 ``cutlight.report`` reads these files for a whole sweep. Nothing here needs Lightning.
 """
@@ -146,6 +147,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def log_to_files(record: logging.LogRecord) -> None:
+    """Hand ``record`` to the root logger's file handlers only (Hydra's ``<run>/train.log``), not to the console."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 class RunRecord(Callback):
     """Hydra callback keeping ``<run>/summary.json`` (see the module docstring)."""
 
@@ -175,7 +183,9 @@ class RunRecord(Callback):
             exc = job_return._return_value  # ``return_value`` re-raises the job's exception
             summary.update(state="failed", error=short_error(exc),
                            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-            log.error("run failed: %s", summary["error"], exc_info=(type(exc), exc, exc.__traceback__))
+            log.error("run failed: %s", summary["error"])  # Hydra prints the error; the traceback: log file only
+            log_to_files(log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback of the failure:", None,
+                                        (type(exc), exc, exc.__traceback__)))
         else:
             value = job_return.return_value
             summary["optimized_metric"] = value if isinstance(value, (int, float)) else None

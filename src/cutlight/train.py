@@ -28,6 +28,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -37,6 +38,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from .checks import ConfigValueError
 from .lightning.rundir import RESULTS_CSV, RESULTS_MD
+from .runs import log_to_files
 
 log = logging.getLogger("cutlight.train")
 
@@ -63,9 +65,8 @@ def _instantiate_all(node: DictConfig | None, key: str) -> list:
 
 
 def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
-    """The checkpoint a run resumes from (``resume`` / ``ckpt_path``), checked, and its ``cutlight`` section (run
-    folder, logger ids); ``(None, {})`` for a fresh start. Prepares ``out`` when it is not the checkpoint's own run folder (see the module docstring).
-    """
+    """The checkpoint a run resumes from (``resume`` / ``ckpt_path``), checked, and its content; ``(None, {})`` for a
+    fresh start."""
     from .lightning.resume import find_last_checkpoint, read_resume_checkpoint
 
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
@@ -88,11 +89,17 @@ def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
         path = Path(ckpt_path).expanduser()
         ckpt = read_resume_checkpoint(path)
     log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"), ckpt.get("global_step"))
+    return str(path), ckpt
+
+
+def _continue_run(path: str, ckpt: dict, out: Path) -> dict:
+    """Prepare ``out`` for continuing the run that wrote ``ckpt`` (linked when it is not that run's own folder, see
+    the module docstring); returns the checkpoint's ``cutlight`` section (run folder, logger ids)."""
     info = ckpt.get("cutlight") or {}
-    old = Path(info.get("run_dir") or path.resolve().parent.parent)
+    old = Path(info.get("run_dir") or Path(path).resolve().parent.parent)
     if old.resolve() != out.resolve():
         _link_previous_run(old, out)
-    return str(path), info
+    return info
 
 
 def _link_previous_run(old: Path, out: Path) -> None:
@@ -180,16 +187,22 @@ def _test_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train from a composed config; returns the final callback metrics as floats (with ``test/*`` after a test)."""
     _quiet()
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, ckpt = _resume_checkpoint(cfg, out)  # a bad resume= / ckpt_path= fails before anything is written
+    datamodule = _instantiate(cfg.data, "data")
+    model = _instantiate(cfg.model, "model")
+    if ckpt_path and hasattr(model, "check_checkpoint"):  # another architecture: refused before the folder is linked
+        model.check_checkpoint(ckpt, ckpt_path)
+    resumed = _continue_run(ckpt_path, ckpt, out) if ckpt_path else {}
+    del ckpt
     _save_config(cfg, out)
-    ckpt_path, resumed = _resume_checkpoint(cfg, out)
     _continue_wandb_run(cfg, resumed)
     _name_wandb_run(cfg)
 
-    datamodule = _instantiate(cfg.data, "data")
-    model = _instantiate(cfg.model, "model")
     if hasattr(model, "check_crop_size"):  # crop size against the networks, before the data files are checked
         model.check_crop_size(datamodule)
     callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")
@@ -226,10 +239,7 @@ def _report_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], b
     """The end-of-run summary on stdout and, as one record, in the run's log file (Hydra's ``<run>/train.log``)."""
     text = _summary(trainer, out, metrics, before, tested)
     print(text, flush=True)
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, text.strip("\n"), None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):  # not the console handler: printed once
-            handler.handle(record)
+    log_to_files(log.makeRecord(log.name, logging.INFO, __file__, 0, text.strip("\n"), None, None))  # printed once
 
 
 def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
@@ -237,9 +247,10 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
     from .callbacks import FullImageTranslation, ImageGrid, LossCurves, TranslationScore
 
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
+    grid = None
     for cb in trainer.callbacks:
         if isinstance(cb, ImageGrid) and cb.last_path:
-            lines.append(f"  image grids ({' | '.join(cb.columns)}): {cb.last_path.parent}")
+            grid = cb
         if isinstance(cb, FullImageTranslation) and cb.last_path:
             lines.append(f"  full image (source | translation | target): {cb.last_path}")
         if isinstance(cb, LossCurves) and cb.path:
@@ -251,6 +262,11 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
     for logger in trainer.loggers:
         if logger.log_dir and (Path(logger.log_dir) / "metrics.csv").exists():
             lines.append(f"  metrics CSV:        {Path(logger.log_dir) / 'metrics.csv'}")
+    guard = getattr(trainer.lightning_module, "guard", None)
+    if guard is not None and guard.skipped:  # model.nonfinite.policy=skip: say how many updates were dropped
+        lines.append(f"  non-finite iterations skipped: {guard.skipped} (train/nonfinite_skips)"
+                     + (f"; the last {guard.consecutive} in a row: the run ended diverging" if guard.consecutive
+                        else ""))
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and ckpt.dirpath:
         lines.append(f"  checkpoints:        {ckpt.dirpath}")
@@ -266,18 +282,29 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
         lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
         if (out / RESULTS_MD).exists():
             lines.append(f"  test results table: {out / RESULTS_MD} (and {RESULTS_CSV})")
-    lines.append("=" * 72)
+    if grid is not None:  # last: the picture to open first
+        lines.append(f"  image grids:        {grid.last_path.parent}")
+        if grid.progress_path:
+            lines.append(f"  progress (the translation at every grid step): {grid.progress_path}")
+        lines.append("=" * 72)
+        lines.append(f"final image grid ({' | '.join(grid.columns)}): {grid.last_path}")
+    else:
+        lines.append("=" * 72)
     return "\n".join(lines)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix (bad value, bad file, diverged run): reported by their message alone
     (Hydra still marks the job failed, and ``cutlight.runs.RunRecord`` records the error)."""
+    from omegaconf.errors import MissingMandatoryValue  # e.g. data=folder without data.root: names the key
+
     from .checkpoint import CheckpointError
     from .data.checks import ImageCheckError
+    from .data.folder import ImageFileError
     from .lightning.reliability import NonFiniteError
 
-    return ConfigValueError, ImageCheckError, CheckpointError, NonFiniteError, FileNotFoundError, NotADirectoryError
+    return (ConfigValueError, MissingMandatoryValue, ImageCheckError, ImageFileError, CheckpointError,
+            NonFiniteError, FileNotFoundError, NotADirectoryError)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")

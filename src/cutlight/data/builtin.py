@@ -1,8 +1,8 @@
-"""Built-in synthetic dataset "shapes": warm flat shapes on cream (A) -> cool striped shapes on navy (B).
+"""Built-in synthetic dataset "shapes": warm flat shapes on cream (A) -> cool rimmed shapes on navy (B).
 
 The images (see :mod:`cutlight.data.shapes` for what they look like and for the translation score
 :func:`shapes_score`) are generated deterministically from fixed seeds (torch + PIL only) on first use, as PNGs in
-the standard layout ``trainA/ trainB/ testA/ testB/`` under ``<cache>/shapes-<size>px-<num_train>train-<num_test>test-v1``
+the standard layout ``trainA/ trainB/ testA/ testB/`` under ``<cache>/shapes-<size>px-<num_train>train-<num_test>test-v<VERSION>``
 where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
 to a temporary folder next to the target and renames it into place, so a folder that exists is complete; a
 present folder is reused. Each image has its own seed, so the same (split, domain, index) is the same image for
@@ -28,7 +28,7 @@ __all__ = ["builtin_root", "ensure_builtin_dataset", "generate_image", "score_do
 logger = logging.getLogger(__name__)
 
 NAME = "shapes"
-VERSION = 1
+VERSION = 3  # 2: non-overlapping larger shapes, B with a rim instead of stripes; 3: shapes larger still
 _SPLITS = {"train": 0, "test": 1}
 _DOMAINS = {"A": 0, "B": 1}
 

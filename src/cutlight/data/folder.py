@@ -6,9 +6,9 @@
   warning (count and one example), never silently; so are folders that cannot be listed. A missing folder raises
   ``FileNotFoundError``; a folder without images raises ``ValueError``.
 * :func:`load_image` decodes one file into a PIL image with the requested channel count. Every failure raises
-  ``ValueError`` naming the file: undecodable or truncated data, an unsupported mode, and images with more than
-  ``max_pixels`` pixels (default :data:`MAX_IMAGE_PIXELS`, Pillow's decompression-bomb limit; in training the
-  ``data.max_image_pixels`` setting).
+  :class:`ImageFileError` (a ``ValueError``) naming the file: undecodable or truncated data, an unsupported mode,
+  and images with more than ``max_pixels`` pixels (default :data:`MAX_IMAGE_PIXELS`, Pillow's decompression-bomb
+  limit; in training the ``data.max_image_pixels`` setting).
 
 Channel conversion (:func:`convert_channels`):
 
@@ -43,6 +43,10 @@ MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (abou
 # modes convert_channels turns into L / RGB / RGBA; "F" (32-bit float) is refused: its value range is undefined
 SUPPORTED_MODES = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "PA", "CMYK", "YCbCr", "HSV",
                    *_SIXTEEN_BIT_MODES)
+
+
+class ImageFileError(ValueError):
+    """An image file that cannot be used; the message names the file and the reason."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -156,25 +160,26 @@ def load_image(path: str | os.PathLike, channels: int, max_pixels: int | None = 
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file cannot be used as an image; the message names the file and the reason.
+        ImageFileError: the file cannot be used as an image (a ``ValueError``; the message names the file and the
+            reason).
     """
     try:
         image = Image.open(path)
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as err:  # not an OSError: caught on its own
-        raise ValueError(f"image file '{path}' is too large: {bomb_reason(err, max_pixels)}") from err
+        raise ImageFileError(f"image file '{path}' is too large: {bomb_reason(err, max_pixels)}") from err
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for malformed files
-        raise ValueError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
+        raise ImageFileError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
     with image:
         width, height = image.size
         if max_pixels is not None and width * height > max_pixels:
-            raise ValueError(f"image file '{path}' is too large: {too_many_pixels(width, height, max_pixels)}")
+            raise ImageFileError(f"image file '{path}' is too large: {too_many_pixels(width, height, max_pixels)}")
         if image.mode not in SUPPORTED_MODES:
-            raise ValueError(f"image file '{path}': {unsupported_mode(image.mode)}")
+            raise ImageFileError(f"image file '{path}': {unsupported_mode(image.mode)}")
         try:
             image.load()
             image = ImageOps.exif_transpose(image)
         except Exception as err:  # noqa: BLE001 - truncated data, bad EXIF, decoder errors, memory
-            raise ValueError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
+            raise ImageFileError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
     return convert_channels(image, channels)

@@ -1,31 +1,40 @@
 """The "shapes" world of the built-in dataset: layouts, rendering in either domain, and a translation score.
 
-Domain A: 1-3 flat shapes (disc, square, triangle; rotated, any size from 12% to 24% of the side as radius) in
-warm colours (red, orange, amber, crimson) on a light cream background. Domain B: the same kinds of shapes in
-cool colours (blue, teal, green, indigo) filled with horizontal stripes (every other band of ``period / 2`` rows
-at half brightness, ``period = max(4, size // 16)``) on a dark navy background. A and B images are drawn from
-independent random layouts (unpaired). The ideal translation keeps every shape where it is and changes
-background, colour and texture; :func:`render` with ``domain="B"`` on an A layout produces it (the "oracle").
+Domain A: 1-3 flat shapes (disc, square, triangle; rotated, circumradius 18% to 28% of the side, fully inside the
+image and apart from each other) in warm colours (red, orange, amber, crimson) on a light cream background.
+Domain B: the same kinds of shapes in cool colours (blue, teal, green, indigo), each with a light rim (a tint of
+its colour, ``rim_width(size)`` pixels wide along the inside of its outline: 3 px at 64 px) on a dark navy
+background. A and B images are drawn from independent random layouts (unpaired). The ideal translation keeps
+every shape where it is and changes background, colour and texture (fill + rim); :func:`render` with
+``domain="B"`` on an A layout produces it (the "oracle").
+
+Why a rim and not, say, stripes at fixed rows: a rim is a function of the shape's outline, which a convolutional
+generator sees within a few pixels, so the target style can be produced from the input image alone. Stripes at
+fixed image rows (this dataset's version 1) cannot: inside a flat shape nothing tells a convolution which row it
+is on, so the generator had to derive the stripes' phase from distant edges; on 64 px images the small CUT
+networks learned that only after ~2000 iterations and lost the shapes' outlines while doing so (see
+``benchmarks/README.md``).
 
 Translation score (:func:`shapes_score`), on batches ``real_a``, ``fake_b`` of shape (N, 3, H, W) in [-1, 1].
 Colours are compared in [0, 1] RGB with the Euclidean distance. All numbers are in [0, 1], higher is better:
 
 * ``content_iou``: per image, IoU between the foreground of ``real_a`` and the foreground of ``fake_b``, then
   averaged. A pixel is *foreground* when its colour is farther than ``0.2`` from **both** backgrounds (A's cream
-  and B's navy), so the rule does not depend on which domain the image looks like: the identity scores ~1, the
-  oracle ~1, a B image with another layout scores low (chance overlap), a blank output scores 0.
+  and B's navy), so the rule does not depend on which domain the image looks like: the identity scores 1, the
+  oracle 1, a B image with another layout scores low (chance overlap), a blank output scores 0.
 * ``style_colour``: fraction of pixels whose nearest reference colour (A's background and palette vs. B's
-  background, palette and dark stripe colours) belongs to B. Identity ~0, real B ~1.
-* ``style_texture``: fraction of foreground pixels showing stripe contrast: the mean absolute difference
-  over channels between the pixel and the one ``period / 2`` rows below (both foreground) exceeds ``0.08``.
-  Phase-invariant. Flat shapes (identity) ~0, real B ~1 (less only at shape borders).
+  background, palette and rim colours) belongs to B. Identity 0, real B 1.
+* ``style_texture``: B's fill-and-rim pattern on ``fake_b``'s own foreground: the *band* is the foreground
+  within ``rim_width`` pixels of the background, the *interior* the rest; ``sqrt(rim * fill)`` where ``rim`` is
+  the fraction of band pixels nearest to a rim colour and ``fill`` the fraction of interior pixels nearest to a
+  B palette colour (1 when there is no interior). Flat shapes of any palette score 0 (no rim), so do solid
+  rim-coloured shapes (no fill); real B 1.
 * ``style``: mean of ``style_colour`` and ``style_texture``.
 * ``score``: per image ``content_iou * style``, averaged: high only when the layout is kept *and* the style is B's.
 
-Reference numbers (64 px, the 64 built-in test images): identity (fake_b = real_a) content 1.00, style 0.01,
-score 0.01; real B images with their own (unrelated) layouts content 0.09, style 1.00, score 0.09; the oracle
-translation 1.00 / 1.00 / 1.00. :func:`cutlight.data.builtin.score_domains` gives the reference numbers on the built-in test split: ``identity`` (fake_b = real_a, the
-"before training" number), ``real_b`` (unpaired real B images as fake_b) and ``oracle`` (the ideal translation).
+Reference numbers (64 px, the 64 built-in test images, :func:`cutlight.data.builtin.score_domains`): identity
+(fake_b = real_a, "no translation") content 1.000, style 0.000, score 0.000; real B images with their own
+(unrelated) layouts content 0.184, style 1.000, score 0.184; the oracle translation 1.000 / 1.000 / 1.000.
 """
 
 from __future__ import annotations
@@ -34,16 +43,17 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 A_BACKGROUND = (236, 228, 212)
 A_PALETTE = ((214, 46, 38), (242, 126, 22), (226, 170, 24), (172, 28, 76))
 B_BACKGROUND = (16, 22, 36)
 B_PALETTE = ((38, 108, 226), (18, 164, 160), (62, 184, 70), (104, 88, 222))
-STRIPE_DARKNESS = 0.5  # dark bands are this fraction of the shape colour
+RIM_TINT = 0.5  # rim colour: the shape's colour mixed halfway to white
 SHAPE_KINDS = ("disc", "square", "triangle")
+RADIUS_RANGE = (0.18, 0.28)  # circumradius as a fraction of the side
 FOREGROUND_THRESHOLD = 0.2
-TEXTURE_THRESHOLD = 0.08
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,18 @@ class Shape:
     jitter: tuple[int, int, int]
 
 
-def stripe_period(size: int) -> int:
-    """Stripe period in rows for images of height ``size`` (bands of ``period // 2`` rows)."""
-    return max(4, size // 16)
+def rim_width(size: int) -> int:
+    """Width in pixels of domain B's rim on ``size`` x ``size`` images (3 at 64 px)."""
+    return max(2, size // 20)
 
 
-def random_layout(generator: torch.Generator, size: int) -> list[Shape]:
-    """1-3 random shapes for a ``size`` x ``size`` canvas, drawn with ``generator``."""
+def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> list[Shape]:
+    """1-3 random shapes for a ``size`` x ``size`` canvas, drawn with ``generator``.
+
+    Every shape lies inside the canvas (1 px margin) and its circumscribed circle keeps a gap of ``rim_width``
+    pixels to the others', so shapes never touch. A shape that finds no free place in ``tries`` draws is left out
+    (fewer shapes in that image).
+    """
 
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), generator=generator))
@@ -73,20 +88,17 @@ def random_layout(generator: torch.Generator, size: int) -> list[Shape]:
     def integer(high: int) -> int:
         return int(torch.randint(high, (), generator=generator))
 
-    shapes = []
+    gap = rim_width(size)
+    shapes: list[Shape] = []
     for _ in range(1 + integer(3)):
-        radius = uniform(0.12, 0.24) * size
-        shapes.append(
-            Shape(
-                kind=SHAPE_KINDS[integer(len(SHAPE_KINDS))],
-                cx=uniform(0.6 * radius, size - 0.6 * radius),
-                cy=uniform(0.6 * radius, size - 0.6 * radius),
-                radius=radius,
-                angle=uniform(0.0, 2 * math.pi),
-                colour=integer(len(A_PALETTE)),
-                jitter=tuple(integer(25) - 12 for _ in range(3)),
-            )
-        )
+        kind, angle = SHAPE_KINDS[integer(len(SHAPE_KINDS))], uniform(0.0, 2 * math.pi)
+        colour, jitter = integer(len(A_PALETTE)), tuple(integer(25) - 12 for _ in range(3))
+        for _ in range(tries):
+            radius = uniform(*RADIUS_RANGE) * size
+            cx, cy = uniform(radius + 1, size - 1 - radius), uniform(radius + 1, size - 1 - radius)
+            if all(math.hypot(cx - o.cx, cy - o.cy) >= radius + o.radius + gap for o in shapes):
+                shapes.append(Shape(kind, cx, cy, radius, angle, colour, jitter))
+                break
     return shapes
 
 
@@ -111,23 +123,34 @@ def _jittered(colour: tuple[int, int, int], jitter: tuple[int, int, int]) -> tup
     return tuple(min(255, max(0, c + j)) for c, j in zip(colour, jitter, strict=True))
 
 
+def erode(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, H, W) bool -> (N, H, W) bool: the pixels of ``mask`` farther than ``width`` from every pixel outside it
+    (disc-shaped structuring element; outside the image counts as inside the mask)."""
+    r = torch.arange(-width, width + 1, dtype=torch.float32)
+    disc = ((r[:, None] ** 2 + r[None, :] ** 2) <= width**2 + 0.5).float()[None, None]  # (1, 1, 2w+1, 2w+1)
+    outside = (~mask).float()[:, None]  # (N, 1, H, W)
+    return F.conv2d(outside, disc, padding=width)[:, 0] < 0.5
+
+
+def _tint(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    return tuple(round(c + RIM_TINT * (255 - c)) for c in colour)
+
+
 def render(layout: list[Shape], domain: str, size: int) -> Image.Image:
     """Draw ``layout`` as a ``size`` x ``size`` RGB image in the style of ``domain`` ("A" or "B")."""
     if domain not in ("A", "B"):
         raise ValueError(f"unknown domain {domain!r}; expected 'A' or 'B'")
     image = Image.new("RGB", (size, size), A_BACKGROUND if domain == "A" else B_BACKGROUND)
-    half = stripe_period(size) // 2
     for shape in layout:
+        mask = _mask(shape, size)
         if domain == "A":
-            fill = Image.new("RGB", (size, size), _jittered(A_PALETTE[shape.colour], shape.jitter))
+            image.paste(_jittered(A_PALETTE[shape.colour], shape.jitter), mask=mask)
         else:
             colour = _jittered(B_PALETTE[shape.colour], shape.jitter)
-            fill = Image.new("RGB", (size, size), colour)
-            dark = tuple(round(c * STRIPE_DARKNESS) for c in colour)
-            draw = ImageDraw.Draw(fill)
-            for top in range(half, size, 2 * half):
-                draw.rectangle((0, top, size - 1, top + half - 1), fill=dark)
-        image.paste(fill, mask=_mask(shape, size))
+            image.paste(_tint(colour), mask=mask)  # the rim: whole shape, then the fill over its interior
+            inside = erode(torch.frombuffer(bytearray(mask.tobytes()), dtype=torch.uint8).view(1, size, size) > 0,
+                           rim_width(size))  # (1, size, size)
+            image.paste(colour, mask=Image.frombytes("L", (size, size), (inside[0].to(torch.uint8) * 255).numpy().tobytes()))
     return image
 
 
@@ -164,18 +187,23 @@ def shapes_score(real_a: torch.Tensor, fake_b: torch.Tensor) -> dict[str, float]
     iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float32))
 
     rgb = (fake_b + 1) / 2  # (N, 3, H, W)
-    dark = [tuple(round(c * STRIPE_DARKNESS) for c in colour) for colour in B_PALETTE]
-    refs_a = _reference_colours([A_BACKGROUND, *A_PALETTE])  # (Ka, 3)
-    refs = torch.cat([refs_a, _reference_colours([B_BACKGROUND, *B_PALETTE, *dark])])  # (K, 3)
+    groups = {"a": [A_BACKGROUND, *A_PALETTE], "b_bg": [B_BACKGROUND], "fill": list(B_PALETTE),
+              "rim": [_tint(c) for c in B_PALETTE]}
+    refs = _reference_colours([c for colours in groups.values() for c in colours])  # (K, 3)
+    group_of = torch.cat([torch.full((len(c),), g) for g, c in enumerate(groups.values())])  # (K,)
     dist = torch.linalg.vector_norm(rgb[:, None] - refs[None, :, :, None, None], dim=2)  # (N, K, H, W)
-    colour = (dist.argmin(dim=1) >= len(refs_a)).float().flatten(1).mean(1)  # (N,)
+    nearest = group_of[dist.argmin(dim=1)]  # (N, H, W): 0 A, 1 B background, 2 B fill, 3 B rim
+    colour = (nearest > 0).float().flatten(1).mean(1)  # (N,)
 
-    half = stripe_period(fake_b.shape[2]) // 2
-    contrast = (rgb[:, :, half:] - rgb[:, :, :-half]).abs().mean(dim=1)  # (N, H - half, W)
-    valid = mask_b[:, half:] & mask_b[:, :-half]  # (N, H - half, W)
-    striped = ((contrast > TEXTURE_THRESHOLD) & valid).flatten(1).sum(1)  # (N,)
-    texture = striped / valid.flatten(1).sum(1).clamp(min=1)  # (N,)
+    inner = erode(mask_b, rim_width(fake_b.shape[-1]))  # (N, H, W)
+    band = mask_b & ~inner
 
+    def share(region: torch.Tensor, group: int, empty: float) -> torch.Tensor:
+        total = region.flatten(1).sum(1)  # (N,)
+        hits = (region & (nearest == group)).flatten(1).sum(1)  # (N,)
+        return torch.where(total > 0, hits / total.clamp(min=1), torch.full_like(total, empty, dtype=torch.float32))
+
+    texture = (share(band, 3, 0.0) * share(inner, 2, 1.0)).sqrt()  # (N,)
     style = 0.5 * (colour + texture)  # (N,)
     return {
         "content_iou": iou.mean().item(),

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..build import build
-from ..checkpoint import state_dict_mismatch
+from ..checkpoint import CheckpointError, state_dict_mismatch
 from ..checks import check_input_size
 from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
@@ -168,13 +168,17 @@ class TranslationModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cutlight"] = resume_state(self, self.guard)
 
+    def check_checkpoint(self, checkpoint: dict, path: object) -> None:
+        """Raise ``CheckpointError`` naming ``path`` and the keys and shapes that differ when the weights of
+        ``checkpoint`` do not fit this module (another architecture or method)."""
+        mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+        if mismatch:
+            raise CheckpointError(f"checkpoint '{path}' was written for another architecture or method "
+                                  f"({type(self).__name__} with these hyperparameters does not fit it): {mismatch}")
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
-            mismatch = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
-            if mismatch:
-                raise ValueError(f"checkpoint '{self._trainer.ckpt_path}' was written for another architecture or "
-                                 f"method ({type(self).__name__} with these hyperparameters does not fit it): "
-                                 f"{mismatch}")
+            self.check_checkpoint(checkpoint, self._trainer.ckpt_path)
         self._resume = checkpoint.get("cutlight")
 
     def on_train_start(self) -> None:
@@ -197,6 +201,7 @@ class TranslationModule(pl.LightningModule):
         where = f"step {batches_done(self.trainer)} (epoch {self.current_epoch}, batch {loop.batch_idx})"
         if not self.guard.after_iteration(losses, where, self._last_good_checkpoint()):
             self.log("train/nonfinite_skips", float(self.guard.skipped), batch_size=batch_size)
+            log_step(self)  # the row of the skipped batch, at its step like every other row
             return
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"], batch_size=batch_size)
@@ -323,9 +328,10 @@ class TranslationModule(pl.LightningModule):
 
     @torch.no_grad()
     def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation, a target
-        image and the translation of that target image (identity). Methods with more images override this."""
-        return {"A": real_a, "G(A)": self(real_a), "B": real_b, "G(B)": self(real_b)}
+        """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation and an
+        example of the target domain. The first column is the source and the second its translation (the image
+        grid's progress picture follows the second); methods with more images override this."""
+        return {"input A": real_a, "translation G(A)": self(real_a), "target domain B": real_b}
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

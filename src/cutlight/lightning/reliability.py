@@ -137,11 +137,10 @@ class NonFiniteGuard:
             reason = ("model.nonfinite.policy=stop" if self.policy == "stop"
                       else f"{self.consecutive} bad iterations in a row, more than model.nonfinite.max_skips="
                            f"{self.max_skips}")
-            raise NonFiniteError(
-                f"{message}. Training stopped ({reason}). Last good checkpoint: {last_good}. Lower "
-                "model.optimizer.lr, or set model.nonfinite.policy=skip to skip up to model.nonfinite.max_skips "
-                "such iterations in a row."
-            )
+            hint = ("set model.nonfinite.policy=skip to skip up to model.nonfinite.max_skips such iterations in a row"
+                    if self.policy == "stop" else "raise model.nonfinite.max_skips")
+            raise NonFiniteError(f"{message}. Training stopped ({reason}). Last good checkpoint: {last_good}. Lower "
+                                 f"model.optimizer.lr, or {hint}.")
         log.warning("%s; iteration skipped (%d in a row, at most %d; %d in this run)", message, self.consecutive,
                     self.max_skips, self.skipped)
         return False

@@ -1,0 +1,44 @@
+"""The image-grid callback: labelled columns, the same fixed images at every step, a progress picture."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cutlight.callbacks import ImageGrid, labelled_grid
+from helpers import tiny_data, tiny_module, tiny_trainer
+
+
+def test_labelled_grid_layout():
+    a = torch.full((2, 3, 8, 8), -1.0)  # black tiles
+    b = torch.full((2, 3, 8, 8), 1.0)  # white tiles
+    grid = labelled_grid([a, b, a], ["input", "translation", "target"], scale=3, caption="step 5", padding=4)
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
+    width = 4 + 3 * (24 + 4)  # padding, then 3 columns of 8 px tiles x 3 and their padding
+    assert grid.shape[2] == width
+    header = grid.shape[1] - (4 + 2 * (24 + 4))
+    assert header > 10  # two text lines above the tiles
+    assert (grid[:, :header] < 128).any()  # the titles are drawn (dark text on white)
+    top, left = header + 4, 4  # first tile of the first column: black, upscaled to 24 x 24
+    assert (grid[:, top:top + 24, left:left + 24] == 0).all()
+    assert (grid[:, top:top + 24, left + 28:left + 52] == 255).all()  # second column: white tile
+
+
+def test_image_grid_writes_fixed_images_each_step_and_progress(tmp_path):
+    torch.manual_seed(0)
+    grid = ImageGrid(every_n_steps=2, num_images=2, tile_size=64)
+    trainer = tiny_trainer(tmp_path, max_steps=8, limit_val_batches=0, callbacks=[grid])  # 4 batches
+    trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    images = tmp_path / "images"
+    assert sorted(p.name for p in images.glob("step_*.png")) == ["step_000000.png", "step_000002.png",
+                                                                 "step_000004.png"]
+    assert grid.last_path == images / "step_000004.png" and grid.progress_path == images / "progress.png"
+    assert [step for step, _ in grid.history] == [0, 2, 4]
+    first, last = (np.asarray(Image.open(images / f"step_00000{s}.png")) for s in (0, 4))
+    assert first.shape == last.shape and first.shape[1] == 4 + 3 * (64 + 4)  # 32 px tiles shown at 64 px
+    # the input and target columns are the same fixed validation images at every step; the translation changed
+    header = first.shape[0] - (4 + 2 * (64 + 4))
+    column = lambda img, k: img[header:, 4 + k * 68: 68 + k * 68]  # noqa: E731
+    assert np.array_equal(column(first, 0), column(last, 0)) and np.array_equal(column(first, 2), column(last, 2))
+    assert not np.array_equal(column(first, 1), column(last, 1))
+    progress = np.asarray(Image.open(grid.progress_path))
+    assert progress.shape[1] == 4 + 5 * (32 + 4)  # input, steps 0, 2, 4, target at half the tile scale
