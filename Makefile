@@ -48,10 +48,10 @@ bench: $(STAMP)
 fid-weights: $(STAMP)
 	$(BIN)/python -m cutlight.metrics.inception_weights
 
-# Executes notebooks/NN_*.ipynb in order and saves them with their outputs (full mode: 01 trains make train's run,
-# 02 runs a small ablation sweep, 03 analyses 01's checkpoint; ~NN min on 2 cores). The notebooks extra comes with
-# dev (setup). NB_QUICK=1: tiny settings, seconds. CUTLIGHT_ABLATE_DIR=<a make ablate folder> make notebooks: 02
-# reports that sweep instead of running its own; CUTLIGHT_CKPT=<ckpt>: 03 analyses that checkpoint.
+# Executes notebooks/NN_*.ipynb in order and saves them with their outputs (full mode: 01 trains make train's
+# run, 02 a small ablation sweep, 03 analyses 01's checkpoint; 13 min on a busy 2-core machine, one thread). The
+# notebooks extra comes with dev (setup). NB_QUICK=1: tiny settings, 40 s, copies in notebooks/runs/quick.
+# CUTLIGHT_ABLATE_DIR=<a make ablate folder>: 02 reports that sweep; CUTLIGHT_CKPT=<ckpt>: 03 analyses that one.
 notebooks: $(STAMP) fid-weights
 	$(BIN)/python notebooks/run.py $(if $(NB_QUICK),--quick)
 

@@ -1,7 +1,8 @@
 """Execute the notebooks and save them with their outputs (used by ``make notebooks`` and tests/test_notebooks.py).
 
     python notebooks/run.py                       # every notebooks/NN_*.ipynb, full mode, saved in place
-    python notebooks/run.py --quick --output DIR  # tiny settings (CUTLIGHT_NB_QUICK=1), executed copies in DIR
+    python notebooks/run.py --quick               # tiny settings (CUTLIGHT_NB_QUICK=1), copies in notebooks/runs/quick
+    python notebooks/run.py --quick --output DIR  # the executed copies in DIR
     python notebooks/run.py notebooks/01_quickstart.ipynb --timeout 600
 
 Each notebook runs in its own folder (relative paths in it resolve there) on a kernel started with this
@@ -104,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/[0-9][0-9]_*.ipynb in order")
     parser.add_argument("--quick", action="store_true", help="tiny settings (CUTLIGHT_NB_QUICK=1)")
-    parser.add_argument("--output", type=Path, default=None, help="folder for the executed copies (default: in place)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for the executed copies (default: in place; with --quick <workdir>/quick, so that "
+                             "the committed full-mode notebooks are never replaced by quick ones)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help=f"where the notebooks' runs go ({WORKDIR_ENV}; default notebooks/runs)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     args = parser.parse_args(argv)
+    if args.quick and args.output is None:
+        args.output = (args.workdir or HERE / "runs") / "quick"
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
     for nb in args.notebooks or notebooks():

@@ -96,6 +96,16 @@ def test_failing_cell_names_notebook_and_cell_and_saves_nothing(tmp_path):
     assert not (tmp_path / "out" / "broken.ipynb").exists()
 
 
+def test_quick_mode_writes_copies_and_leaves_the_notebook(tmp_path):
+    nb = write_notebook(tmp_path / "story.ipynb", "print('quick' if __import__('os').environ['CUTLIGHT_NB_QUICK'] == '1' "
+                                                  "else 'full')")
+    before = digest(nb)
+    assert run.main([str(nb), "--quick", "--workdir", str(tmp_path / "runs")]) == 0
+    assert digest(nb) == before
+    copy = nbformat.read(tmp_path / "runs" / "quick" / "story.ipynb", as_version=4)
+    assert copy.cells[0].outputs[0].text == "quick\n"
+
+
 @pytest.mark.slow
 def test_notebooks_execute_in_quick_mode(tmp_path):
     committed = {p: digest(p) for p in NOTEBOOKS}
