@@ -43,6 +43,16 @@ def to_rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
 
 
+def unused_path(path: Path) -> Path:
+    """``path``, or ``<stem>-resumed<N><suffix>`` with the smallest N not taken: a resumed run never overwrites
+    a picture of the run it continues."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-resumed{n}{path.suffix}")
+    return candidate
+
+
 def _font(size: int):
     from PIL import ImageFont
 
@@ -155,11 +165,7 @@ class ImageGrid(pl.Callback):
         cols = [to_rgb(c.float().clamp(-1, 1)).cpu() for c in columns.values()]
         self.history.append((step, cols[1]))
         grid = labelled_grid(cols, list(columns), self._scale(real_a.shape[-1]), caption=f"step {step}")
-        path = run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png"
-        resumed = 0
-        while path.exists():  # a resumed run reaching a step again: keep the earlier grid
-            resumed += 1
-            path = path.with_name(f"step_{step:06d}-resumed{resumed}.png")
+        path = unused_path(run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png")
         save_image(grid.float() / 255, path)
         self._written.add(step)
         self.last_path, self.columns = path, list(columns)
@@ -179,11 +185,7 @@ class ImageGrid(pl.Callback):
         titles = [self.columns[0], *(f"step {step}" for step, _ in shown), "B"]
         scale = max(1, self._scale(real_a.shape[-1]) // 2)
         grid = labelled_grid(columns, titles, scale, caption=f"{self.columns[1]} during training")
-        path = run_dir(trainer, self.dirpath, "images") / "progress.png"
-        resumed = 0
-        while path.exists():  # a resumed run: keep the earlier picture
-            resumed += 1
-            path = path.with_name(f"progress-resumed{resumed}.png")
+        path = unused_path(run_dir(trainer, self.dirpath, "images") / "progress.png")
         save_image(grid.float() / 255, path)
         self.progress_path = path
 
