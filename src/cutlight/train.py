@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
-from .checks import ConfigValueError
+from .checks import ConfigValueError, check_int
 from .lightning.rundir import RESULTS_CSV, RESULTS_MD
 from .runs import log_to_files
 
@@ -187,8 +187,9 @@ def _test_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train from a composed config; returns the final callback metrics as floats (with ``test/*`` after a test)."""
     _quiet()
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    threads = check_int("torch_threads", cfg.get("torch_threads"), low=1, optional=True)
+    if threads:
+        torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
