@@ -185,6 +185,7 @@ def test_sampler_seed_determinism():
         (lambda: PatchDiscriminator(norm="layer"), "unknown norm 'layer'"),
         (lambda: ResnetGenerator(init_type="uniform"), "unknown init_type 'uniform'; expected one of xavier"),
         (lambda: ResnetGenerator(n_blocks=0), "n_blocks=0 is invalid: expected an integer >= 1"),
+        (lambda: ResnetGenerator(num_downsampling=0), "num_downsampling=0 is invalid: expected an integer >= 1"),
     ],
 )
 def test_bad_construction_args(build, match):
@@ -220,3 +221,27 @@ def test_blur_downsample_function_gradcheck_and_double_backward(size):
     assert torch.autograd.gradgradcheck(blur, (x,))  # R1 penalties differentiate through D's backward
     ref = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), blur.filt, stride=2, groups=3)
     torch.testing.assert_close(blur(x), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_downsampling, blocks_from, size_multiple", [(1, 8, 2), (2, 12, 4), (3, 16, 8)])
+def test_generator_num_downsampling(num_downsampling, blocks_from, size_multiple):
+    """Each stage is 4 layers, the bottleneck is 2**num_downsampling times smaller, and the reference-style
+    mirror (which reads the number of stages from the weights) computes the same function."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference.cut_reference import RefGenerator
+
+    torch.manual_seed(0)
+    g = ResnetGenerator(ngf=4, n_blocks=2, num_downsampling=num_downsampling).eval()
+    assert g.size_multiple == size_multiple
+    assert type(g.model[blocks_from]).__name__ == "ResnetBlock" and type(g.model[blocks_from - 1]) is BlurDownsample
+    x = torch.randn(2, 3, 16, 24)
+    (feat,) = g.encode(x, [blocks_from])
+    assert feat.shape == (2, 4 * 2**num_downsampling, 16 // size_multiple, 24 // size_multiple)
+    out = g(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(RefGenerator(g.state_dict()).eval()(x), out, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=f"positive multiples of {size_multiple}"):
+        g(torch.randn(1, 3, 16 + size_multiple // 2, 16))

@@ -103,7 +103,13 @@ CASES = {
     "fastcut_flipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.25),
     "fastcut_unflipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.75),
     "external_negatives": ({"negatives": "batch"}, 2, None),
+    # model=small's generator (one downsampling, experiment=builtin_cpu's layers for 6 blocks: 8..13)
+    "one_downsampling": ({"nce_layers": [0, 4, 8, 10, 12]}, 2, None),
 }
+GENERATOR_KW = {"one_downsampling": {"num_downsampling": 1}}
+# In fp32 two of conv1's 1176 weights get a gradient at round-off level in this case, whose sign (all that Adam's
+# first step keeps) differs between implementations: they move by +-lr apart. fp64 checks the same math tightly.
+FP64_ONLY = {"one_downsampling": "fp32 round-off flips the sign of 2 near-zero conv1 gradients; checked in fp64"}
 
 
 def close(a, b, where: str, **tol) -> None:
@@ -153,12 +159,15 @@ def default_dtype(request):
 @pytest.mark.parametrize("case", list(CASES))
 def test_iteration_equals_straightforward(case, default_dtype, monkeypatch):
     kwargs, batch, flip_draw = CASES[case]
+    if case in FP64_ONLY and default_dtype == torch.float32:
+        pytest.skip(FP64_ONLY[case])
     tol = TOLERANCES[default_dtype]
     if flip_draw is not None:  # force the flip decision in all three implementations
         monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor(flip_draw))
     torch.manual_seed(0)
     obj = CUTObjective(**kwargs)
-    G, D = ResnetGenerator(ngf=8, n_blocks=6), PatchDiscriminator(ndf=8)
+    g_kw = GENERATOR_KW.get(case, {})
+    G, D = ResnetGenerator(ngf=8, n_blocks=6, **g_kw), PatchDiscriminator(ndf=8)
     H = PatchSampler(G.feature_channels(obj.nce_layers), mlp_dim=32)
     assert G.model[1].weight.dtype == H.mlp_0[0].weight.dtype == default_dtype
     ref = ReferenceStep(obj, G, D, H)  # reference-style copies, built before any update
@@ -169,7 +178,8 @@ def test_iteration_equals_straightforward(case, default_dtype, monkeypatch):
     nce_convs = {f"model.{i}" for i in obj.nce_layers}
     null = {"G": null_space_biases(RefGenerator(G.state_dict()), nce_convs),
             "D": null_space_biases(RefDiscriminator(D.state_dict())), "H": set()}
-    assert len(null["G"]) == 1 + 2 * 6 + 2 and len(null["D"]) == 3  # conv1, 2 per block, 2 up-convs; D's 3
+    up_convs = g_kw.get("num_downsampling", 2)
+    assert len(null["G"]) == 1 + 2 * 6 + up_convs and len(null["D"]) == 3  # conv1, 2 per block, up-convs; D's 3
 
     for it in range(ITERS):  # each iteration from one shared state (weights + Adam state) on all three
         sync((G, D, H), ours_opts, plain, plain_opts)
@@ -198,6 +208,7 @@ VARIANTS = {  # (objective kwargs, generator kwargs, discriminator kwargs, sampl
     "batch_norm": ({}, {"norm": "batch"}, {"norm": "batch"}, {}),
     "batch_norm_no_idt": ({"nce_idt": False}, {"norm": "batch"}, {"norm": "batch"}, {}),
     "dropout": ({}, {"dropout": 0.5}, {}, {}),
+    "one_downsampling": ({"nce_layers": [0, 4, 8, 9]}, {"num_downsampling": 1}, {}, {}),  # as model=small
 }
 
 

@@ -58,6 +58,9 @@ def _blur_filters(state: dict, prefix: str = "model.") -> dict[int, torch.Tensor
 class RefGenerator(nn.Module):
     """The reference ResNet generator (antialiased, instance norm), built to load ``ResnetGenerator`` weights.
 
+    The reference hard-codes 2 downsamplings; the number is read from the weights here (one blur filter per
+    downsampling and per upsampling), so that ``num_downsampling=1`` generators (``model=small``) can be mirrored.
+
     ``forward(x)`` -> (B, C, H, W); ``forward(x, layers, encode_only=True)`` -> feature maps at ``layers``.
     """
 
@@ -66,16 +69,17 @@ class RefGenerator(nn.Module):
         ngf, input_nc = state["model.1.weight"].shape[:2]
         n_blocks = sum(k.endswith("conv_block.1.weight") for k in state)
         filters = _blur_filters(state)
+        n_down = len(filters) // 2
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7), nn.InstanceNorm2d(ngf),
                                    nn.ReLU(True)]
-        for i in range(2):
+        for i in range(n_down):
             c = ngf * 2 ** (i + 1)
             idx = len(layers) + 3  # position of the blur layer
             layers += [nn.Conv2d(c // 2, c, 3, padding=1), nn.InstanceNorm2d(c), nn.ReLU(True),
                        RefDownsample(c, filters[idx])]
-        layers += [RefResnetBlock(ngf * 4) for _ in range(n_blocks)]
-        for i in range(2):
-            c = ngf * 2 ** (2 - i)
+        layers += [RefResnetBlock(ngf * 2**n_down) for _ in range(n_blocks)]
+        for i in range(n_down):
+            c = ngf * 2 ** (n_down - i)
             layers += [RefUpsample(c, filters[len(layers)]), nn.Conv2d(c, c // 2, 3, padding=1),
                        nn.InstanceNorm2d(c // 2), nn.ReLU(True)]
         output_nc = state[f"model.{len(layers) + 1}.weight"].shape[0]

@@ -13,24 +13,25 @@ from .init import init_weights
 from .layers import BlurDownsample, BlurUpsample, ChannelsLastConv2d, ResnetBlock, conv_bias, make_norm
 from .protocol import LayeredGenerator
 
-N_DOWNSAMPLING = 2
-
-
 class ResnetGenerator(LayeredGenerator):
-    """Encoder (2 downsamplings) + ``n_blocks`` residual blocks + decoder (2 upsamplings), as one ``nn.Sequential``
-    named ``model`` whose indices are the ``nce_layers`` indices of the paper.
+    """Encoder (``num_downsampling`` downsamplings, 2 in the paper) + ``n_blocks`` residual blocks + decoder (as many
+    upsamplings), as one ``nn.Sequential`` named ``model`` whose indices are the ``nce_layers`` indices of the paper.
 
     Args:
         input_nc / output_nc: image channels in / out.
         ngf: filters of the first conv layer (64 in the paper).
         n_blocks: residual blocks (9 at 256 px, 6 at 128 px; any >= 1).
+        num_downsampling: stride-2 stages before the blocks (2 in the paper and its checkpoints). With ``antialias``
+            each stage is 4 layers, so the blocks start at index ``4 + 4 * num_downsampling`` (12 for 2, 8 for 1).
+            ``1`` keeps a twice finer bottleneck (32 x 32 at 64 px) for small images (``experiment=builtin_cpu``).
         norm: ``instance`` (no affine), ``batch`` or ``none``.
         dropout: dropout probability inside residual blocks (0 = off, the CUT default).
         antialias: blur-pool downsampling (else strided conv).
         antialias_up: blur upsampling + conv (else transposed conv).
         init_type / init_gain: weight initialisation (see ``init_weights``).
 
-    Input (B, input_nc, H, W) with H and W divisible by 4, values in [-1, 1]; output (B, output_nc, H, W) in [-1, 1].
+    Input (B, input_nc, H, W) with H and W divisible by ``2 ** num_downsampling``, values in [-1, 1]; output
+    (B, output_nc, H, W) in [-1, 1].
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class ResnetGenerator(LayeredGenerator):
         output_nc: int = 3,
         ngf: int = 64,
         n_blocks: int = 9,
+        num_downsampling: int = 2,
         norm: str = "instance",
         dropout: float = 0.0,
         antialias: bool = True,
@@ -47,7 +49,8 @@ class ResnetGenerator(LayeredGenerator):
         init_gain: float = 0.02,
     ):
         super().__init__()
-        for name, value in (("n_blocks", n_blocks), ("input_nc", input_nc), ("output_nc", output_nc), ("ngf", ngf)):
+        for name, value in (("n_blocks", n_blocks), ("input_nc", input_nc), ("output_nc", output_nc), ("ngf", ngf),
+                            ("num_downsampling", num_downsampling)):
             check_int(name, value, low=1)
         self.input_nc, self.output_nc = input_nc, output_nc
         bias = conv_bias(norm)
@@ -57,7 +60,7 @@ class ResnetGenerator(LayeredGenerator):
             make_norm(norm, ngf),
             nn.ReLU(True),
         ]
-        for i in range(N_DOWNSAMPLING):
+        for i in range(num_downsampling):
             c_in, c_out = ngf * 2**i, ngf * 2 ** (i + 1)
             if antialias:
                 layers += [
@@ -72,10 +75,10 @@ class ResnetGenerator(LayeredGenerator):
                     make_norm(norm, c_out),
                     nn.ReLU(True),
                 ]
-        dim = ngf * 2**N_DOWNSAMPLING
+        dim = ngf * 2**num_downsampling
         layers += [ResnetBlock(dim, norm=norm, dropout=dropout) for _ in range(n_blocks)]
-        for i in range(N_DOWNSAMPLING):
-            c_in = ngf * 2 ** (N_DOWNSAMPLING - i)
+        for i in range(num_downsampling):
+            c_in = ngf * 2 ** (num_downsampling - i)
             c_out = c_in // 2
             if antialias_up:
                 layers += [
@@ -92,7 +95,7 @@ class ResnetGenerator(LayeredGenerator):
                 ]
         layers += [nn.ReflectionPad2d(3), ChannelsLastConv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
-        self.size_multiple = 2**N_DOWNSAMPLING
+        self.size_multiple = 2**num_downsampling
         self.layer_channels = _layer_channels(self.model, input_nc)
         init_weights(self, init_type, init_gain)
 
