@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from reference.cut_reference import ReferenceStep  # noqa: E402
 
 from cutlight.data import shapes_score  # noqa: E402
+from cutlight.data.shapes import foreground_mask  # noqa: E402
 from cutlight.optim import linear_decay  # noqa: E402
 
-TERMS = ("content_iou", "style", "score")
+TERMS = ("content_iou", "style", "score", "shift_px")
 
 
 def compose(overrides: list[str]):
@@ -81,14 +82,28 @@ def make_step(impl: str, module):
     return step, G, (opt_g, opt_d)
 
 
+def layout_shift(real_a: torch.Tensor, fake_b: torch.Tensor) -> float:
+    """Mean length (pixels) of the mean displacement between the foregrounds of ``real_a`` and ``fake_b`` (both
+    (N, 3, H, W)): a diagnostic for content_iou. A generator that draws every shape in place, but all of them moved
+    by the same few pixels, loses IoU at the outlines; this number tells that apart from shapes lost or deformed."""
+    masks = foreground_mask(real_a).float(), foreground_mask(fake_b.detach().float().cpu()).float()  # (N, H, W)
+    h, w = masks[0].shape[1:]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    area = [m.flatten(1).sum(1) for m in masks]  # (N,)
+    keep = (area[0] > 0) & (area[1] > 0)
+    cx, cy = [[(m * c).flatten(1).sum(1) / a.clamp(min=1) for m, a in zip(masks, area)] for c in (xs, ys)]
+    length = ((cx[1] - cx[0]) ** 2 + (cy[1] - cy[0]) ** 2).sqrt()  # (N,)
+    return length[keep].mean().item() if keep.any() else float("nan")
+
+
 @torch.no_grad()
 def evaluate(generator, real_a: torch.Tensor) -> dict[str, float]:
     fake_b = torch.cat([generator(chunk) for chunk in real_a.split(16)])  # (N, 3, H, W)
-    return shapes_score(real_a, fake_b)
+    return {**shapes_score(real_a, fake_b), "shift_px": layout_shift(real_a, fake_b)}
 
 
 def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iters: int | None,
-          grid_dir: str | None = None) -> dict:
+          grid_dir: str | None = None, save_dir: str | None = None) -> dict:
     datamodule, module = build(cfg, seed)
     step, generator, optimizers = make_step(impl, module)
     n, d = int(cfg.model.n_epochs), int(cfg.model.n_epochs_decay)
@@ -124,6 +139,9 @@ def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iter
                              caption=f"{impl}, seed {seed}, {it} iterations")
         Path(grid_dir).mkdir(parents=True, exist_ok=True)
         save_image(grid.float() / 255, Path(grid_dir) / f"{impl}_seed{seed}.png")
+    if save_dir:  # the trained generator, loadable by ResnetGenerator(**cfg.model.generator).load_state_dict
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        torch.save(generator.state_dict(), Path(save_dir) / f"{impl}_seed{seed}.pt")
     return {"seed": seed, "impl": impl, "iters": it, "wall_s": time.perf_counter() - start,
             "cpu_s": time.process_time() - cpu0, "threads": torch.get_num_threads(), "final": final, "curve": curve}
 
@@ -137,18 +155,18 @@ def report(paths: list[str]) -> None:
     print(head)
     print("|" + "---|" * (1 + len(impls) * len(TERMS)))
     for s in seeds:
-        cells = [f"{by[(i, s)][t]:.3f}" if (i, s) in by else "" for i in impls for t in TERMS]
+        cells = [f"{by[(i, s)].get(t, float('nan')):.3f}" if (i, s) in by else "" for i in impls for t in TERMS]
         print(f"| {s} | " + " | ".join(cells) + " |")
     means = []
     for i in impls:
         for t in TERMS:
-            vals = [by[(i, s)][t] for s in seeds if (i, s) in by]
+            vals = [by[(i, s)][t] for s in seeds if (i, s) in by and t in by[(i, s)]]
             means.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
     print("| mean ± sd | " + " | ".join(means) + " |")
     if len(impls) == 2:
         paired = [s for s in seeds if all((i, s) in by for i in impls)]
         for t in TERMS:
-            diff = [by[("ours", s)][t] - by[("reference", s)][t] for s in paired]
+            diff = [by[("ours", s)][t] - by[("reference", s)][t] for s in paired if t in by[("ours", s)]]
             if len(diff) > 1:
                 sd = statistics.stdev(diff)
                 wins = sum(x > 0 for x in diff)
@@ -168,6 +186,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="append one JSON line per run")
     parser.add_argument("--grids", default=None, help="folder for a grid of each run's final translations")
+    parser.add_argument("--save", default=None, help="folder for each run's trained generator weights (IMPL_seedN.pt)")
     parser.add_argument("--report", nargs="+", default=None, help="print the table of these JSON-lines files")
     args = parser.parse_args()
     if args.report:
@@ -179,7 +198,8 @@ def main() -> None:
     cfg = compose(overrides)
     for seed in args.seeds:
         for impl in args.impl:
-            result = train(cfg, seed, impl, args.eval_every, args.eval_images, args.max_iters, args.grids)
+            result = train(cfg, seed, impl, args.eval_every, args.eval_images, args.max_iters, args.grids,
+                           args.save)
             result["overrides"] = overrides
             f = result["final"]
             print(f"seed {seed} {impl:9s} {result['iters']} iters {result['wall_s']:.0f} s wall "

@@ -63,7 +63,9 @@ def test_compare_steps_trains_both_implementations_from_the_same_start(tmp_path,
             for s in (0, 1) for impl in ("ours", "reference")]
     for ours, ref in (runs[:2], runs[2:]):
         # iteration 0: the same generator (the reference-style layers round differently: a pixel may flip)
-        assert ours["curve"][0] == pytest.approx(ref["curve"][0], abs=0.02)
+        scores = [{k: v for k, v in run["curve"][0].items() if k != "shift_px"} for run in (ours, ref)]
+        assert scores[0] == pytest.approx(scores[1], abs=0.02)
+        assert "shift_px" in ours["curve"][0]  # nan when the untrained generator draws no foreground
         assert [c["iter"] for c in ours["curve"]] == [c["iter"] for c in ref["curve"]] == [0, 1, 2]
     _, _, optimizers = compare_steps.make_step("reference", compare_steps.build(cfg, 0)[1])
     assert {g["lr"] for opt in optimizers for g in opt.param_groups} == {0.0003}

@@ -103,7 +103,7 @@ CASES = {
     "fastcut_flipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.25),
     "fastcut_unflipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.75),
     "external_negatives": ({"negatives": "batch"}, 2, None),
-    # model=small's generator (one downsampling, experiment=builtin_cpu's layers for 6 blocks: 8..13)
+    # experiment=builtin_cpu's generator has one downsampling (here with 6 blocks: layers 8..13)
     "one_downsampling": ({"nce_layers": [0, 4, 8, 10, 12]}, 2, None),
 }
 GENERATOR_KW = {"one_downsampling": {"num_downsampling": 1}}
@@ -208,7 +208,7 @@ VARIANTS = {  # (objective kwargs, generator kwargs, discriminator kwargs, sampl
     "batch_norm": ({}, {"norm": "batch"}, {"norm": "batch"}, {}),
     "batch_norm_no_idt": ({"nce_idt": False}, {"norm": "batch"}, {"norm": "batch"}, {}),
     "dropout": ({}, {"dropout": 0.5}, {}, {}),
-    "one_downsampling": ({"nce_layers": [0, 4, 8, 9]}, {"num_downsampling": 1}, {}, {}),  # as model=small
+    "one_downsampling": ({"nce_layers": [0, 4, 8, 9]}, {"num_downsampling": 1}, {}, {}),  # as experiment=builtin_cpu
 }
 
 

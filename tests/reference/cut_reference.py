@@ -59,7 +59,8 @@ class RefGenerator(nn.Module):
     """The reference ResNet generator (antialiased, instance norm), built to load ``ResnetGenerator`` weights.
 
     The reference hard-codes 2 downsamplings; the number is read from the weights here (one blur filter per
-    downsampling and per upsampling), so that ``num_downsampling=1`` generators (``model=small``) can be mirrored.
+    downsampling and per upsampling), so that ``num_downsampling=1`` generators (``experiment=builtin_cpu``) can
+    be mirrored.
 
     ``forward(x)`` -> (B, C, H, W); ``forward(x, layers, encode_only=True)`` -> feature maps at ``layers``.
     """
