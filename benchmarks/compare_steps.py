@@ -30,11 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # The reference-style oracle is test code (tests/reference/), not part of the cutlight package.
 sys.path.insert(0, str(ROOT / "tests"))
-from reference.cut_reference import ReferenceStep  # noqa: E402
-
 from cutlight.data import shapes_score  # noqa: E402
 from cutlight.data.shapes import foreground_mask  # noqa: E402
 from cutlight.optim import linear_decay  # noqa: E402
+from reference.cut_reference import ReferenceStep  # noqa: E402
 
 TERMS = ("content_iou", "style", "score", "shift_px")
 

@@ -27,6 +27,8 @@ from cutlight.data import (
     shapes_score,
 )
 from cutlight.data.builtin import builtin_root, generate_image
+from cutlight.data.datamodule import loader_settings
+from cutlight.data.resumable import ResumableSampler
 from cutlight.data.shapes import (
     A_PALETTE,
     B_PALETTE,
@@ -39,8 +41,6 @@ from cutlight.data.shapes import (
     render,
     rim_width,
 )
-from cutlight.data.datamodule import loader_settings
-from cutlight.data.resumable import ResumableSampler
 
 
 def save_gradient(path: Path, size=(32, 32), value: int = 0, mode: str = "RGB") -> Path:

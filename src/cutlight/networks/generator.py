@@ -13,6 +13,7 @@ from .init import init_weights
 from .layers import BlurDownsample, BlurUpsample, ChannelsLastConv2d, ResnetBlock, conv_bias, make_norm
 from .protocol import LayeredGenerator
 
+
 class ResnetGenerator(LayeredGenerator):
     """Encoder (``num_downsampling`` downsamplings, 2 in the paper) + ``n_blocks`` residual blocks + decoder (as many
     upsamplings), as one ``nn.Sequential`` named ``model`` whose indices are the ``nce_layers`` indices of the paper.
