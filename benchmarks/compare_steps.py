@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The reference-style oracle is test code (tests/reference/), not part of the cutlight package.
 sys.path.insert(0, str(ROOT / "tests"))
 from cutlight.data import shapes_score  # noqa: E402
-from cutlight.data.shapes import foreground_mask  # noqa: E402
+from cutlight.data.shapes import layout_displacement  # noqa: E402
 from cutlight.optim import linear_decay  # noqa: E402
 from reference.cut_reference import ReferenceStep  # noqa: E402
 
@@ -81,24 +81,11 @@ def make_step(impl: str, module):
     return step, G, (opt_g, opt_d)
 
 
-def layout_shift(real_a: torch.Tensor, fake_b: torch.Tensor) -> float:
-    """Mean length (pixels) of the mean displacement between the foregrounds of ``real_a`` and ``fake_b`` (both
-    (N, 3, H, W)): a diagnostic for content_iou. A generator that draws every shape in place, but all of them moved
-    by the same few pixels, loses IoU at the outlines; this number tells that apart from shapes lost or deformed."""
-    masks = foreground_mask(real_a).float(), foreground_mask(fake_b.detach().float().cpu()).float()  # (N, H, W)
-    h, w = masks[0].shape[1:]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    area = [m.flatten(1).sum(1) for m in masks]  # (N,)
-    keep = (area[0] > 0) & (area[1] > 0)
-    cx, cy = [[(m * c).flatten(1).sum(1) / a.clamp(min=1) for m, a in zip(masks, area)] for c in (xs, ys)]
-    length = ((cx[1] - cx[0]) ** 2 + (cy[1] - cy[0]) ** 2).sqrt()  # (N,)
-    return length[keep].mean().item() if keep.any() else float("nan")
-
-
 @torch.no_grad()
 def evaluate(generator, real_a: torch.Tensor) -> dict[str, float]:
     fake_b = torch.cat([generator(chunk) for chunk in real_a.split(16)])  # (N, 3, H, W)
-    return {**shapes_score(real_a, fake_b), "shift_px": layout_shift(real_a, fake_b)}
+    # shift_px: mean length of the images' layout displacement (shapes moved as a whole; nan: no foreground)
+    return {**shapes_score(real_a, fake_b), "shift_px": layout_displacement(real_a, fake_b).norm(dim=1).nanmean().item()}
 
 
 def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iters: int | None,

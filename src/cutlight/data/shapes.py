@@ -214,6 +214,27 @@ def shapes_score(real_a: torch.Tensor, fake_b: torch.Tensor) -> dict[str, float]
     }
 
 
+def layout_displacement(real_a: torch.Tensor, fake_b: torch.Tensor) -> torch.Tensor:
+    """Per image, how far the translation's shapes moved as a whole: a diagnostic for a low ``content_iou``.
+
+    Args:
+        real_a: (N, 3, H, W) in [-1, 1]; fake_b: (N, 3, H, W) in [-1, 1], their translations.
+
+    Returns: (N, 2) float, (x, y) offset in pixels of the centroid of ``fake_b``'s foreground from ``real_a``'s
+    (:func:`foreground_mask`); NaN for an image where either has no foreground. Shapes drawn in place give ~0; a
+    generator that draws every shape, all moved by the same few pixels, gives that offset (and loses IoU along
+    every outline).
+    """
+    masks = [foreground_mask(t.detach().float().cpu()).float() for t in (real_a, fake_b)]  # (N, H, W) each
+    h, w = masks[0].shape[1:]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    area = [m.flatten(1).sum(1) for m in masks]  # (N,)
+    centroids = [torch.stack([(m * c).flatten(1).sum(1) for c in (xs, ys)], 1) / a.clamp(min=1)[:, None]
+                 for m, a in zip(masks, area)]  # (N, 2) each
+    offset = centroids[1] - centroids[0]  # (N, 2)
+    return torch.where(((area[0] > 0) & (area[1] > 0))[:, None], offset, torch.full_like(offset, float("nan")))
+
+
 def pil_to_batch(images: list[Image.Image]) -> torch.Tensor:
     """RGB PIL images of one size -> (N, 3, H, W) float32 in [-1, 1]."""
     data = [torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8) for im in images]
