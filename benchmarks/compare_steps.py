@@ -141,7 +141,7 @@ def report(paths: list[str]) -> None:
     print(head)
     print("|" + "---|" * (1 + len(impls) * len(TERMS)))
     for s in seeds:
-        cells = [f"{by[(i, s)].get(t, float('nan')):.3f}" if (i, s) in by else "" for i in impls for t in TERMS]
+        cells = [f"{by[(i, s)][t]:.3f}" if (i, s) in by and t in by[(i, s)] else "" for i in impls for t in TERMS]
         print(f"| {s} | " + " | ".join(cells) + " |")
     means = []
     for i in impls:
