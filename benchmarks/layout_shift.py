@@ -22,20 +22,14 @@ import argparse
 import torch
 
 from cutlight.data.builtin import generate_image
-from cutlight.data.shapes import foreground_mask, layout_displacement, pil_to_batch, shapes_score
+from cutlight.data.shapes import layout_displacement, pil_to_batch, shapes_score
 from cutlight.lightning.cut import CUTModule
 from cutlight.losses import patch_nce_loss
 
 
 def best_moved_iou(real: torch.Tensor, fake: torch.Tensor, reach: int = 3) -> tuple[float, int, int]:
     """(IoU, dx, dy): the content_iou of fake moved back by (dx, dy) whole pixels, the best within +-reach."""
-    mask_a, mask_b = foreground_mask(real), foreground_mask(fake)  # (N, H, W)
-
-    def iou(moved: torch.Tensor) -> float:
-        inter, union = (mask_a & moved).flatten(1).sum(1), (mask_a | moved).flatten(1).sum(1)
-        return (inter / union.clamp(min=1)).mean().item()
-
-    return max((iou(torch.roll(mask_b, (-dy, -dx), (1, 2))), dx, dy)
+    return max((shapes_score(real, torch.roll(fake, (-dy, -dx), (2, 3)))["content_iou"], dx, dy)
                for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1))
 
 

@@ -74,3 +74,19 @@ def test_compare_steps_trains_both_implementations_from_the_same_start(tmp_path,
     compare_steps.report([str(out)])
     table = capsys.readouterr().out
     assert "| mean ± sd |" in table and "ours - reference over 2 paired seeds" in table
+
+
+def test_layout_shift_finds_a_layout_moved_as_a_whole():
+    """benchmarks/layout_shift.py: the IoU lost to a layout drawn moved by whole pixels is found and undone."""
+    spec = importlib.util.spec_from_file_location(
+        "layout_shift", Path(__file__).resolve().parents[1] / "benchmarks" / "layout_shift.py")
+    layout_shift = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layout_shift)
+    from cutlight.data.builtin import generate_image
+    from cutlight.data.shapes import pil_to_batch, shapes_score
+
+    real = pil_to_batch([generate_image("test", "A", i) for i in range(8)])  # (8, 3, 64, 64)
+    moved = torch.roll(real, (2, -1), (2, 3))  # drawn 1 px left, 2 px down
+    assert shapes_score(real, moved)["content_iou"] < 0.85
+    iou, dx, dy = layout_shift.best_moved_iou(real, moved)
+    assert (dx, dy) == (-1, 2) and iou == pytest.approx(1.0)

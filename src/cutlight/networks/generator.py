@@ -24,7 +24,7 @@ class ResnetGenerator(LayeredGenerator):
         n_blocks: residual blocks (9 at 256 px, 6 at 128 px; any >= 1).
         num_downsampling: stride-2 stages before the blocks (2 in the paper and its checkpoints). With ``antialias``
             each stage is 4 layers, so the blocks start at index ``4 + 4 * num_downsampling`` (12 for 2, 8 for 1).
-            ``1`` keeps a twice finer bottleneck (32 x 32 at 64 px) for small images (``experiment=builtin_cpu``).
+            ``1`` keeps a twice finer bottleneck (32 x 32 at 64 px) for small images.
         norm: ``instance`` (no affine), ``batch`` or ``none``.
         dropout: dropout probability inside residual blocks (0 = off, the CUT default).
         antialias: blur-pool downsampling (else strided conv).
