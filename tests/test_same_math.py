@@ -103,13 +103,10 @@ CASES = {
     "fastcut_flipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.25),
     "fastcut_unflipped": ({"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}, 1, 0.75),
     "external_negatives": ({"negatives": "batch"}, 2, None),
-    # experiment=builtin_cpu's generator has one downsampling (here with 6 blocks: layers 8..13)
+    # ResnetGenerator(num_downsampling=1) (here with 6 blocks: layers 8..13)
     "one_downsampling": ({"nce_layers": [0, 4, 8, 10, 12]}, 2, None),
 }
 GENERATOR_KW = {"one_downsampling": {"num_downsampling": 1}}
-# In fp32 two of conv1's 1176 weights get a gradient at round-off level in this case, whose sign (all that Adam's
-# first step keeps) differs between implementations: they move by +-lr apart. fp64 checks the same math tightly.
-FP64_ONLY = {"one_downsampling": "fp32 round-off flips the sign of 2 near-zero conv1 gradients; checked in fp64"}
 
 
 def close(a, b, where: str, **tol) -> None:
@@ -124,6 +121,54 @@ def sync(src_nets, src_opts, dst_nets, dst_opts):
         dst.load_state_dict(copy.deepcopy(src.state_dict()))
 
 
+def sign_flips(p, q, g_p, g_q, atol, most=2):
+    """``(p, q)`` with the elements where the two fp32 updates differ only through Adam's sign amplification put
+    equal (checked, then excluded); anything else is left for ``close`` to report.
+
+    Adam's first step moves a weight by about ``lr * sign(grad)``, whatever the gradient's size. A gradient that is
+    zero up to fp32 round-off can get opposite signs from two correct implementations (another summation order),
+    and then the weights end ``2 * lr`` apart. Allowed for at most ``most`` elements per tensor, each differing by
+    at most ``2 * lr``, with opposite-signed gradients of at most 1e-3 of the tensor's largest (measured: 3e-6 to
+    1e-4; fp32 round-off in the ill-conditioned PatchNCE gradients, see TOLERANCES). fp64 allows no such element.
+    """
+    diff = (p - q).abs()
+    bad = diff > atol
+    if not bad.any():
+        return p, q
+    tiny = 1e-3 * max(g_p.abs().max().item(), g_q.abs().max().item())
+    flip = bad & (diff <= 2 * ADAM["lr"] * (1 + 1e-3)) & (g_p * g_q <= 0) & (g_p.abs() <= tiny) & (g_q.abs() <= tiny)
+    if flip.sum() > most or not torch.equal(flip, bad):
+        return p, q
+    return torch.where(flip, q, p), q
+
+
+def test_sign_flips_excuses_only_round_off_sign_flips():
+    lr, g = ADAM["lr"], torch.tensor([5.0, -3.0, 1e-4, -2e-4, 2.0])
+    p = torch.zeros(5)
+    flipped = p.clone()
+    flipped[2] = 2 * lr  # the one tiny gradient whose sign differs
+    g_other = g.clone()
+    g_other[2] = -1e-4
+    a, b = sign_flips(flipped, p, g, g_other, 1e-5)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    cases = [  # (difference, other gradient): each must stay visible to ``close``
+        ((2, 3 * lr), g_other),  # moved farther than Adam's sign flip
+        ((4, 2 * lr), g),  # a large gradient of one sign
+        ((2, 2 * lr), g),  # the same sign in both: not a flip
+    ]
+    for (i, d), other in cases:
+        moved = p.clone()
+        moved[i] = d
+        a, b = sign_flips(moved, p, g, other, 1e-5)
+        assert not torch.equal(a, b), (i, d)
+    g3, g3_other = torch.tensor([5.0, 1e-4, 1e-4, 1e-4, 2.0]), torch.tensor([5.0, -1e-4, -1e-4, -1e-4, 2.0])
+    three = torch.tensor([0.0, 2 * lr, 2 * lr, 2 * lr, 0.0])  # three round-off flips: more than allowed
+    a, b = sign_flips(three, p, g3, g3_other, 1e-5)
+    assert not torch.equal(a, b)
+    a, b = sign_flips(three * torch.tensor([0, 1, 1, 0, 0]), p, g3, g3_other, 1e-5)  # two: allowed
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
 def assert_same_update(net, mine, other, before, null, tol):
     """Parameters (and, in fp64, gradients) of ``mine`` and ``other`` after one step from the state ``before``."""
     theirs = dict(other.named_parameters())
@@ -135,6 +180,8 @@ def assert_same_update(net, mine, other, before, null, tol):
             weight_grad = dict(mine.named_parameters())[name[: -len("bias")] + "weight"].grad.abs().max()
             assert g.abs().max() < 1e-3 * weight_grad and q.grad.abs().max() < 1e-3 * weight_grad, f"{net}.{name}"
             continue
+        if tol["grad"] is None:  # fp32: allow Adam's amplification of a round-off sign flip (see sign_flips)
+            p, q = sign_flips(p, q, g, q.grad, tol["param"])
         close(p, q, f"{net}.{name}", atol=tol["param"], rtol=0)
         if tol["grad"] is not None and name.endswith("weight"):  # bias gradients: sums with heavy cancellation
             close(g, q.grad, f"grad {net}.{name}", atol=tol["grad"] * g.abs().max().item(), rtol=0)
@@ -159,8 +206,6 @@ def default_dtype(request):
 @pytest.mark.parametrize("case", list(CASES))
 def test_iteration_equals_straightforward(case, default_dtype, monkeypatch):
     kwargs, batch, flip_draw = CASES[case]
-    if case in FP64_ONLY and default_dtype == torch.float32:
-        pytest.skip(FP64_ONLY[case])
     tol = TOLERANCES[default_dtype]
     if flip_draw is not None:  # force the flip decision in all three implementations
         monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor(flip_draw))
