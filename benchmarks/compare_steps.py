@@ -8,9 +8,9 @@ script checks what that cannot: that thousands of fp32 iterations end in the sam
 implementations start from the same networks (``CUTModule`` built from the composed Hydra config, default
 ``experiment=builtin_cpu``: the ``make train`` setting, extra arguments are Hydra overrides), see the same data
 in the same order and draw the same patch positions (both consume the global RNG identically, which
-``tests/test_same_math.py`` checks), and follow the same learning-rate schedule (constant, then linear decay, stepped
-per epoch). The only differences are the implementations' floating-point round-off and their Adam (ours: fused,
-as ``CUTModule``; the reference step's own plain Adam). No validation FID: the built-in score
+``tests/test_same_math.py`` checks), and follow the same learning-rate schedule (the configured warm-up, constant,
+then linear decay stepped per epoch). The only differences are the implementations' floating-point round-off and
+their Adam (ours: fused, as ``CUTModule``; the reference step's own plain Adam). No validation FID: the built-in score
 (``shapes_score`` on the first ``--eval-images`` test images) is computed every ``--eval-every`` iterations and
 at the end. Each finished run appends one JSON line to ``--out``; ``--report`` prints the per-seed table and the
 means (and a paired comparison when both implementations ran on the same seeds).
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from cutlight.data import shapes_score  # noqa: E402
 from cutlight.data.shapes import layout_displacement  # noqa: E402
-from cutlight.optim import linear_decay  # noqa: E402
+from cutlight.optim import apply_warmup, linear_decay  # noqa: E402
 from reference.cut_reference import ReferenceStep  # noqa: E402
 
 TERMS = ("content_iou", "style", "score", "shift_px")
@@ -93,6 +93,7 @@ def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iter
     datamodule, module = build(cfg, seed)
     step, generator, optimizers = make_step(impl, module)
     n, d = int(cfg.model.n_epochs), int(cfg.model.n_epochs_decay)
+    warmup = int(cfg.model.get("warmup_iters") or 0)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda e: linear_decay(e, n, d)) for opt in optimizers]
     val = datamodule.val_dataset_a
     real_a = torch.stack([val[i]["image"] for i in range(min(eval_images, len(val)))])  # (N, 3, H, W)
@@ -100,6 +101,7 @@ def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iter
     curve.append({"iter": 0, **evaluate(generator, real_a)})
     for _ in range(n + d):
         for batch in datamodule.train_dataloader():
+            apply_warmup(optimizers, schedulers, it, warmup)  # as TranslationModule, before every iteration
             step(batch["A"], batch["B"])
             it += 1
             if eval_every and it % eval_every == 0:

@@ -31,12 +31,16 @@ from cutlight.data.builtin import builtin_root, generate_image
 from cutlight.data.datamodule import loader_settings
 from cutlight.data.resumable import ResumableSampler
 from cutlight.data.shapes import (
+    A_FRAME,
     A_PALETTE,
+    B_FRAME,
     B_PALETTE,
     RADIUS_RANGE,
     Shape,
     erode,
     foreground_mask,
+    frame_width,
+    inside_frame,
     layout_displacement,
     pil_to_batch,
     random_layout,
@@ -428,15 +432,17 @@ def test_layouts_keep_shapes_inside_and_apart():
         counts[len(layout)] += 1
         for s in layout:
             assert RADIUS_RANGE[0] * 64 <= s.radius <= RADIUS_RANGE[1] * 64
-            assert s.radius + 1 <= min(s.cx, s.cy) and max(s.cx, s.cy) <= 63 - s.radius
+            margin = frame_width(64) + 1  # 1 px of background to the frame
+            assert s.radius + margin <= min(s.cx, s.cy) and max(s.cx, s.cy) <= 64 - margin - s.radius
         for i, s in enumerate(layout):
             for t in layout[i + 1:]:
                 assert math.hypot(s.cx - t.cx, s.cy - t.cy) >= s.radius + t.radius + rim_width(64)
     assert min(counts.values()) >= 10  # every count occurs (3 large shapes fit about 1 time in 12)
     # separate shapes stay separate: the foreground of an A image has as many parts as the layout has shapes
     layout = next(lay for lay in (random_layout(generator, 64) for _ in range(100)) if len(lay) == 3)
-    mask = foreground_mask(pil_to_batch([render(layout, "A", 64)]))[0]  # (64, 64)
-    assert _components(mask) == 3
+    image = pil_to_batch([render(layout, "A", 64)])  # (1, 3, 64, 64)
+    assert _components(foreground_mask(image)[0]) == 4  # the frame is one more part
+    assert _components(foreground_mask(inside_frame(image))[0]) == 3
 
 
 def _components(mask: torch.Tensor) -> int:
@@ -463,14 +469,17 @@ def test_b_style_is_a_fill_with_a_rim_of_rim_width():
     torch.testing.assert_close(b[:, 32, 32], to_rgb(B_PALETTE[0]))  # the fill inside
     rim = to_rgb(tuple(round(c + 0.5 * (255 - c)) for c in B_PALETTE[0]))
     w = rim_width(64)
+    f = frame_width(64)
     row = b[:, 32, 32:]  # (3, 32) from the centre to the right border
-    inside = [x for x in range(32) if foreground_mask(b[None])[0, 32, 32 + x]]
+    torch.testing.assert_close(row[:, 32 - f:], to_rgb(B_FRAME)[:, None].expand(3, f))  # B's frame
+    torch.testing.assert_close(a[:, 32, 64 - f:], to_rgb(A_FRAME)[:, None].expand(3, f))  # A's
+    inside = [x for x in range(32 - f) if foreground_mask(b[None])[0, 32, 32 + x]]
     edge = max(inside)
     for x in range(edge - w + 1, edge + 1):
         torch.testing.assert_close(row[:, x], rim)
     torch.testing.assert_close(row[:, edge - w], to_rgb(B_PALETTE[0]))
     # erosion by a disc: the drawn disc (29 px across: radius 14.5) eroded by w is about a disc of radius 14.5 - w
-    eroded = erode(foreground_mask(b[None]), w)[0]
+    eroded = erode(foreground_mask(inside_frame(b[None])), w)[0]
     assert abs(eroded.sum().item() / (math.pi * (14.5 - w) ** 2) - 1) < 0.05
 
 
@@ -478,8 +487,9 @@ def test_shapes_score_texture_needs_rim_and_fill():
     layouts = [random_layout(torch.Generator().manual_seed(i), 64) for i in range(8)]
     real_a = pil_to_batch([render(layout, "A", 64) for layout in layouts])  # (8, 3, 64, 64)
     oracle = pil_to_batch([render(layout, "B", 64) for layout in layouts])
-    mask = foreground_mask(oracle)[:, None]  # (8, 1, 64, 64)
-    navy = oracle[:, :, :1, :1].expand_as(oracle)  # the B background everywhere
+    mask = foreground_mask(oracle)[:, None]  # (8, 1, 64, 64), the frame too (not scored)
+    f = frame_width(64)
+    navy = oracle[:, :, f:f + 1, f:f + 1].expand_as(oracle)  # the B background (inside the frame) everywhere
     tint = torch.tensor([round(c + 0.5 * (255 - c)) for c in B_PALETTE[0]], dtype=torch.float32)  # blue's rim
     rim_colour = (tint / 127.5 - 1).view(1, 3, 1, 1).expand_as(oracle)
     solid_rim = torch.where(mask, rim_colour, navy)

@@ -3,8 +3,9 @@ import copy
 import pytest
 import torch
 
+from cutlight.checks import ConfigValueError
 from cutlight.objectives import CUTObjective
-from cutlight.optim import linear_decay
+from cutlight.optim import apply_warmup, linear_decay
 from helpers import tiny_data, tiny_module, tiny_trainer
 
 
@@ -118,6 +119,41 @@ def test_lr_is_stepped_per_epoch_in_training(tmp_path):
     trainer.fit(model, datamodule=tiny_data(tmp_path))
     assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 * 1 / 3])
     assert all(opt.defaults["fused"] for opt in trainer.optimizers)  # fused Adam on CPU too (``fused: null``)
+
+
+def test_apply_warmup_scales_the_schedule_over_the_first_iterations():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.Adam(params, lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: linear_decay(e, 1, 2))  # 1, 2/3, 1/3 per epoch
+    rates = []
+    for step in range(6):  # 2 iterations per epoch, warm-up over 3: across the first epoch end
+        apply_warmup([opt], [sched], step, 3)
+        rates.append(opt.param_groups[0]["lr"])
+        if step % 2 == 1:
+            sched.step()
+    assert rates == pytest.approx([1 / 3, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 1 / 3])
+    opt.param_groups[0]["lr"] = 0.5
+    apply_warmup([opt], [sched], 0, 0)  # 0: off
+    assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_warmup_iters_in_training_and_checked(tmp_path):
+    model = tiny_module(n_epochs=2, n_epochs_decay=1, warmup_iters=3)
+    trainer = tiny_trainer(tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=0)
+    lrs = []
+
+    import pytorch_lightning as pl
+
+    class LR(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            lrs.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])
+
+    trainer.callbacks.append(LR())
+    trainer.fit(model, datamodule=tiny_data(tmp_path))
+    expected = [2e-4 * f for f in (1 / 3, 2 / 3, 1, 1, 0.5, 0.5)]  # warm-up, then constant, then the decay epoch
+    assert [g for g, _ in lrs] == pytest.approx(expected) and [d for _, d in lrs] == pytest.approx(expected)
+    with pytest.raises(ConfigValueError, match="warmup_iters"):
+        tiny_module(warmup_iters=-1)
 
 
 def test_checkpoint_resume_continues_with_identical_optimizer_state(tmp_path):

@@ -2,6 +2,8 @@
 
 CUT, FastCUT and CycleGAN train with Adam (lr 2e-4, betas (0.5, 0.999)) and a learning rate that stays constant
 for ``n_epochs`` epochs, then decays linearly towards zero over ``n_epochs_decay`` epochs (stepped once per epoch).
+An optional linear warm-up over the first ``warmup_iters`` iterations (:func:`apply_warmup`; 0 in the papers)
+scales that schedule from 1/``warmup_iters`` up to 1.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ def linear_decay(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
     """LR multiplier after ``epoch`` finished epochs: 1 for ``n_epochs``, then linear towards 0 over
     ``n_epochs_decay`` (the reference's rule: 1 - max(0, epoch + 1 - n_epochs) / (n_epochs_decay + 1))."""
     return 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
+
+
+def apply_warmup(optimizers: Iterable[torch.optim.Optimizer], schedulers: Iterable[torch.optim.lr_scheduler.LRScheduler],
+                 step: int, warmup_iters: int) -> None:
+    """Call before optimization step ``step`` (0-based, counted over the whole run): sets every parameter group's
+    learning rate to the schedule's (``scheduler.get_last_lr()``) times ``min(1, (step + 1) / warmup_iters)``.
+
+    A no-op when ``warmup_iters`` is 0 and after the warm-up (at step ``warmup_iters - 1`` the factor is 1, so the
+    schedule's rate is back in place; an epoch-end ``scheduler.step()`` during the warm-up sets the unscaled rate,
+    which the next call scales again). It depends only on ``step``, so a resumed run gets the same rates.
+    """
+    if warmup_iters <= 0 or step >= warmup_iters:
+        return
+    factor = (step + 1) / warmup_iters
+    for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr * factor
 
 
 def check_adam_kwargs(kwargs: dict) -> dict:

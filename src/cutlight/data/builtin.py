@@ -1,4 +1,4 @@
-"""Built-in synthetic dataset "shapes": warm flat shapes on cream (A) -> cool rimmed shapes on navy (B).
+"""Built-in synthetic dataset "shapes": warm flat shapes on cream (A) -> cool rimmed shapes on navy (B), framed.
 
 The images (see :mod:`cutlight.data.shapes` for what they look like and for the translation score
 :func:`shapes_score`) are generated deterministically from fixed seeds (torch + PIL only) on first use, as PNGs in
@@ -28,7 +28,7 @@ __all__ = ["builtin_root", "ensure_builtin_dataset", "generate_image", "score_do
 logger = logging.getLogger(__name__)
 
 NAME = "shapes"
-VERSION = 3  # 2: non-overlapping larger shapes, B with a rim instead of stripes; 3: shapes larger still
+VERSION = 4  # 2: non-overlapping larger shapes, B with a rim instead of stripes; 3: shapes larger still; 4: a frame
 _SPLITS = {"train": 0, "test": 1}
 _DOMAINS = {"A": 0, "B": 1}
 

@@ -1,12 +1,13 @@
 """The "shapes" world of the built-in dataset: layouts, rendering in either domain, and a translation score.
 
-Domain A: 1-3 flat shapes (disc, square, triangle; rotated, circumradius 18% to 28% of the side, fully inside the
-image and apart from each other) in warm colours (red, orange, amber, crimson) on a light cream background.
+Domain A: 1-3 flat shapes (disc, square, triangle; rotated, circumradius 17% to 27% of the side, apart from each
+other and from the frame) in warm colours (red, orange, amber, crimson) on a light cream background inside a
+brown frame (``frame_width(size)`` pixels along the border: 2 px at 64 px).
 Domain B: the same kinds of shapes in cool colours (blue, teal, green, indigo), each with a light rim (a tint of
 its colour, ``rim_width(size)`` pixels wide along the inside of its outline: 3 px at 64 px) on a dark navy
-background. A and B images are drawn from independent random layouts (unpaired). The ideal translation keeps
-every shape where it is and changes background, colour and texture (fill + rim); :func:`render` with
-``domain="B"`` on an A layout produces it (the "oracle").
+background inside a light blue frame. A and B images are drawn from independent random layouts (unpaired). The
+ideal translation keeps every shape where it is and changes frame, background, colour and texture (fill + rim);
+:func:`render` with ``domain="B"`` on an A layout produces it (the "oracle").
 
 Why a rim and not, say, stripes at fixed rows: a rim is a function of the shape's outline, which a convolutional
 generator sees within a few pixels, so the target style can be produced from the input image alone. Stripes at
@@ -15,8 +16,18 @@ is on, so the generator had to derive the stripes' phase from distant edges; on 
 networks learned that only after ~2000 iterations and lost the shapes' outlines while doing so (see
 ``benchmarks/README.md``).
 
-Translation score (:func:`shapes_score`), on batches ``real_a``, ``fake_b`` of shape (N, 3, H, W) in [-1, 1].
-Colours are compared in [0, 1] RGB with the Euclidean distance. All numbers are in [0, 1], higher is better:
+Why a frame (version 4): without it, many short runs drew the whole layout of G(A) moved by 1-3 px, in a random
+direction per run. Nothing in CUT's objective holds the layout in place on flat shapes: PatchNCE's layer 0 (the
+pixels) barely changes when flat areas move, and the encoder's deeper layers learn to describe B-looking images
+at the same offset. The discriminator cannot see a moved layout either, as long as nothing in B sits at a fixed
+place. The frame does: every B image has it exactly along the border, where the discriminator's zero padding
+shows where the border is, so a translation whose frame is moved looks fake; and since G moves everything it
+draws by the same offset, keeping the frame in place keeps the shapes in place (measured in
+``benchmarks/README.md``, "make train"). Photographs have no such need: their texture anchors PatchNCE.
+
+Translation score (:func:`shapes_score`), on batches ``real_a``, ``fake_b`` of shape (N, 3, H, W) in [-1, 1], on
+the picture inside the frame (:func:`inside_frame`; the frame is neither content nor scored style). Colours are
+compared in [0, 1] RGB with the Euclidean distance. All numbers are in [0, 1], higher is better:
 
 * ``content_iou``: per image, IoU between the foreground of ``real_a`` and the foreground of ``fake_b``, then
   averaged. A pixel is *foreground* when its colour is farther than ``0.2`` from **both** backgrounds (A's cream
@@ -34,7 +45,8 @@ Colours are compared in [0, 1] RGB with the Euclidean distance. All numbers are 
 
 Reference numbers (64 px, the 64 built-in test images, :func:`cutlight.data.builtin.score_domains`): identity
 (fake_b = real_a, "no translation") content 1.000, style 0.000, score 0.000; real B images with their own
-(unrelated) layouts content 0.184, style 1.000, score 0.184; the oracle translation 1.000 / 1.000 / 1.000.
+(unrelated) layouts content 0.271, style 1.000, score 0.271 (0.184 in version 3, where shapes could go nearer the
+border); the oracle translation 1.000 / 1.000 / 1.000.
 """
 
 from __future__ import annotations
@@ -54,6 +66,8 @@ RIM_TINT = 0.5  # rim colour: the shape's colour mixed halfway to white
 SHAPE_KINDS = ("disc", "square", "triangle")
 RADIUS_RANGE = (0.18, 0.28)  # circumradius as a fraction of the side
 FOREGROUND_THRESHOLD = 0.2
+A_FRAME = (120, 84, 52)  # A's frame: brown
+B_FRAME = (150, 176, 222)  # B's frame: light blue
 
 
 @dataclass(frozen=True)
@@ -74,11 +88,22 @@ def rim_width(size: int) -> int:
     return max(2, size // 20)
 
 
+def frame_width(size: int) -> int:
+    """Width in pixels of the frame along the border of every ``size`` x ``size`` image (2 at 64 px)."""
+    return max(2, size // 32)
+
+
+def inside_frame(images: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) -> (..., H - 2f, W - 2f): the picture inside the frame (f = ``frame_width(W)``)."""
+    f = frame_width(images.shape[-1])
+    return images[..., f:-f, f:-f]
+
+
 def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> list[Shape]:
     """1-3 random shapes for a ``size`` x ``size`` canvas, drawn with ``generator``.
 
-    Every shape lies inside the canvas (1 px margin) and its circumscribed circle keeps a gap of ``rim_width``
-    pixels to the others', so shapes never touch. A shape that finds no free place in ``tries`` draws is left out
+    Every shape lies inside the frame with at least 1 px of background to it, and its circumscribed circle keeps a
+    gap of ``rim_width`` pixels to the others', so shapes never touch each other or the frame. A shape that finds no free place in ``tries`` draws is left out
     (fewer shapes in that image).
     """
 
@@ -89,13 +114,15 @@ def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> li
         return int(torch.randint(high, (), generator=generator))
 
     gap = rim_width(size)
+    margin = frame_width(size) + gap  # the same gap to the frame
     shapes: list[Shape] = []
     for _ in range(1 + integer(3)):
         kind, angle = SHAPE_KINDS[integer(len(SHAPE_KINDS))], uniform(0.0, 2 * math.pi)
         colour, jitter = integer(len(A_PALETTE)), tuple(integer(25) - 12 for _ in range(3))
         for _ in range(tries):
             radius = uniform(*RADIUS_RANGE) * size
-            cx, cy = uniform(radius + 1, size - 1 - radius), uniform(radius + 1, size - 1 - radius)
+            low, high = radius + margin, size - margin - radius
+            cx, cy = uniform(low, high), uniform(low, high)
             if all(math.hypot(cx - o.cx, cy - o.cy) >= radius + o.radius + gap for o in shapes):
                 shapes.append(Shape(kind, cx, cy, radius, angle, colour, jitter))
                 break
@@ -140,7 +167,9 @@ def render(layout: list[Shape], domain: str, size: int) -> Image.Image:
     """Draw ``layout`` as a ``size`` x ``size`` RGB image in the style of ``domain`` ("A" or "B")."""
     if domain not in ("A", "B"):
         raise ValueError(f"unknown domain {domain!r}; expected 'A' or 'B'")
-    image = Image.new("RGB", (size, size), A_BACKGROUND if domain == "A" else B_BACKGROUND)
+    image = Image.new("RGB", (size, size), A_FRAME if domain == "A" else B_FRAME)
+    f = frame_width(size)
+    ImageDraw.Draw(image).rectangle((f, f, size - 1 - f, size - 1 - f), fill=A_BACKGROUND if domain == "A" else B_BACKGROUND)
     for shape in layout:
         mask = _mask(shape, size)
         if domain == "A":
@@ -180,7 +209,7 @@ def shapes_score(real_a: torch.Tensor, fake_b: torch.Tensor) -> dict[str, float]
         raise ValueError(
             f"expected real_a and fake_b of equal shape (N, 3, H, W); got {tuple(real_a.shape)} and {tuple(fake_b.shape)}"
         )
-    fake_b = fake_b.detach().float().cpu()
+    real_a, fake_b = inside_frame(real_a), inside_frame(fake_b.detach().float().cpu())
     mask_a, mask_b = foreground_mask(real_a.detach().cpu()), foreground_mask(fake_b)  # (N, H, W)
     inter = (mask_a & mask_b).flatten(1).sum(1)  # (N,)
     union = (mask_a | mask_b).flatten(1).sum(1)  # (N,)
@@ -221,11 +250,11 @@ def layout_displacement(real_a: torch.Tensor, fake_b: torch.Tensor) -> torch.Ten
         real_a: (N, 3, H, W) in [-1, 1]; fake_b: (N, 3, H, W) in [-1, 1], their translations.
 
     Returns: (N, 2) float, (x, y) offset in pixels of the centroid of ``fake_b``'s foreground from ``real_a``'s
-    (:func:`foreground_mask`); NaN for an image where either has no foreground. Shapes drawn in place give ~0; a
+    (:func:`foreground_mask` inside the frame); NaN for an image where either has no foreground. Shapes drawn in place give ~0; a
     generator that draws every shape, all moved by the same few pixels, gives that offset (and loses IoU along
     every outline).
     """
-    masks = [foreground_mask(t.detach().float().cpu()).float() for t in (real_a, fake_b)]  # (N, H, W) each
+    masks = [foreground_mask(inside_frame(t.detach().float().cpu())).float() for t in (real_a, fake_b)]  # (N, h, w)
     h, w = masks[0].shape[1:]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     area = [m.flatten(1).sum(1) for m in masks]  # (N,)

@@ -1,8 +1,10 @@
 """``TranslationModule``: what every translation method's LightningModule shares.
 
 - manual optimization with two optimizers (generator side, discriminator side) built by ``cutlight.optim``, the
-  epoch-based schedule (constant, then linear decay) stepped at each epoch end; training stops when the schedule
-  ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``; -1 or None mean "the schedule");
+  epoch-based schedule (constant, then linear decay) stepped at each epoch end, scaled by a linear warm-up over
+  the first ``warmup_iters`` iterations when that hyperparameter is > 0 (``cutlight.optim.apply_warmup``);
+  training stops when the schedule ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``;
+  -1 or None mean "the schedule");
 - validation FID/KID through a ``cutlight.metrics.Evaluator`` (real statistics computed once per fit);
 - a test stage: ``trainer.test`` scores the datamodule's test loaders (``[source images, real target images]``)
   the same way, logs ``test/fid``, ``test/kid``, ``test/kid_std`` and adds a row (checkpoint, time, every
@@ -39,7 +41,7 @@ from ..checks import check_input_size
 from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
 from ..metrics import Evaluator
-from ..optim import build_optimizers
+from ..optim import apply_warmup, build_optimizers
 from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
 from .rundir import batches_done, log_step, now, run_dir, write_test_results
 
@@ -73,7 +75,7 @@ class TranslationModule(pl.LightningModule):
     ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True`` or a dict of ``DEFAULT_METRICS`` keys: FID/KID
     when the standard Inception weights are on this machine, else a one-line warning and validation without them;
     an explicit ``weights_path`` that does not exist is an error; ``False``/``None``: off), ``channels_last`` and
-    ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords).
+    ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords) and ``warmup_iters`` (default 0).
     """
 
     def __init__(self) -> None:
@@ -161,6 +163,9 @@ class TranslationModule(pl.LightningModule):
         # the position a checkpoint written after this batch resumes from (see cutlight.data.resumable)
         last = batch_idx + 1 >= self.trainer.num_training_batches
         note_batch(self.trainer.train_dataloader, self.current_epoch, batch_idx, last)
+        # the 0-based index of this batch over the run (batches_done counts it already here; restored on resume)
+        apply_warmup(self.optimizers(), self.lr_schedulers(), batches_done(self.trainer) - 1,
+                     int(self.hparams.get("warmup_iters") or 0))
         if self._resumed_loggers:
             resume_loggers(self.trainer)
             self._resumed_loggers = False

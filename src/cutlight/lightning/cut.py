@@ -35,6 +35,8 @@ class CUTModule(TranslationModule):
         optimizer: ``torch.optim.Adam`` keywords for both optimizers (defaults: lr 2e-4, betas (0.5, 0.999),
             ``fused: null`` = fused on CUDA and CPU).
         n_epochs / n_epochs_decay: constant learning rate, then linear decay to zero; training stops after both.
+        warmup_iters: scale the learning rate linearly from 1/warmup_iters to 1 over the first ``warmup_iters``
+            iterations (0: off, the papers' recipe; see ``cutlight.optim.apply_warmup``).
         val_metrics: ``True`` (FID/KID when the Inception weights are present), a dict of settings (see
             ``cutlight.lightning.base.DEFAULT_METRICS``; ``extractor`` may be a ``_target_`` spec), or ``False``.
         channels_last: keep networks and inputs in channels-last memory format.
@@ -56,6 +58,7 @@ class CUTModule(TranslationModule):
         optimizer: dict | None = None,
         n_epochs: int = 200,
         n_epochs_decay: int = 200,
+        warmup_iters: int = 0,
         val_metrics: dict | bool | None = True,
         channels_last: bool = False,
         compile: bool = False,
@@ -67,14 +70,15 @@ class CUTModule(TranslationModule):
         check_settings("nonfinite", lambda kw: NonFiniteGuard(**kw), nonfinite)
         check_int("n_epochs", n_epochs, low=0)
         check_int("n_epochs_decay", n_epochs_decay, low=0)
+        check_int("warmup_iters", warmup_iters, low=0)
         if n_epochs + n_epochs_decay < 1:
             raise ConfigValueError("n_epochs", n_epochs, "n_epochs + n_epochs_decay >= 1 (the training length)")
         nets = {"generator": generator, "discriminator": discriminator, "sampler": sampler}
         self.save_hyperparameters({
             **{k: plain(v or {}) for k, v in nets.items() if not isinstance(v, nn.Module)},
             "objective": plain(objective or {}), "optimizer": plain(optimizer or {}), "n_epochs": n_epochs,
-            "n_epochs_decay": n_epochs_decay, "val_metrics": plain(val_metrics), "channels_last": channels_last,
-            "compile": compile, "nonfinite": nonfinite,
+            "n_epochs_decay": n_epochs_decay, "warmup_iters": warmup_iters, "val_metrics": plain(val_metrics),
+            "channels_last": channels_last, "compile": compile, "nonfinite": nonfinite,
         })
         self.objective = network(plain(objective or {}), CUTObjective, "objective")
         if isinstance(self.objective, CycleGANObjective):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..checks import check_settings
+from ..checks import check_int, check_settings
 from ..networks import PatchDiscriminator, ResnetGenerator
 from ..objectives.cyclegan import ORIGINAL_DISCRIMINATOR, ORIGINAL_GENERATOR, CycleGANObjective
 from ..optim import check_adam_kwargs
@@ -30,7 +30,7 @@ class CycleGANModule(TranslationModule):
         discriminator: keywords shared by D_A and D_B (``PatchDiscriminator``, original layout); D_A takes
             ``output_nc`` channels and D_B ``input_nc`` (set from the generator).
         objective: ``CycleGANObjective`` keywords (lambda_a, lambda_b, lambda_identity, gan_mode, pool_size).
-        optimizer, n_epochs, n_epochs_decay, val_metrics, channels_last, compile, nonfinite: as ``CUTModule``
+        optimizer, n_epochs, n_epochs_decay, warmup_iters, val_metrics, channels_last, compile, nonfinite: as ``CUTModule``
             (CycleGAN's paper schedule: 100 + 100 epochs).
 
     State-dict prefixes: ``gen_a.``, ``gen_b.``, ``disc_a.``, ``disc_b.`` (the original's netG_A, netG_B, netD_A,
@@ -45,6 +45,7 @@ class CycleGANModule(TranslationModule):
         optimizer: dict | None = None,
         n_epochs: int = 100,
         n_epochs_decay: int = 100,
+        warmup_iters: int = 0,
         val_metrics: dict | bool | None = True,
         channels_last: bool = False,
         compile: bool = False,
@@ -54,11 +55,13 @@ class CycleGANModule(TranslationModule):
         check_settings("optimizer", check_adam_kwargs, plain(optimizer or {}))
         nonfinite = plain(nonfinite or {})
         check_settings("nonfinite", lambda kw: NonFiniteGuard(**kw), nonfinite)
+        check_int("warmup_iters", warmup_iters, low=0)
         gen = {**ORIGINAL_GENERATOR, **plain(generator or {})}
         disc = {**ORIGINAL_DISCRIMINATOR, **plain(discriminator or {})}
         self.save_hyperparameters({
             "generator": gen, "discriminator": disc, "objective": plain(objective or {}),
             "optimizer": plain(optimizer or {}), "n_epochs": n_epochs, "n_epochs_decay": n_epochs_decay,
+            "warmup_iters": warmup_iters,
             "val_metrics": plain(val_metrics), "channels_last": channels_last, "compile": compile,
             "nonfinite": nonfinite,
         })
