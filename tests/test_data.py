@@ -427,22 +427,23 @@ def test_shapes_score_random_layout_flat_colours_and_blank():
 def test_layouts_keep_shapes_inside_and_apart():
     generator = torch.Generator().manual_seed(0)
     counts = {1: 0, 2: 0, 3: 0}
-    for _ in range(300):
+    for _ in range(600):
         layout = random_layout(generator, 64)
         counts[len(layout)] += 1
         for s in layout:
             assert RADIUS_RANGE[0] * 64 <= s.radius <= RADIUS_RANGE[1] * 64
-            margin = frame_width(64) + 1  # 1 px of background to the frame
+            margin = frame_width(64) + rim_width(64)  # the shapes' gap, also to the frame
             assert s.radius + margin <= min(s.cx, s.cy) and max(s.cx, s.cy) <= 64 - margin - s.radius
         for i, s in enumerate(layout):
             for t in layout[i + 1:]:
                 assert math.hypot(s.cx - t.cx, s.cy - t.cy) >= s.radius + t.radius + rim_width(64)
-    assert min(counts.values()) >= 10  # every count occurs (3 large shapes fit about 1 time in 12)
+    # every count occurs; 3 large shapes rarely fit inside the frame (about 1 layout in 300)
+    assert counts[1] > counts[2] >= 60 and counts[3] >= 1
     # separate shapes stay separate: the foreground of an A image has as many parts as the layout has shapes
-    layout = next(lay for lay in (random_layout(generator, 64) for _ in range(100)) if len(lay) == 3)
+    layout = next(lay for lay in (random_layout(generator, 64) for _ in range(100)) if len(lay) == 2)
     image = pil_to_batch([render(layout, "A", 64)])  # (1, 3, 64, 64)
-    assert _components(foreground_mask(image)[0]) == 4  # the frame is one more part
-    assert _components(foreground_mask(inside_frame(image))[0]) == 3
+    assert _components(foreground_mask(image)[0]) == 3  # the frame is one more part
+    assert _components(foreground_mask(inside_frame(image))[0]) == 2
 
 
 def _components(mask: torch.Tensor) -> int:
