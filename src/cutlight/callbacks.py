@@ -203,6 +203,26 @@ class ImageGrid(pl.Callback):
         if self.last_path is not None:
             log.info("image grids (columns: %s): %s", " | ".join(self.columns), self.last_path.parent)
 
+    @torch.no_grad()
+    def on_test_end(self, trainer, pl_module) -> None:
+        """The same fixed images translated by the tested weights (``trainer.test(ckpt_path=...)``: that checkpoint,
+        e.g. the best one; else the weights in memory), as ``images/tested_<checkpoint name>.png``; it becomes
+        ``last_path``, the grid of the weights whose test numbers the run reports."""
+        images = self._images(trainer)
+        if not trainer.is_global_zero or images is None:
+            return
+        name = Path(trainer.ckpt_path).stem if trainer.ckpt_path else "final-weights"
+        was_training = pl_module.training
+        pl_module.eval()
+        columns = pl_module.visuals(*(x.to(pl_module.device) for x in images))
+        pl_module.train(was_training)
+        cols = [to_rgb(c.float().clamp(-1, 1)).cpu() for c in columns.values()]
+        grid = labelled_grid(cols, list(columns), self._scale(images[0].shape[-1]), caption=f"tested: {name}")
+        path = unused_path(run_dir(trainer, self.dirpath, "images") / f"tested_{name}.png")
+        save_image(grid.float() / 255, path)
+        self.last_path, self.columns = path, list(columns)
+        log_image(trainer, "samples/tested", grid, batches_done(trainer))
+
 
 class FullImageTranslation(pl.Callback):
     """Single-image translation (SinCUT): at every validation end, and at the end of training, translate the whole
@@ -297,8 +317,9 @@ def full_image_panel(source: torch.Tensor, translation: torch.Tensor, target: to
 
 
 class LossCurves(pl.Callback):
-    """Collects ``train/*`` losses each batch and ``val/*`` metrics each validation; plots them at the end
-    of training to ``plots/loss_curves.png`` (moving average over ``smooth`` batches drawn on top)."""
+    """Collects ``train/*`` losses each batch and ``val/*`` metrics each validation (and those a callback computed
+    during training: ``TranslationScore(every_n_steps=N)``); plots them at the end of training to
+    ``plots/loss_curves.png`` (moving average over ``smooth`` batches drawn on top)."""
 
     def __init__(self, smooth: int = 25, dirpath: str | None = None):
         self.smooth = smooth
@@ -329,7 +350,11 @@ class LossCurves(pl.Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        panels = [(k, v) for k, v in sorted(self.train.items())] + sorted(self.val.items())
+        val = {k: list(v) for k, v in self.val.items()}
+        for cb in trainer.callbacks:  # scores computed during training (TranslationScore(every_n_steps=N))
+            for key, series in getattr(cb, "train_time_val", {}).items():
+                val[key] = sorted(val.get(key, []) + series)
+        panels = [(k, v) for k, v in sorted(self.train.items())] + sorted(val.items())
         cols = 3
         rows = math.ceil(len(panels) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
@@ -394,11 +419,25 @@ class TranslationScore(pl.Callback):
     """At each validation end, scores the translation of the validation A images with the datamodule's
     ``translation_score(real_a, fake_b) -> dict`` (the built-in dataset defines one) and logs ``val/<name>``;
     at each test end the same on the test A images, logged as ``test/<name>`` (so it is in ``trainer.test``'s
-    results and the module's results table)."""
+    results and the module's results table).
 
-    def __init__(self, max_images: int = 64):
+    Args:
+        max_images: score the first that many images of the split.
+        every_n_steps: also score the validation images every that many training batches (0: only at
+            validations). Cheap (no FID: one generator pass over ``max_images`` images), so a checkpoint can be
+            chosen by ``val/score`` often: ``AtomicCheckpoint(monitor="val/score", mode="max",
+            monitor_every_n_steps=<the same N>)``.
+    """
+
+    def __init__(self, max_images: int = 64, every_n_steps: int = 0):
+        for name, value, low in (("max_images", max_images, 1), ("every_n_steps", every_n_steps, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"TranslationScore {name} must be an integer >= {low}; got {value!r}")
         self.max_images = max_images
-        self.history: list[dict[str, float]] = []
+        self.every_n_steps = every_n_steps
+        self.history: list[dict[str, float]] = []  # validation scores in order: before training first
+        self.test_scores: dict[str, float] | None = None  # the last trainer.test's
+        self.train_time_val: dict[str, list[tuple[int, float]]] = {}  # every_n_steps scores: key -> (step, value)
 
     @torch.no_grad()
     def score(self, trainer, pl_module, split: str = "val") -> dict[str, float] | None:
@@ -426,6 +465,16 @@ class TranslationScore(pl.Callback):
         if scores:
             log.info("translation score before training: %s", {k: round(v, 4) for k, v in scores.items()})
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.every_n_steps or batches_done(trainer) % self.every_n_steps:
+            return
+        scores = self.score(trainer, pl_module)  # every rank: the same images and weights, the same numbers
+        if scores:  # logged on every rank, so a checkpoint callback monitoring them works under DDP
+            pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, batch_size=1, sync_dist=False)
+            log_step(pl_module)
+            for k, v in scores.items():
+                self.train_time_val.setdefault(f"val/{k}", []).append((batches_done(trainer), float(v)))
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
@@ -438,4 +487,5 @@ class TranslationScore(pl.Callback):
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         scores = self.score(trainer, pl_module, "test")
         if scores:
+            self.test_scores = scores
             pl_module.log_dict({f"test/{k}": float(v) for k, v in scores.items()}, rank_zero_only=True)

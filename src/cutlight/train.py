@@ -3,7 +3,8 @@
 Composes ``train.yaml`` of the package ``cutlight.conf`` (the repository's ``conf/``, shipped in the wheel; groups
 data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
 instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, optionally
-tests (``test_after_fit=true``: the best-``val/fid`` checkpoint when one is kept, else the final weights), and
+tests (``test_after_fit=true``: the best checkpoint when a callback keeps one by a ``val/`` metric, else the final
+weights), and
 prints where the run's outputs are (also into the run's log file). This is the only module that sees a DictConfig.
 
 Runs are named after what differs from the defaults: a run's folder is ``outputs/<date>/<overrides>/<time>``
@@ -174,14 +175,16 @@ def _quiet() -> None:
 
 
 def _test_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str]:
-    """(checkpoint for ``trainer.test``, which weights that is, in words): the best ``val/fid`` checkpoint kept by
-    a ModelCheckpoint, else None, the weights in memory (those at the end of training)."""
+    """(checkpoint for ``trainer.test``, which weights that is, in words): the best checkpoint kept by the first
+    ModelCheckpoint that monitors a ``val/`` metric (``val/fid``: callbacks=best_fid; ``val/score``: make train),
+    else None, the weights in memory (those at the end of training)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val/fid" and cb.best_model_path:
-            return cb.best_model_path, f"best val/fid ({float(cb.best_model_score):.4g}) checkpoint {cb.best_model_path}"
-    return None, "final weights (no checkpoint monitors val/fid; callbacks=best_fid keeps the best one)"
+        if isinstance(cb, ModelCheckpoint) and (cb.monitor or "").startswith("val/") and cb.best_model_path:
+            return cb.best_model_path, (f"best {cb.monitor} ({float(cb.best_model_score):.4g}) checkpoint "
+                                        f"{cb.best_model_path}")
+    return None, "final weights (no checkpoint monitors a val/ metric; callbacks=best_fid keeps the best val/fid one)"
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -258,8 +261,11 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
             lines.append(f"  loss curves:        {cb.path}")
         if isinstance(cb, TranslationScore) and cb.history:
             first, last = cb.history[0], cb.history[-1]
-            lines.append("  built-in score (before training -> after): " + ", ".join(
+            lines.append("  built-in score, validation images (before training -> end): " + ", ".join(
                 f"{k} {first[k]:.3f} -> {last[k]:.3f}" for k in ("content_iou", "style", "score")))
+            if tested and cb.test_scores:
+                lines.append("  built-in score, test images, tested weights: " + ", ".join(
+                    f"{k} {cb.test_scores[k]:.3f}" for k in ("content_iou", "style", "score")))
     for logger in trainer.loggers:
         if logger.log_dir and (Path(logger.log_dir) / "metrics.csv").exists():
             lines.append(f"  metrics CSV:        {Path(logger.log_dir) / 'metrics.csv'}")

@@ -2,11 +2,12 @@
 
 The images (see :mod:`cutlight.data.shapes` for what they look like and for the translation score
 :func:`shapes_score`) are generated deterministically from fixed seeds (torch + PIL only) on first use, as PNGs in
-the standard layout ``trainA/ trainB/ testA/ testB/`` under ``<cache>/shapes-<size>px-<num_train>train-<num_test>test-v<VERSION>``
-where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
+the standard layout ``trainA/ trainB/ testA/ testB/`` (and ``valA/ valB/`` with ``num_val > 0``: a validation split of
+its own, for choosing a checkpoint on other images than the test ones) under
+``<cache>/shapes-<size>px-<num_train>train[-<num_val>val]-<num_test>test-v<VERSION>`` where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
 to a temporary folder next to the target and renames it into place, so a folder that exists is complete; a
 present folder is reused. Each image has its own seed, so the same (split, domain, index) is the same image for
-any ``num_train`` / ``num_test``.
+any ``num_train`` / ``num_val`` / ``num_test``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "shapes"
 VERSION = 4  # 2: non-overlapping larger shapes, B with a rim instead of stripes; 3: shapes larger still; 4: a frame
-_SPLITS = {"train": 0, "test": 1}
+_SPLITS = {"train": 0, "test": 1, "val": 2}
 _DOMAINS = {"A": 0, "B": 1}
 
 
@@ -38,33 +39,37 @@ def _seed(split: str, domain: str, index: int) -> int:
 
 
 def generate_image(split: str, domain: str, index: int, size: int = 64) -> Image.Image:
-    """The ``index``-th image of ``split`` ("train"/"test") and ``domain`` ("A"/"B"): an RGB ``size`` x ``size``."""
+    """The ``index``-th image of ``split`` ("train"/"val"/"test") and ``domain`` ("A"/"B"): an RGB ``size`` x ``size``."""
     if split not in _SPLITS or domain not in _DOMAINS:
-        raise ValueError(f"unknown split/domain {split!r}/{domain!r}; expected train|test and A|B")
+        raise ValueError(f"unknown split/domain {split!r}/{domain!r}; expected train|val|test and A|B")
     generator = torch.Generator().manual_seed(_seed(split, domain, index))
     return render(random_layout(generator, size), domain, size)
 
 
-def builtin_root(size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None) -> Path:
+def builtin_root(size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None,
+                 num_val: int = 0) -> Path:
     """Folder that holds (or will hold) the dataset with these parameters."""
     base = cache_dir or os.environ.get("CUTLIGHT_CACHE") or Path.home() / ".cache" / "cutlight" / "builtin"
-    return Path(base).expanduser() / f"{NAME}-{size}px-{num_train}train-{num_test}test-v{VERSION}"
+    val = f"-{num_val}val" if num_val else ""
+    return Path(base).expanduser() / f"{NAME}-{size}px-{num_train}train{val}-{num_test}test-v{VERSION}"
 
 
 def ensure_builtin_dataset(
-    size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None
+    size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None, num_val: int = 0
 ) -> Path:
-    """Generate the dataset unless it is already there; returns its root (``trainA``, ``trainB``, ``testA``, ``testB``)."""
-    for name, value, low in (("size", size, 16), ("num_train", num_train, 1), ("num_test", num_test, 0)):
+    """Generate the dataset unless it is already there; returns its root (``trainA``, ``trainB``, ``testA``, ``testB``,
+    and ``valA``, ``valB`` when ``num_val > 0``)."""
+    for name, value, low in (("size", size, 16), ("num_train", num_train, 1), ("num_test", num_test, 0),
+                             ("num_val", num_val, 0)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    root = builtin_root(size, num_train, num_test, cache_dir)
+    root = builtin_root(size, num_train, num_test, cache_dir, num_val)
     if root.is_dir():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
-        for split, count in (("train", num_train), ("test", num_test)):
+        for split, count in (("train", num_train), ("val", num_val), ("test", num_test)):
             if count == 0:
                 continue
             for domain in _DOMAINS:

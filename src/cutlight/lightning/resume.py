@@ -63,17 +63,28 @@ class AtomicCheckpoint(ModelCheckpoint):
       a run stopped mid-epoch (``max_steps``, ``max_time``) leaves the state after its last batch, from which a
       resume continues that epoch.
 
+    * ``monitor_every_n_steps``: with a ``monitor``, compare its value and keep the top ``save_top_k``
+      checkpoints every that many training batches (0: off), for a metric that a callback logs during training,
+      e.g. ``TranslationScore(every_n_steps=N)``'s ``val/score`` with the same N. Lightning's own
+      ``every_n_train_steps`` counts optimizer steps, and a GAN batch makes several.
+
     At an epoch's last batch ``last.ckpt`` is written once the epoch has ended (after validation and the
     schedule step): Lightning resumes a checkpoint written at that batch as a finished epoch without running its
     end, so such a checkpoint would not resume exactly. (Plain ``every_n_train_steps`` checkpoints have that
-    problem; ``last_every_n_steps`` does not.)
+    problem; ``last_every_n_steps`` does not. A best-``monitor`` checkpoint is for testing and inference: resume
+    from ``last.ckpt``.)
     """
 
-    def __init__(self, *args: Any, last_every_n_steps: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, last_every_n_steps: int = 0, monitor_every_n_steps: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(last_every_n_steps, int) or last_every_n_steps < 0:
-            raise ValueError(f"last_every_n_steps must be an integer >= 0; got {last_every_n_steps!r}")
+        for name, value in (("last_every_n_steps", last_every_n_steps), ("monitor_every_n_steps", monitor_every_n_steps)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+        if monitor_every_n_steps and not self.monitor:
+            raise ValueError(f"monitor_every_n_steps={monitor_every_n_steps} needs a monitor (the metric to compare)")
         self.last_every_n_steps = last_every_n_steps
+        self.monitor_every_n_steps = monitor_every_n_steps
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -110,6 +121,9 @@ class AtomicCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        m = self.monitor_every_n_steps
+        if m and batches_done(trainer) % m == 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))  # names the missing monitor
         n = self.last_every_n_steps
         stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step  # max_steps, max_time
         if not (self.save_last and (stopping or (n and batches_done(trainer) % n == 0))):
