@@ -267,3 +267,86 @@ def test_quiet_filter_drops_only_lightning_tips(caplog):
         rank_zero.info("💡 Tip: For seamless cloud logging, try installing something")
         rank_zero.info("GPU available: False, used: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+
+
+# ------------------------------------------------------------------------------ choosing a checkpoint by the score
+def test_builtin_val_split_is_its_own_and_test_keeps_the_test_images(tmp_path):
+    dm = tiny_data(tmp_path, num_val=3)
+    dm.setup("fit")
+    dm.setup("test")
+    root = Path(dm.val_dataset_a.paths[0]).parents[1]
+    assert root.name == "shapes-32px-6train-3val-4test-v4"
+    assert [Path(p).parent.name for p in (dm.val_dataset_a.paths[0], dm.val_dataset_b.paths[0])] == ["valA", "valB"]
+    assert [Path(p).parent.name for p in (dm.test_dataset_a.paths[0], dm.test_dataset_b.paths[0])] == ["testA", "testB"]
+    assert len(dm.val_dataset_a) == 3 and len(dm.test_dataset_a) == 4
+    val = torch.stack([dm.val_dataset_a[i]["image"] for i in range(3)])
+    test = torch.stack([dm.test_dataset_a[i]["image"] for i in range(3)])
+    train = torch.stack([dm.train_dataset[i]["A"] for i in range(3)])
+    assert not any(torch.equal(v, t) for v in val for t in (*test, *train))  # other images than test and train
+    old = tiny_data(tmp_path)  # num_val=0: validation on the test images, the folder name of before
+    old.setup("fit")
+    assert Path(old.val_dataset_a.paths[0]).parent.name == "testA"
+    assert Path(old.val_dataset_a.paths[0]).parents[1].name == "shapes-32px-6train-4test-v4"
+
+
+def test_score_every_n_steps_keeps_the_best_checkpoint_and_tests_it(tmp_path):
+    from cutlight.callbacks import ImageGrid
+    from cutlight.lightning.resume import AtomicCheckpoint
+    from cutlight.train import _test_checkpoint
+
+    torch.manual_seed(0)
+    model, dm = tiny_module(), tiny_data(tmp_path, num_train=6, num_val=3)  # 6 batches per epoch, 2 epochs
+    score = TranslationScore(every_n_steps=2)
+    best = AtomicCheckpoint(dirpath=tmp_path / "ckpt", filename="best-step{step:03d}-score{val/score:.4f}",
+                            auto_insert_metric_name=False, monitor="val/score", mode="max", save_top_k=1,
+                            monitor_every_n_steps=2)
+    grid = ImageGrid(every_n_steps=0, num_images=2, dirpath=str(tmp_path / "images"))
+    trainer = tiny_trainer(tmp_path, max_epochs=-1, limit_val_batches=0, logger=CSVLogger(tmp_path),
+                           log_every_n_steps=1, enable_checkpointing=True, callbacks=[best, score, grid])
+    trainer.fit(model, datamodule=dm)
+    series = score.train_time_val["val/score"]
+    assert [step for step, _ in series] == [2, 4, 6, 8, 10, 12]  # batches, not optimizer steps
+    assert len(score.history) == 1 + 6  # the untrained generator first
+    step, value = max(series, key=lambda p: (p[1], -p[0]))  # the first of equal scores is kept
+    assert best.best_model_score.item() == pytest.approx(value)
+    assert Path(best.best_model_path).name == f"best-step{step:03d}-score{value:.4f}.ckpt"
+    rows = read_csv(next(tmp_path.glob("lightning_logs/version_*/metrics.csv")))
+    logged = [(int(r["step"]), float(r["val/score"])) for r in rows if r.get("val/score")]
+    assert logged == pytest.approx(series)
+
+    ckpt, words = _test_checkpoint(trainer)
+    assert ckpt == best.best_model_path and words.startswith("best val/score")
+    results = trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+    assert score.test_scores["score"] == pytest.approx(results["test/score"])
+    assert grid.last_path == tmp_path / "images" / f"tested_{Path(ckpt).stem}.png"
+    assert grid.last_path.is_file()
+    final_state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in final_state.items())  # test loaded the checkpoint
+
+
+def test_periodic_score_and_checkpoint_arguments_are_checked():
+    from cutlight.lightning.resume import AtomicCheckpoint
+
+    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 0"):
+        TranslationScore(every_n_steps=-1)
+    with pytest.raises(ValueError, match="max_images must be an integer >= 1"):
+        TranslationScore(max_images=0)
+    with pytest.raises(ValueError, match="needs a monitor"):
+        AtomicCheckpoint(monitor_every_n_steps=10)
+    with pytest.raises(ValueError, match="monitor_every_n_steps must be an integer >= 0"):
+        AtomicCheckpoint(monitor="val/score", monitor_every_n_steps=-5)
+
+
+def test_make_train_chooses_by_score_on_its_own_validation_images():
+    """experiment=builtin_cpu: the score is computed exactly at the steps where the best checkpoint is compared,
+    on a validation split that is not the test split, and the best checkpoint is tested."""
+    from hydra import compose, initialize_config_module
+
+    import cutlight.train  # noqa: F401  (resolvers)
+
+    with initialize_config_module(config_module="cutlight.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=builtin_cpu"])
+    every = cfg.callbacks.translation_score.every_n_steps
+    assert every > 0 and cfg.callbacks.best_score.monitor_every_n_steps == every
+    assert cfg.callbacks.best_score.monitor == "val/score" and cfg.callbacks.best_score.mode == "max"
+    assert cfg.data.num_val > 0 and cfg.test_after_fit is True

@@ -64,7 +64,7 @@ B_BACKGROUND = (16, 22, 36)
 B_PALETTE = ((38, 108, 226), (18, 164, 160), (62, 184, 70), (104, 88, 222))
 RIM_TINT = 0.5  # rim colour: the shape's colour mixed halfway to white
 SHAPE_KINDS = ("disc", "square", "triangle")
-RADIUS_RANGE = (0.18, 0.28)  # circumradius as a fraction of the side
+RADIUS_RANGE = (0.17, 0.27)  # circumradius as a fraction of the side
 FOREGROUND_THRESHOLD = 0.2
 A_FRAME = (120, 84, 52)  # A's frame: brown
 B_FRAME = (150, 176, 222)  # B's frame: light blue
@@ -119,8 +119,10 @@ def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> li
     for _ in range(1 + integer(3)):
         kind, angle = SHAPE_KINDS[integer(len(SHAPE_KINDS))], uniform(0.0, 2 * math.pi)
         colour, jitter = integer(len(A_PALETTE)), tuple(integer(25) - 12 for _ in range(3))
-        for _ in range(tries):
-            radius = uniform(*RADIUS_RANGE) * size
+        for t in range(tries):  # later tries draw smaller shapes (down to the smallest size), so that a second
+            # or third shape still finds room next to large ones
+            smallest, largest = RADIUS_RANGE
+            radius = uniform(smallest, largest - (largest - smallest) * t / tries) * size
             low, high = radius + margin, size - margin - radius
             cx, cy = uniform(low, high), uniform(low, high)
             if all(math.hypot(cx - o.cx, cy - o.cy) >= radius + o.radius + gap for o in shapes):
