@@ -11,7 +11,7 @@ in the same order and draw the same patch positions (both consume the global RNG
 ``tests/test_same_math.py`` checks), and follow the same learning-rate schedule (the configured warm-up, constant,
 then linear decay stepped per epoch). The only differences are the implementations' floating-point round-off and
 their Adam (ours: fused, as ``CUTModule``; the reference step's own plain Adam). No validation FID: the built-in score
-(``shapes_score`` on the first ``--eval-images`` test images) is computed every ``--eval-every`` iterations and
+(``shapes_score`` on the first ``--eval-images`` validation images: the built-in val split under builtin_cpu) is computed every ``--eval-every`` iterations and
 at the end. Each finished run appends one JSON line to ``--out``; ``--report`` prints the per-seed table and the
 means (and a paired comparison when both implementations ran on the same seeds).
 """

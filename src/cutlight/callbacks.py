@@ -469,11 +469,17 @@ class TranslationScore(pl.Callback):
         if not self.every_n_steps or batches_done(trainer) % self.every_n_steps:
             return
         scores = self.score(trainer, pl_module)  # every rank: the same images and weights, the same numbers
-        if scores:  # logged on every rank, so a checkpoint callback monitoring them works under DDP
-            pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, batch_size=1, sync_dist=False)
-            log_step(pl_module)
-            for k, v in scores.items():
-                self.train_time_val.setdefault(f"val/{k}", []).append((batches_done(trainer), float(v)))
+        if not scores:
+            return
+        step = batches_done(trainer)
+        metrics = {f"val/{k}": float(v) for k, v in scores.items()}
+        # Not through pl_module.log: Lightning would repeat a value logged from this hook (and its step) in every
+        # later row of the training logs. callback_metrics, on every rank, is what a checkpoint's monitor reads.
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)  # rank zero only (the loggers' own rule)
+        for k, v in metrics.items():
+            self.train_time_val.setdefault(k, []).append((step, v))
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:

@@ -1,7 +1,7 @@
 """The "shapes" world of the built-in dataset: layouts, rendering in either domain, and a translation score.
 
-Domain A: 1-3 flat shapes (disc, square, triangle; rotated, circumradius 17% to 27% of the side, apart from each
-other and from the frame) in warm colours (red, orange, amber, crimson) on a light cream background inside a
+Domain A: 1-3 flat shapes (mostly one or two; disc, square, triangle; rotated, circumradius 18% to 28% of the side,
+apart from each other and from the frame; see :func:`random_layout`) in warm colours (red, orange, amber, crimson) on a light cream background inside a
 brown frame (``frame_width(size)`` pixels along the border: 2 px at 64 px).
 Domain B: the same kinds of shapes in cool colours (blue, teal, green, indigo), each with a light rim (a tint of
 its colour, ``rim_width(size)`` pixels wide along the inside of its outline: 3 px at 64 px) on a dark navy
@@ -64,7 +64,7 @@ B_BACKGROUND = (16, 22, 36)
 B_PALETTE = ((38, 108, 226), (18, 164, 160), (62, 184, 70), (104, 88, 222))
 RIM_TINT = 0.5  # rim colour: the shape's colour mixed halfway to white
 SHAPE_KINDS = ("disc", "square", "triangle")
-RADIUS_RANGE = (0.17, 0.27)  # circumradius as a fraction of the side
+RADIUS_RANGE = (0.18, 0.28)  # circumradius as a fraction of the side
 FOREGROUND_THRESHOLD = 0.2
 A_FRAME = (120, 84, 52)  # A's frame: brown
 B_FRAME = (150, 176, 222)  # B's frame: light blue
@@ -102,9 +102,10 @@ def inside_frame(images: torch.Tensor) -> torch.Tensor:
 def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> list[Shape]:
     """1-3 random shapes for a ``size`` x ``size`` canvas, drawn with ``generator``.
 
-    Every shape lies inside the frame with at least 1 px of background to it, and its circumscribed circle keeps a
-    gap of ``rim_width`` pixels to the others', so shapes never touch each other or the frame. A shape that finds no free place in ``tries`` draws is left out
-    (fewer shapes in that image).
+    Each shape's circumscribed circle keeps a gap of ``rim_width`` pixels to the frame and to the other shapes'
+    circles, so shapes never touch each other or the frame. A shape that finds no free place in ``tries`` draws is
+    left out (fewer shapes in that image): at 64 px, where the shapes are large for the space inside the frame,
+    about 82% of the layouts have one shape, 17% two and 0.1-0.5% three.
     """
 
     def uniform(low: float, high: float) -> float:
@@ -119,10 +120,8 @@ def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> li
     for _ in range(1 + integer(3)):
         kind, angle = SHAPE_KINDS[integer(len(SHAPE_KINDS))], uniform(0.0, 2 * math.pi)
         colour, jitter = integer(len(A_PALETTE)), tuple(integer(25) - 12 for _ in range(3))
-        for t in range(tries):  # later tries draw smaller shapes (down to the smallest size), so that a second
-            # or third shape still finds room next to large ones
-            smallest, largest = RADIUS_RANGE
-            radius = uniform(smallest, largest - (largest - smallest) * t / tries) * size
+        for _ in range(tries):
+            radius = uniform(*RADIUS_RANGE) * size
             low, high = radius + margin, size - margin - radius
             cx, cy = uniform(low, high), uniform(low, high)
             if all(math.hypot(cx - o.cx, cy - o.cy) >= radius + o.radius + gap for o in shapes):
