@@ -312,7 +312,10 @@ def test_score_every_n_steps_keeps_the_best_checkpoint_and_tests_it(tmp_path):
     assert Path(best.best_model_path).name == f"best-step{step:03d}-score{value:.4f}.ckpt"
     rows = read_csv(next(tmp_path.glob("lightning_logs/version_*/metrics.csv")))
     logged = [(int(r["step"]), float(r["val/score"])) for r in rows if r.get("val/score")]
-    assert logged == pytest.approx(series)
+    assert [step for step, _ in logged] == [step for step, _ in series]  # one row per scoring, at its step
+    assert [v for _, v in logged] == pytest.approx([v for _, v in series])
+    train_rows = [r for r in rows if r.get("train/loss_nce")]
+    assert [int(r["step"]) for r in train_rows] == list(range(1, 13))  # the losses keep their own steps
 
     ckpt, words = _test_checkpoint(trainer)
     assert ckpt == best.best_model_path and words.startswith("best val/score")

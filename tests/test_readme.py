@@ -60,8 +60,9 @@ def test_lightning_snippet_runs_twice_in_one_folder_without_sharing_files(tmp_pa
     assert [r.relative_to(tmp_path).as_posix() for r in runs] == ["lightning_logs/version_0", "lightning_logs/version_1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "lightning_logs"]  # nothing else in the cwd
     for run in runs:
-        assert sorted(p.name for p in (run / "images").iterdir()) == ["progress.png", "step_000000.png",
-                                                                     "step_000001.png", "step_000002.png"]
+        assert sorted(p.name for p in (run / "images").iterdir()) == [
+            "progress.png", "step_000000.png", "step_000001.png", "step_000002.png",
+            "tested_final-weights.png"]  # trainer.test(model, ...): the weights in memory
         assert (run / "plots" / "loss_curves.png").is_file()
         assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch=0-step=2.ckpt"]  # steps: batches
         assert len((run / "test_results.csv").read_text().splitlines()) == 2  # header + this run's row
