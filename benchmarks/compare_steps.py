@@ -82,10 +82,11 @@ def make_step(impl: str, module):
 
 
 @torch.no_grad()
-def evaluate(generator, real_a: torch.Tensor) -> dict[str, float]:
+def evaluate(generator, real_a: torch.Tensor, frame: bool = False) -> dict[str, float]:
     fake_b = torch.cat([generator(chunk) for chunk in real_a.split(16)])  # (N, 3, H, W)
     # shift_px: mean length of the images' layout displacement (shapes moved as a whole; nan: no foreground)
-    return {**shapes_score(real_a, fake_b), "shift_px": layout_displacement(real_a, fake_b).norm(dim=1).nanmean().item()}
+    shift = layout_displacement(real_a, fake_b, frame).norm(dim=1).nanmean().item()
+    return {**shapes_score(real_a, fake_b, frame), "shift_px": shift}
 
 
 def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iters: int | None,
@@ -97,22 +98,23 @@ def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iter
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda e: linear_decay(e, n, d)) for opt in optimizers]
     val = datamodule.val_dataset_a
     real_a = torch.stack([val[i]["image"] for i in range(min(eval_images, len(val)))])  # (N, 3, H, W)
+    frame = bool(getattr(datamodule, "frame", False))  # the framed built-in data: scored inside the frame
     curve, it, start, cpu0 = [], 0, time.perf_counter(), time.process_time()
-    curve.append({"iter": 0, **evaluate(generator, real_a)})
+    curve.append({"iter": 0, **evaluate(generator, real_a, frame)})
     for _ in range(n + d):
         for batch in datamodule.train_dataloader():
             apply_warmup(optimizers, schedulers, it, warmup)  # as TranslationModule, before every iteration
             step(batch["A"], batch["B"])
             it += 1
             if eval_every and it % eval_every == 0:
-                curve.append({"iter": it, **evaluate(generator, real_a)})
+                curve.append({"iter": it, **evaluate(generator, real_a, frame)})
             if max_iters and it >= max_iters:
                 break
         for scheduler in schedulers:
             scheduler.step()
         if max_iters and it >= max_iters:
             break
-    final = evaluate(generator, real_a)
+    final = evaluate(generator, real_a, frame)
     if curve[-1]["iter"] != it:
         curve.append({"iter": it, **final})
     if grid_dir:

@@ -275,7 +275,7 @@ def test_builtin_val_split_is_its_own_and_test_keeps_the_test_images(tmp_path):
     dm.setup("fit")
     dm.setup("test")
     root = Path(dm.val_dataset_a.paths[0]).parents[1]
-    assert root.name == "shapes-32px-6train-3val-4test-v4"
+    assert root.name == "shapes-32px-6train-3val-4test-v3"
     assert [Path(p).parent.name for p in (dm.val_dataset_a.paths[0], dm.val_dataset_b.paths[0])] == ["valA", "valB"]
     assert [Path(p).parent.name for p in (dm.test_dataset_a.paths[0], dm.test_dataset_b.paths[0])] == ["testA", "testB"]
     assert len(dm.val_dataset_a) == 3 and len(dm.test_dataset_a) == 4
@@ -286,7 +286,12 @@ def test_builtin_val_split_is_its_own_and_test_keeps_the_test_images(tmp_path):
     old = tiny_data(tmp_path)  # num_val=0: validation on the test images, the folder name of before
     old.setup("fit")
     assert Path(old.val_dataset_a.paths[0]).parent.name == "testA"
-    assert Path(old.val_dataset_a.paths[0]).parents[1].name == "shapes-32px-6train-4test-v4"
+    assert Path(old.val_dataset_a.paths[0]).parents[1].name == "shapes-32px-6train-4test-v3"
+    framed = tiny_data(tmp_path, num_val=3, frame=True)  # make train's data: version 4, scored inside the frame
+    framed.setup("fit")
+    assert Path(framed.val_dataset_a.paths[0]).parents[1].name == "shapes-32px-6train-3val-4test-v4"
+    a = torch.stack([framed.val_dataset_a[i]["image"] for i in range(3)])
+    assert framed.translation_score(a, a)["content_iou"] == 1 and framed.translation_score(a, a)["style"] == 0
 
 
 def test_score_every_n_steps_keeps_the_best_checkpoint_and_tests_it(tmp_path):

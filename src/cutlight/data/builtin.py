@@ -4,7 +4,8 @@ The images (see :mod:`cutlight.data.shapes` for what they look like and for the 
 :func:`shapes_score`) are generated deterministically from fixed seeds (torch + PIL only) on first use, as PNGs in
 the standard layout ``trainA/ trainB/ testA/ testB/`` (and ``valA/ valB/`` with ``num_val > 0``: a validation split of
 its own, for choosing a checkpoint on other images than the test ones) under
-``<cache>/shapes-<size>px-<num_train>train[-<num_val>val]-<num_test>test-v<VERSION>`` where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
+``<cache>/shapes-<size>px-<num_train>train[-<num_val>val]-<num_test>test-v<VERSION>`` (``v4``: the framed
+variant, ``frame=True``) where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
 to a temporary folder next to the target and renames it into place, so a folder that exists is complete; a
 present folder is reused. Each image has its own seed, so the same (split, domain, index) is the same image for
 any ``num_train`` / ``num_val`` / ``num_test``.
@@ -29,7 +30,8 @@ __all__ = ["builtin_root", "ensure_builtin_dataset", "generate_image", "score_do
 logger = logging.getLogger(__name__)
 
 NAME = "shapes"
-VERSION = 4  # 2: non-overlapping larger shapes, B with a rim instead of stripes; 3: shapes larger still; 4: a frame
+VERSION = 3  # 2: non-overlapping larger shapes, B with a rim instead of stripes; 3: shapes larger still
+FRAME_VERSION = 4  # version 3 with a frame around every image (``frame=True``; make train)
 _SPLITS = {"train": 0, "test": 1, "val": 2}
 _DOMAINS = {"A": 0, "B": 1}
 
@@ -38,24 +40,26 @@ def _seed(split: str, domain: str, index: int) -> int:
     return 7919 * 1_000_003 * (1 + 2 * _SPLITS[split] + _DOMAINS[domain]) + index
 
 
-def generate_image(split: str, domain: str, index: int, size: int = 64) -> Image.Image:
-    """The ``index``-th image of ``split`` ("train"/"val"/"test") and ``domain`` ("A"/"B"): an RGB ``size`` x ``size``."""
+def generate_image(split: str, domain: str, index: int, size: int = 64, frame: bool = False) -> Image.Image:
+    """The ``index``-th image of ``split`` ("train"/"val"/"test") and ``domain`` ("A"/"B"): an RGB ``size`` x ``size``
+    (with the domain's frame when ``frame``)."""
     if split not in _SPLITS or domain not in _DOMAINS:
         raise ValueError(f"unknown split/domain {split!r}/{domain!r}; expected train|val|test and A|B")
     generator = torch.Generator().manual_seed(_seed(split, domain, index))
-    return render(random_layout(generator, size), domain, size)
+    return render(random_layout(generator, size, frame=frame), domain, size, frame=frame)
 
 
 def builtin_root(size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None,
-                 num_val: int = 0) -> Path:
+                 num_val: int = 0, frame: bool = False) -> Path:
     """Folder that holds (or will hold) the dataset with these parameters."""
     base = cache_dir or os.environ.get("CUTLIGHT_CACHE") or Path.home() / ".cache" / "cutlight" / "builtin"
     val = f"-{num_val}val" if num_val else ""
-    return Path(base).expanduser() / f"{NAME}-{size}px-{num_train}train{val}-{num_test}test-v{VERSION}"
+    return Path(base).expanduser() / f"{NAME}-{size}px-{num_train}train{val}-{num_test}test-v{FRAME_VERSION if frame else VERSION}"
 
 
 def ensure_builtin_dataset(
-    size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None, num_val: int = 0
+    size: int = 64, num_train: int = 400, num_test: int = 64, cache_dir: str | None = None, num_val: int = 0,
+    frame: bool = False,
 ) -> Path:
     """Generate the dataset unless it is already there; returns its root (``trainA``, ``trainB``, ``testA``, ``testB``,
     and ``valA``, ``valB`` when ``num_val > 0``)."""
@@ -63,7 +67,7 @@ def ensure_builtin_dataset(
                              ("num_val", num_val, 0)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    root = builtin_root(size, num_train, num_test, cache_dir, num_val)
+    root = builtin_root(size, num_train, num_test, cache_dir, num_val, frame)
     if root.is_dir():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +80,7 @@ def ensure_builtin_dataset(
                 folder = tmp / f"{split}{domain}"
                 folder.mkdir()
                 for index in range(count):
-                    generate_image(split, domain, index, size).save(folder / f"{index:05d}.png", format="PNG")
+                    generate_image(split, domain, index, size, frame).save(folder / f"{index:05d}.png", format="PNG")
         try:
             os.rename(tmp, root)
         except OSError:
@@ -88,18 +92,19 @@ def ensure_builtin_dataset(
     return root
 
 
-def score_domains(size: int = 64, num: int = 64) -> dict[str, dict[str, float]]:
-    """Reference :func:`shapes_score` numbers on the first ``num`` built-in test images.
+def score_domains(size: int = 64, num: int = 64, frame: bool = False) -> dict[str, dict[str, float]]:
+    """Reference :func:`shapes_score` numbers on the first ``num`` built-in test images (framed ones with ``frame``).
 
     Returns ``{"identity": ..., "real_b": ..., "oracle": ...}``: fake_b = real_a (the "before" number), fake_b =
     the unpaired real B test images, fake_b = the ideal translation (each A layout rendered in B's style).
     """
-    layouts = [random_layout(torch.Generator().manual_seed(_seed("test", "A", i)), size) for i in range(num)]
-    real_a = pil_to_batch([render(layout, "A", size) for layout in layouts])  # (num, 3, size, size)
-    oracle = pil_to_batch([render(layout, "B", size) for layout in layouts])  # (num, 3, size, size)
-    real_b = pil_to_batch([generate_image("test", "B", i, size) for i in range(num)])  # (num, 3, size, size)
+    layouts = [random_layout(torch.Generator().manual_seed(_seed("test", "A", i)), size, frame=frame)
+               for i in range(num)]
+    real_a = pil_to_batch([render(layout, "A", size, frame) for layout in layouts])  # (num, 3, size, size)
+    oracle = pil_to_batch([render(layout, "B", size, frame) for layout in layouts])  # (num, 3, size, size)
+    real_b = pil_to_batch([generate_image("test", "B", i, size, frame) for i in range(num)])  # (num, 3, size, size)
     return {
-        "identity": shapes_score(real_a, real_a),
-        "real_b": shapes_score(real_a, real_b),
-        "oracle": shapes_score(real_a, oracle),
+        "identity": shapes_score(real_a, real_a, frame),
+        "real_b": shapes_score(real_a, real_b, frame),
+        "oracle": shapes_score(real_a, oracle, frame),
     }

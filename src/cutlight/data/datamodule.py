@@ -308,7 +308,8 @@ class BuiltinDataModule(UnpairedDataModule):
     full size, or a random crop when ``crop_size < size``). Test uses the ``num_test`` test images per domain;
     validation uses ``num_val`` images of a split of their own when ``num_val > 0`` (so that a checkpoint chosen by
     a validation number is scored on other images), else the test images too (both disabled when
-    ``num_test == 0``).
+    ``num_test == 0``). ``frame``: the framed variant (data version 4, a frame along every image's border that
+    holds a short run's layout in place; ``make train``), else version 3.
 
     ``translation_score`` (the built-in score, used by ``callbacks.TranslationScore``) measures warm flat shapes
     -> cool striped ones on RGB images; it is ``None`` (no score) for ``direction="BtoA"`` or other channel counts.
@@ -321,6 +322,7 @@ class BuiltinDataModule(UnpairedDataModule):
         num_test: int = 64,
         cache_dir: str | None = None,
         num_val: int = 0,
+        frame: bool = False,
         direction: str = "AtoB",
         batch_size: int = 1,
         val_batch_size: int = 16,
@@ -343,8 +345,8 @@ class BuiltinDataModule(UnpairedDataModule):
         check_int("num_test", num_test, low=0)
         check_int("num_val", num_val, low=0)
         self.size, self.num_train, self.num_test, self.cache_dir = size, num_train, num_test, cache_dir
-        self.num_val = num_val
-        root = builtin_root(size, num_train, num_test, cache_dir, num_val)
+        self.num_val, self.frame = num_val, bool(frame)
+        root = builtin_root(size, num_train, num_test, cache_dir, num_val, self.frame)
         split = {}
         if num_val:  # validation on its own split; the test on the test images
             split = {"val_dir_a": str(root / "valA"), "val_dir_b": str(root / "valB"),
@@ -362,13 +364,13 @@ class BuiltinDataModule(UnpairedDataModule):
 
     def prepare_data(self) -> None:
         """Generate the PNGs into the cache (no-op when present)."""
-        ensure_builtin_dataset(self.size, self.num_train, self.num_test, self.cache_dir, self.num_val)
+        ensure_builtin_dataset(self.size, self.num_train, self.num_test, self.cache_dir, self.num_val, self.frame)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers setup() called without prepare_data()
         super().setup(stage)
 
-    @staticmethod
-    def translation_score(real_a, fake_b) -> dict[str, float]:
-        """The dataset's translation metric (:func:`shapes_score`), used by ``callbacks.TranslationScore``."""
-        return shapes_score(real_a, fake_b)
+    def translation_score(self, real_a, fake_b) -> dict[str, float]:
+        """The dataset's translation metric (:func:`shapes_score`, inside the frame when framed), used by
+        ``callbacks.TranslationScore``."""
+        return shapes_score(real_a, fake_b, frame=self.frame)

@@ -1,13 +1,16 @@
 """The "shapes" world of the built-in dataset: layouts, rendering in either domain, and a translation score.
 
-Domain A: 1-3 flat shapes (mostly one or two; disc, square, triangle; rotated, circumradius 18% to 28% of the side,
-apart from each other and from the frame; see :func:`random_layout`) in warm colours (red, orange, amber, crimson) on a light cream background inside a
-brown frame (``frame_width(size)`` pixels along the border: 2 px at 64 px).
+Domain A: 1-3 flat shapes (disc, square, triangle; rotated, circumradius 18% to 28% of the side, apart from each
+other; see :func:`random_layout`) in warm colours (red, orange, amber, crimson) on a light cream background.
 Domain B: the same kinds of shapes in cool colours (blue, teal, green, indigo), each with a light rim (a tint of
 its colour, ``rim_width(size)`` pixels wide along the inside of its outline: 3 px at 64 px) on a dark navy
-background inside a light blue frame. A and B images are drawn from independent random layouts (unpaired). The
-ideal translation keeps every shape where it is and changes frame, background, colour and texture (fill + rim);
-:func:`render` with ``domain="B"`` on an A layout produces it (the "oracle").
+background. A and B images are drawn from independent random layouts (unpaired). The ideal translation keeps
+every shape where it is and changes background, colour and texture (fill + rim); :func:`render` with
+``domain="B"`` on an A layout produces it (the "oracle").
+
+The framed variant (``frame=True`` throughout this module; the built-in dataset's version 4, ``make train``'s data)
+adds a frame along the border of every image: brown in A, light blue in B, ``frame_width(size)`` pixels wide (2 at
+64 px); the shapes keep ``rim_width`` pixels away from it, so they are mostly one per image, sometimes two.
 
 Why a rim and not, say, stripes at fixed rows: a rim is a function of the shape's outline, which a convolutional
 generator sees within a few pixels, so the target style can be produced from the input image alone. Stripes at
@@ -16,7 +19,7 @@ is on, so the generator had to derive the stripes' phase from distant edges; on 
 networks learned that only after ~2000 iterations and lost the shapes' outlines while doing so (see
 ``benchmarks/README.md``).
 
-Why a frame (version 4): without it, many short runs drew the whole layout of G(A) moved by 1-3 px, in a random
+Why a frame: without it, many short runs drew the whole layout of G(A) moved by 1-3 px, in a random
 direction per run. Nothing in CUT's objective holds the layout in place on flat shapes: PatchNCE's layer 0 (the
 pixels) barely changes when flat areas move, and the encoder's deeper layers learn to describe B-looking images
 at the same offset. The discriminator cannot see a moved layout either, as long as nothing in B sits at a fixed
@@ -25,9 +28,10 @@ shows where the border is, so a translation whose frame is moved looks fake; and
 draws by the same offset, keeping the frame in place keeps the shapes in place (measured in
 ``benchmarks/README.md``, "make train"). Photographs have no such need: their texture anchors PatchNCE.
 
-Translation score (:func:`shapes_score`), on batches ``real_a``, ``fake_b`` of shape (N, 3, H, W) in [-1, 1], on
-the picture inside the frame (:func:`inside_frame`; the frame is neither content nor scored style). Colours are
-compared in [0, 1] RGB with the Euclidean distance. All numbers are in [0, 1], higher is better:
+Translation score (:func:`shapes_score`), on batches ``real_a``, ``fake_b`` of shape (N, 3, H, W) in [-1, 1]; with
+``frame=True`` on the picture inside the frame (:func:`inside_frame`; the frame is neither content nor scored
+style). Colours are compared in [0, 1] RGB with the Euclidean distance. All numbers are in [0, 1], higher is
+better:
 
 * ``content_iou``: per image, IoU between the foreground of ``real_a`` and the foreground of ``fake_b``, then
   averaged. A pixel is *foreground* when its colour is farther than ``0.2`` from **both** backgrounds (A's cream
@@ -45,8 +49,8 @@ compared in [0, 1] RGB with the Euclidean distance. All numbers are in [0, 1], h
 
 Reference numbers (64 px, the 64 built-in test images, :func:`cutlight.data.builtin.score_domains`): identity
 (fake_b = real_a, "no translation") content 1.000, style 0.000, score 0.000; real B images with their own
-(unrelated) layouts content 0.271, style 1.000, score 0.271 (0.184 in version 3, where shapes could go nearer the
-border); the oracle translation 1.000 / 1.000 / 1.000.
+(unrelated) layouts content 0.184, style 1.000, score 0.184 (framed: 0.271, the shapes are bigger for the space
+and overlap more by chance); the oracle translation 1.000 / 1.000 / 1.000.
 """
 
 from __future__ import annotations
@@ -99,13 +103,14 @@ def inside_frame(images: torch.Tensor) -> torch.Tensor:
     return images[..., f:-f, f:-f]
 
 
-def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> list[Shape]:
+def random_layout(generator: torch.Generator, size: int, tries: int = 200, frame: bool = False) -> list[Shape]:
     """1-3 random shapes for a ``size`` x ``size`` canvas, drawn with ``generator``.
 
-    Each shape's circumscribed circle keeps a gap of ``rim_width`` pixels to the frame and to the other shapes'
-    circles, so shapes never touch each other or the frame. A shape that finds no free place in ``tries`` draws is
-    left out (fewer shapes in that image): at 64 px, where the shapes are large for the space inside the frame,
-    about 82% of the layouts have one shape, 17% two and 0.1-0.5% three.
+    Each shape's circumscribed circle keeps a gap of ``rim_width`` pixels to the other shapes' circles, so shapes
+    never touch; it lies inside the canvas with 1 px to spare, or, with ``frame``, keeps the same ``rim_width`` gap
+    to the frame. A shape that finds no free place in ``tries`` draws is left out (fewer shapes in that image). At
+    64 px about 44% of the layouts have one shape, 43% two and 13% three; with the frame, where the shapes are large
+    for the space inside it, about 82% one, 17% two and 0.1-0.5% three.
     """
 
     def uniform(low: float, high: float) -> float:
@@ -115,7 +120,7 @@ def random_layout(generator: torch.Generator, size: int, tries: int = 200) -> li
         return int(torch.randint(high, (), generator=generator))
 
     gap = rim_width(size)
-    margin = frame_width(size) + gap  # the same gap to the frame
+    margin = frame_width(size) + gap if frame else 1  # with a frame: the same gap to it
     shapes: list[Shape] = []
     for _ in range(1 + integer(3)):
         kind, angle = SHAPE_KINDS[integer(len(SHAPE_KINDS))], uniform(0.0, 2 * math.pi)
@@ -164,13 +169,17 @@ def _tint(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(round(c + RIM_TINT * (255 - c)) for c in colour)
 
 
-def render(layout: list[Shape], domain: str, size: int) -> Image.Image:
-    """Draw ``layout`` as a ``size`` x ``size`` RGB image in the style of ``domain`` ("A" or "B")."""
+def render(layout: list[Shape], domain: str, size: int, frame: bool = False) -> Image.Image:
+    """Draw ``layout`` as a ``size`` x ``size`` RGB image in the style of ``domain`` ("A" or "B"), with the
+    domain's frame along the border when ``frame``."""
     if domain not in ("A", "B"):
         raise ValueError(f"unknown domain {domain!r}; expected 'A' or 'B'")
-    image = Image.new("RGB", (size, size), A_FRAME if domain == "A" else B_FRAME)
-    f = frame_width(size)
-    ImageDraw.Draw(image).rectangle((f, f, size - 1 - f, size - 1 - f), fill=A_BACKGROUND if domain == "A" else B_BACKGROUND)
+    background = A_BACKGROUND if domain == "A" else B_BACKGROUND
+    image = Image.new("RGB", (size, size), background)
+    if frame:
+        f = frame_width(size)
+        ImageDraw.Draw(image).rectangle((0, 0, size - 1, size - 1), outline=A_FRAME if domain == "A" else B_FRAME,
+                                        width=f)
     for shape in layout:
         mask = _mask(shape, size)
         if domain == "A":
@@ -196,7 +205,7 @@ def foreground_mask(images: torch.Tensor) -> torch.Tensor:
     return dist.amin(dim=1) > FOREGROUND_THRESHOLD
 
 
-def shapes_score(real_a: torch.Tensor, fake_b: torch.Tensor) -> dict[str, float]:
+def shapes_score(real_a: torch.Tensor, fake_b: torch.Tensor, frame: bool = False) -> dict[str, float]:
     """Score a translation of built-in A images; see the module docstring for the definitions.
 
     Args:
@@ -210,7 +219,9 @@ def shapes_score(real_a: torch.Tensor, fake_b: torch.Tensor) -> dict[str, float]
         raise ValueError(
             f"expected real_a and fake_b of equal shape (N, 3, H, W); got {tuple(real_a.shape)} and {tuple(fake_b.shape)}"
         )
-    real_a, fake_b = inside_frame(real_a), inside_frame(fake_b.detach().float().cpu())
+    fake_b = fake_b.detach().float().cpu()
+    if frame:  # the picture inside the frame
+        real_a, fake_b = inside_frame(real_a), inside_frame(fake_b)
     mask_a, mask_b = foreground_mask(real_a.detach().cpu()), foreground_mask(fake_b)  # (N, H, W)
     inter = (mask_a & mask_b).flatten(1).sum(1)  # (N,)
     union = (mask_a | mask_b).flatten(1).sum(1)  # (N,)
@@ -244,7 +255,7 @@ def shapes_score(real_a: torch.Tensor, fake_b: torch.Tensor) -> dict[str, float]
     }
 
 
-def layout_displacement(real_a: torch.Tensor, fake_b: torch.Tensor) -> torch.Tensor:
+def layout_displacement(real_a: torch.Tensor, fake_b: torch.Tensor, frame: bool = False) -> torch.Tensor:
     """Per image, how far the translation's shapes moved as a whole: a diagnostic for a low ``content_iou``.
 
     Args:
@@ -255,7 +266,8 @@ def layout_displacement(real_a: torch.Tensor, fake_b: torch.Tensor) -> torch.Ten
     generator that draws every shape, all moved by the same few pixels, gives that offset (and loses IoU along
     every outline).
     """
-    masks = [foreground_mask(inside_frame(t.detach().float().cpu())).float() for t in (real_a, fake_b)]  # (N, h, w)
+    crop = inside_frame if frame else (lambda t: t)
+    masks = [foreground_mask(crop(t.detach().float().cpu())).float() for t in (real_a, fake_b)]  # (N, h, w)
     h, w = masks[0].shape[1:]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     area = [m.flatten(1).sum(1) for m in masks]  # (N,)
