@@ -1,11 +1,12 @@
-"""Built-in synthetic dataset "shapes": warm flat shapes on cream (A) -> cool rimmed shapes on navy (B), framed.
+"""Built-in synthetic dataset "shapes": warm flat shapes on cream (A) -> cool rimmed shapes on navy (B), optionally
+framed (``frame=True``, version 4).
 
 The images (see :mod:`cutlight.data.shapes` for what they look like and for the translation score
 :func:`shapes_score`) are generated deterministically from fixed seeds (torch + PIL only) on first use, as PNGs in
 the standard layout ``trainA/ trainB/ testA/ testB/`` (and ``valA/ valB/`` with ``num_val > 0``: a validation split of
 its own, for choosing a checkpoint on other images than the test ones) under
 ``<cache>/shapes-<size>px-<num_train>train[-<num_val>val]-<num_test>test-v<VERSION>`` (``v4``: the framed
-variant, ``frame=True``) where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
+variant) where ``<cache>`` is ``cache_dir``, else ``$CUTLIGHT_CACHE``, else ``~/.cache/cutlight/builtin``. Generation writes
 to a temporary folder next to the target and renames it into place, so a folder that exists is complete; a
 present folder is reused. Each image has its own seed, so the same (split, domain, index) is the same image for
 any ``num_train`` / ``num_val`` / ``num_test``.
