@@ -157,19 +157,26 @@ class ImageGrid(pl.Callback):
         step = batches_done(trainer)
         if images is None or step in self._written:  # this state's grid is already written
             return
+        cols = self._save(trainer, module, images, f"step {step}", f"step_{step:06d}", "samples/translations")
+        self.history.append((step, cols[1]))
+        self._written.add(step)
+
+    def _save(self, trainer: pl.Trainer, module: pl.LightningModule, images: tuple[torch.Tensor, torch.Tensor],
+              caption: str, name: str, key: str) -> list[torch.Tensor]:
+        """Translate ``images`` with ``module``, save the labelled grid as ``images/<name>.png`` (``last_path``)
+        and send it to the loggers; returns the grid's columns (N, 3, H, W) on the CPU."""
         was_training = module.training
         module.eval()
         real_a, real_b = (x.to(module.device) for x in images)
         columns = module.visuals(real_a, real_b)  # label -> (N, C, H, W); the method chooses its columns
         module.train(was_training)
         cols = [to_rgb(c.float().clamp(-1, 1)).cpu() for c in columns.values()]
-        self.history.append((step, cols[1]))
-        grid = labelled_grid(cols, list(columns), self._scale(real_a.shape[-1]), caption=f"step {step}")
-        path = unused_path(run_dir(trainer, self.dirpath, "images") / f"step_{step:06d}.png")
+        grid = labelled_grid(cols, list(columns), self._scale(real_a.shape[-1]), caption=caption)
+        path = unused_path(run_dir(trainer, self.dirpath, "images") / f"{name}.png")
         save_image(grid.float() / 255, path)
-        self._written.add(step)
         self.last_path, self.columns = path, list(columns)
-        log_image(trainer, "samples/translations", grid, step)
+        log_image(trainer, key, grid, batches_done(trainer))
+        return cols
 
     def write_progress(self, trainer: pl.Trainer, max_steps: int = 10) -> None:
         """``images/progress.png``: the input column, the translation column at the saved steps of this run (at
@@ -212,16 +219,7 @@ class ImageGrid(pl.Callback):
         if not trainer.is_global_zero or images is None:
             return
         name = Path(trainer.ckpt_path).stem if trainer.ckpt_path else "final-weights"
-        was_training = pl_module.training
-        pl_module.eval()
-        columns = pl_module.visuals(*(x.to(pl_module.device) for x in images))
-        pl_module.train(was_training)
-        cols = [to_rgb(c.float().clamp(-1, 1)).cpu() for c in columns.values()]
-        grid = labelled_grid(cols, list(columns), self._scale(images[0].shape[-1]), caption=f"tested: {name}")
-        path = unused_path(run_dir(trainer, self.dirpath, "images") / f"tested_{name}.png")
-        save_image(grid.float() / 255, path)
-        self.last_path, self.columns = path, list(columns)
-        log_image(trainer, "samples/tested", grid, batches_done(trainer))
+        self._save(trainer, pl_module, images, f"tested: {name}", f"tested_{name}", "samples/tested")
 
 
 class FullImageTranslation(pl.Callback):
