@@ -46,6 +46,7 @@ def test_cyclegan_trains_checkpoints_its_pools_and_loads_by_direction(tmp_path):
         load_generator(path)
 
 
+@pytest.mark.numeric
 def test_cyclegan_grid_columns():
     model = CycleGANModule(**TINY_CYCLEGAN).eval()
     a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1

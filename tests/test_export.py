@@ -42,6 +42,7 @@ def _ckpt(path, config, seed=0):
     return gen
 
 
+@pytest.mark.numeric
 def test_traced_graph_has_no_custom_autograd_functions_and_same_outputs():
     gen = _generator(TINY)
     net = eager_generator(gen)
@@ -97,6 +98,7 @@ def test_safetensors_round_trip_through_the_cli(tmp_path, capsys):
     assert "exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
 
 
+@pytest.mark.numeric
 def test_cli_exports_a_reference_state_dict_to_torchscript(tmp_path, capsys):
     gen = _generator(TINY)
     torch.save({f"module.{k}": v for k, v in gen.state_dict().items()}, tmp_path / "latest_net_G.pth")

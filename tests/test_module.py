@@ -39,6 +39,7 @@ def test_heads_train_and_discriminator_gets_no_gradient_from_g_step():
     assert model.generator.model[1].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.numeric
 def test_iteration_leaves_d_grads_from_d_step_only():
     """After a full iteration D's .grad holds exactly the D-step gradient (nothing added by the G step)."""
     torch.manual_seed(0)
@@ -57,6 +58,7 @@ def test_iteration_leaves_d_grads_from_d_step_only():
         assert_scaled_close(g, p.grad, K_NETWORK)  # D on another batch composition: round-off
 
 
+@pytest.mark.numeric
 def test_identity_nce_concatenates_and_averages():
     torch.manual_seed(0)
     model = tiny_module()
@@ -82,6 +84,7 @@ def test_identity_nce_concatenates_and_averages():
     assert terms["loss_nce_idt"] == 0
 
 
+@pytest.mark.numeric
 def test_flip_equivariance_flips_input_and_features_back(monkeypatch):
     torch.manual_seed(0)
     model = tiny_module(objective={"num_patches": 16, "nce_idt": False, "flip_equivariance": True,

@@ -18,6 +18,7 @@ def test_bf16_mixed_training_on_cpu(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.numeric
 def test_channels_last_matches_default_layout():
     torch.manual_seed(0)
     a = tiny_module()

@@ -161,6 +161,7 @@ def test_displayed_and_predicted_images_are_clamped(tmp_path, odd_pair):
     assert torch.equal(out["image"], torch.ones(1, 3, 8, 8))  # ... the predicted image is
 
 
+@pytest.mark.numeric
 def test_evaluation_nce_is_patch_nce_over_the_full_image():
     from cutlight.losses import patch_nce_loss
 

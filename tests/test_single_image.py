@@ -36,6 +36,7 @@ def pair(tmp_path):
     return save_image(tmp_path / "a.png", 150, 100, seed=1), save_image(tmp_path / "b.png", 90, 120, seed=2)
 
 
+@pytest.mark.numeric
 def test_patch_equals_resizing_the_whole_image_then_cropping():
     torch.manual_seed(0)
     image = torch.randint(0, 256, (3, 120, 170), dtype=torch.uint8)
@@ -138,6 +139,7 @@ def test_bad_inputs_and_conversions(tmp_path, pair):
             ZoomAndPatchDataset(path_a, path_b, **kwargs)
 
 
+@pytest.mark.numeric
 def test_full_image_for_translation(tmp_path):
     path = save_image(tmp_path / "odd.png", 31, 20)
     x, (h, w) = load_full_image(path, size_multiple=2)

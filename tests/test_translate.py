@@ -104,6 +104,7 @@ def test_any_size_inputs_give_outputs_of_their_size():
     assert translate(gen, images[0]).size == (250, 187)
 
 
+@pytest.mark.numeric
 def test_padded_path_is_the_generator_on_the_padded_image():
     gen = tiny_generator()
     x = torch.rand(2, 3, 64, 96) * 2 - 1
@@ -174,6 +175,7 @@ def test_reference_layout_matches_the_documented_tables():
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in ref.items()}
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("antialias", [True, False], ids=["cut", "cyclegan"])
 def test_reference_state_dicts_reload_with_and_without_module_prefix(tmp_path, antialias):
     state = reference_state(ngf=4, n_blocks=2, input_nc=1, output_nc=3, antialias=antialias)
