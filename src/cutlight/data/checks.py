@@ -5,7 +5,9 @@ identifies, in a supported mode, with at most ``max_pixels`` pixels and large en
 (``min_size``); PNG, JPEG, BMP and WebP files must also end where their format says they end (a file that does not end with
 the PNG ``IEND`` chunk or the JPEG end-of-image marker, or is shorter than its BMP / RIFF header says, is decoded
 in full to confirm, so a valid file with trailing data is never refused). Only the header and the last bytes are read.
-``verify="full"`` decodes every image completely with :func:`~cutlight.data.folder.load_image`.
+``verify="full"`` decodes every image completely with :func:`~cutlight.data.folder.load_image`. Both agree with
+the loader: an image is accepted exactly when ``load_image`` takes it (the header check decodes the few modes whose
+pixel values can make the loader refuse, :data:`~cutlight.data.folder.VALUE_CHECKED_MODES`: float images with NaN).
 
 :func:`check_images` runs the check over many files (threads: the work is file I/O) and returns the problems;
 :class:`ImageCheckError` lists all of them in one message.
@@ -25,6 +27,7 @@ from cutlight.checks import check_choice
 from cutlight.data.folder import (
     MAX_IMAGE_PIXELS,
     SUPPORTED_MODES,
+    VALUE_CHECKED_MODES,
     bomb_reason,
     load_image,
     too_many_pixels,
@@ -72,6 +75,19 @@ def _ends_properly(path: Path, fmt: str | None, size: int) -> bool:
     return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
+def _decode_reason(path: Path, max_pixels: int | None, min_size: SizeRule | None) -> str | None:
+    """Why :func:`~cutlight.data.folder.load_image` refuses ``path`` (without the file name), or ``min_size``'s
+    verdict on the decoded size."""
+    try:
+        image = load_image(path, 3, max_pixels)
+    except (OSError, ValueError) as err:
+        text = str(err)
+        for named in (f" image file '{path}'", f"image file '{path}' ", f"image file '{path}': "):
+            text = text.replace(named, "")
+        return text
+    return min_size(*image.size) if min_size is not None else None
+
+
 def check_image(
     path: str | os.PathLike,
     verify: str = "header",
@@ -87,19 +103,14 @@ def check_image(
     if size == 0:
         return "empty file (0 bytes)"
     if verify == "full":
-        try:
-            image = load_image(path, 3, max_pixels)
-        except (OSError, ValueError) as err:
-            text = str(err)
-            for named in (f" image file '{path}'", f"image file '{path}' ", f"image file '{path}': "):
-                text = text.replace(named, "")
-            return text
-        return min_size(*image.size) if min_size is not None else None
+        return _decode_reason(path, max_pixels, min_size)
     try:
         with Image.open(path) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size
             if mode not in SUPPORTED_MODES:
                 return unsupported_mode(mode)
+            if mode in VALUE_CHECKED_MODES:  # the loader looks at the values: so does the check
+                return _decode_reason(path, max_pixels, min_size)
             if max_pixels is not None and width * height > max_pixels:
                 return too_many_pixels(width, height, max_pixels)
             # EXIF orientation, read where it sits in the header (a PNG's getexif() would decode the image)
