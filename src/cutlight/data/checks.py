@@ -10,7 +10,8 @@ the loader: an image is accepted exactly when ``load_image`` takes it (the heade
 pixel values can make the loader refuse, :data:`~cutlight.data.folder.VALUE_CHECKED_MODES`: float images with NaN).
 
 :func:`check_images` runs the check over many files (threads: the work is file I/O) and returns the problems;
-:class:`ImageCheckError` lists all of them in one message.
+:class:`ImageCheckError` lists all of them in one message. :func:`mixed_sizes` finds two files of different sizes
+from their headers (images that must share one size to be batched).
 """
 
 from __future__ import annotations
@@ -75,6 +76,41 @@ def _ends_properly(path: Path, fmt: str | None, size: int) -> bool:
     return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
+def _rotated(image: Image.Image) -> bool:
+    """Whether the EXIF orientation of an opened image turns it by 90 degrees, read where it sits in the header (a
+    PNG's getexif() would decode the image)."""
+    return image.format in ("JPEG", "MPO", "TIFF", "WEBP") and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file as loaded (EXIF orientation applied), from its header alone; None when
+    Pillow cannot read the header (:func:`check_image` says why)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return (height, width) if _rotated(image) else (width, height)
+    except Exception:  # noqa: BLE001 - Pillow raises many types for malformed files
+        return None
+
+
+def mixed_sizes(
+    paths: Sequence[str | os.PathLike],
+    resized: Callable[[int, int], tuple[int, int]] | None = None,
+    workers: int = 8,
+) -> tuple[tuple[Path, tuple[int, int]], tuple[Path, tuple[int, int]]] | None:
+    """Two files of ``paths`` of different sizes, ``((first file, (w, h)), (the first that differs, (w, h)))``,
+    or None when they all share one size. Sizes are read from the headers (:func:`header_size`) and compared after
+    ``resized(width, height)`` (e.g. a preprocess's resize step); unreadable files are skipped (the file check
+    reports them)."""
+    if workers > 1 and len(paths) > 16:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            sizes = list(pool.map(header_size, paths, chunksize=32))
+    else:
+        sizes = [header_size(p) for p in paths]
+    known = [(Path(p), resized(*size) if resized else size) for p, size in zip(paths, sizes) if size is not None]
+    return next(((known[0], other) for other in known[1:] if other[1] != known[0][1]), None)
+
+
 def _decode_reason(path: Path, max_pixels: int | None, min_size: SizeRule | None) -> str | None:
     """Why :func:`~cutlight.data.folder.load_image` refuses ``path`` (without the file name), or ``min_size``'s
     verdict on the decoded size."""
@@ -113,8 +149,7 @@ def check_image(
                 return _decode_reason(path, max_pixels, min_size)
             if max_pixels is not None and width * height > max_pixels:
                 return too_many_pixels(width, height, max_pixels)
-            # EXIF orientation, read where it sits in the header (a PNG's getexif() would decode the image)
-            rotated = fmt in ("JPEG", "MPO", "TIFF", "WEBP") and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            rotated = _rotated(image)
             if rotated:  # by 90 degrees
                 width, height = height, width
         ended = _ends_properly(path, fmt, size)

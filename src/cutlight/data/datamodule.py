@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cutlight.checks import ConfigValueError, check_choice, check_int
 from cutlight.data.builtin import builtin_root, ensure_builtin_dataset
-from cutlight.data.checks import VERIFY_CHOICES, ImageCheckError, check_images
+from cutlight.data.checks import VERIFY_CHOICES, ImageCheckError, check_images, mixed_sizes
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.direction import check_direction, orient
 from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS
@@ -58,7 +58,9 @@ class UnpairedDataModule(pl.LightningDataModule):
     last bytes, ``full`` decodes every image, ``none`` skips the check; see :mod:`cutlight.data.checks`): all bad
     training, validation and test files are reported at once in one :class:`~cutlight.data.checks.ImageCheckError`.
     ``max_image_pixels`` refuses larger images (decompression bombs; Pillow's default limit, about 9459 x 9459;
-    a larger value also raises Pillow's own limit for this process).
+    a larger value also raises Pillow's own limit for this process). With ``preprocess="none"`` and
+    ``batch_size > 1`` the training images of each domain must share one size (after rounding down to multiples
+    of 4): ``setup`` reads their headers and names two files that differ (:meth:`check_batch_sizes`).
 
     Training (``train_dataloader``): a :class:`~cutlight.data.resumable.ResumableLoader` over
     :class:`UnpairedImageDataset`, shuffled unless ``serial_batches`` (as in the reference implementation,
@@ -192,6 +194,8 @@ class UnpairedDataModule(pl.LightningDataModule):
             test = self._eval_pair(self.test_dir_a, self.test_dir_b)
         self.check_files(train, [*(val or []), *(test or [])])  # every bad file at once, before any batch
         if train is not None:
+            self.check_batch_sizes(train)
+        if train is not None:
             self.train_dataset = train
         if val is not None:
             self.val_dataset_a, self.val_dataset_b = val
@@ -226,6 +230,26 @@ class UnpairedDataModule(pl.LightningDataModule):
         problems += check_images(eval_paths, self.verify, self.max_image_pixels)
         if problems:
             raise ImageCheckError(problems, len(train_paths) + len(eval_paths), self.verify)
+
+    def check_batch_sizes(self, train: UnpairedImageDataset) -> None:
+        """With ``preprocess="none"`` and ``batch_size > 1`` the images of a batch keep their own sizes and must
+        share one: raise ``ConfigValueError`` (``data.batch_size``) naming two training files of one domain whose
+        sizes differ (read from the headers, even with ``verify="none"``), instead of failing in collate."""
+        transform = self.train_transform
+        if transform.preprocess != "none" or self.batch_size == 1:
+            return
+        for paths in (train.paths_a, train.paths_b):
+            found = mixed_sizes(paths, transform.resized_size)
+            if found is not None:
+                (first, (w1, h1)), (other, (w2, h2)) = found
+                raise ConfigValueError(
+                    "data.batch_size", self.batch_size,
+                    f"1 with data.preprocess=none when the training images differ in size: '{first}' is {w1}x{h1} "
+                    f"but '{other}' is {w2}x{h2} (WxH, after rounding down to multiples of 4), and a batch stacks "
+                    "images of one size; set data.batch_size=1, or a preprocess that gives every image one size "
+                    "(data.preprocess=resize_and_crop, crop or scale_width, with data.crop_size), or make the "
+                    "images one size"
+                )
 
     def _has_validation(self) -> bool:
         if self.val_dir_a is None:

@@ -1,0 +1,102 @@
+"""What the data layer can know before the first step is checked in ``setup`` (issues 28.7 and 27.1): images of
+different sizes under ``preprocess=none`` with batches of several images, and how many validation / test images
+each side has (what FID/KID need)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cutlight.checks import ConfigValueError
+from cutlight.data import UnpairedDataModule
+from cutlight.data.checks import header_size, mixed_sizes
+
+
+def images(folder: Path, sizes: list[tuple[int, int]], prefix: str = "img") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, size in enumerate(sizes):
+        paths.append(folder / f"{prefix}{i}.png")
+        Image.new("RGB", size, (10 * i, 100, 200)).save(paths[-1])
+    return paths
+
+
+def unpaired(root: Path, **kw) -> UnpairedDataModule:
+    settings = dict(preprocess="none", batch_size=4, serial_batches=True, num_workers=0, load_size=32, crop_size=32)
+    return UnpairedDataModule(root=str(root), **{**settings, **kw})
+
+
+# ------------------------------------------------------------------- preprocess=none and the batch size
+def test_mixed_sizes_with_preprocess_none_are_refused_in_setup_naming_two_files(tmp_path):
+    a = images(tmp_path / "trainA", [(40, 40), (40, 40), (48, 40), (40, 40)])
+    images(tmp_path / "trainB", [(40, 40)] * 4)
+    dm = unpaired(tmp_path)
+    with pytest.raises(ConfigValueError) as info:
+        dm.setup("fit")
+    message = str(info.value)
+    assert info.value.key == "data.batch_size" and message.startswith("data.batch_size=4 is invalid")
+    assert f"'{a[0]}' is 40x40 but '{a[2]}' is 48x40 (WxH" in message
+    assert "data.batch_size=1" in message and "data.preprocess=resize_and_crop" in message
+    assert dm.train_dataset is None  # nothing built
+
+    with pytest.raises(ConfigValueError, match="data.batch_size"):  # even without the file check
+        unpaired(tmp_path, verify="none").setup("fit")
+
+
+def test_mixed_sizes_in_the_target_domain_are_named_too(tmp_path):
+    images(tmp_path / "trainA", [(40, 40)] * 3)
+    b = images(tmp_path / "trainB", [(36, 52), (36, 52), (36, 52), (52, 36)])
+    with pytest.raises(ConfigValueError, match=f"'{b[0]}' is 36x52 but '{b[3]}' is 52x36"):
+        unpaired(tmp_path, batch_size=2).setup("fit")
+
+
+def test_sizes_that_preprocess_none_makes_equal_are_batched(tmp_path):
+    images(tmp_path / "trainA", [(40, 40), (43, 41), (41, 43), (40, 42)])  # all 40x40 after rounding down to 4
+    images(tmp_path / "trainB", [(36, 44)] * 4)
+    rotated = Image.new("RGB", (44, 36), (1, 2, 3))  # stored 44x36, EXIF turns it upright: 36x44 as loaded
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "trainB" / "rotated.jpg", exif=exif)
+    assert header_size(tmp_path / "trainB" / "rotated.jpg") == (36, 44)
+    dm = unpaired(tmp_path)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))  # collate stacks them
+    assert batch["A"].shape == (4, 3, 40, 40) and batch["B"].shape == (4, 3, 44, 36)
+
+
+def test_mixed_sizes_pass_with_batch_size_1_or_a_resizing_preprocess(tmp_path):
+    images(tmp_path / "trainA", [(40, 40), (48, 40), (64, 48)])
+    images(tmp_path / "trainB", [(40, 40), (52, 40)])
+    unpaired(tmp_path, batch_size=1).setup("fit")
+    for preprocess in ("resize_and_crop", "crop", "scale_width"):
+        dm = unpaired(tmp_path, preprocess=preprocess, batch_size=2, crop_size=24)
+        dm.setup("fit")
+        assert next(iter(dm.train_dataloader()))["A"].shape == (2, 3, 24, 24)
+
+
+def test_mixed_sizes_skips_unreadable_files(tmp_path):
+    good = images(tmp_path, [(40, 40), (40, 40)])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert mixed_sizes([good[0], tmp_path / "broken.png", good[1]]) is None
+    assert header_size(tmp_path / "broken.png") is None
+
+
+def test_mixed_sizes_are_refused_before_the_first_training_step(tmp_path):
+    import pytorch_lightning as pl
+
+    from helpers import tiny_module, tiny_trainer
+
+    images(tmp_path / "trainA", [(40, 40), (44, 40)])
+    images(tmp_path / "trainB", [(40, 40)] * 2)
+    steps = []
+
+    class Count(pl.Callback):
+        def on_train_batch_start(self, *args):
+            steps.append(1)
+
+    with pytest.raises(ConfigValueError, match="data.batch_size=2 is invalid"):
+        tiny_trainer(tmp_path, callbacks=[Count()]).fit(tiny_module(val_metrics=False),
+                                                       datamodule=unpaired(tmp_path, batch_size=2))
+    assert steps == []
