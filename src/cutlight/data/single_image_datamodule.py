@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cutlight.checks import check_int
 from cutlight.data.builtin_pair import ensure_builtin_pair, pair_root
 from cutlight.data.single_image import FullImageDataset, ZoomAndPatchDataset, resolve_image_path
 
@@ -43,6 +44,12 @@ class SingleImageDataModule(pl.LightningDataModule):
         batch_size, num_workers, pin_memory: the training DataLoader (validation and prediction: one image per
             batch, since the two images may differ in size).
         input_nc, output_nc: channels (1 or 3) of the A and the B image.
+        max_dataset_size: at most this many training samples per epoch, rounded up to whole batches (the
+            reference's ``--max_dataset_size``, whose loader stops at the first batch that reaches it); ``None``:
+            ``length``. As in :class:`~cutlight.data.UnpairedDataModule` (where it keeps the first N files of each
+            domain) it caps the samples of an epoch, so ``debug=tiny`` fits every data module.
+        max_val_images: at most this many validation images per side, as in ``UnpairedDataModule``; here each side
+            has one image, which any value keeps (accepted so that one setting fits every data module).
 
     Batches: training ``{"A": (B, input_nc, crop, crop), "B": (B, output_nc, crop, crop), "A_path", "B_path"}``;
     validation ``[A loader, B loader]`` and prediction (A) ``{"image": (1, C, H, W), "path": [str], "index": (1,)}``
@@ -67,6 +74,8 @@ class SingleImageDataModule(pl.LightningDataModule):
         input_nc: int = 3,
         output_nc: int = 3,
         pin_memory: bool = False,
+        max_dataset_size: int | None = None,
+        max_val_images: int | None = None,
     ) -> None:
         super().__init__()
         if (image_a is None) != (image_b is None):
@@ -81,6 +90,10 @@ class SingleImageDataModule(pl.LightningDataModule):
         for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
             if value not in (1, 3):
                 raise ValueError(f"{name} must be 1 or 3, got {value!r}")
+        for name, value in (("max_dataset_size", max_dataset_size), ("max_val_images", max_val_images)):
+            check_int(name, value, low=1, optional=True)
+        if max_dataset_size is not None and max_dataset_size < length:  # whole batches, at least one
+            length = min(length, -(-max_dataset_size // batch_size) * batch_size)
         self.save_hyperparameters()
         self.builtin = image_a is None
         if self.builtin:
