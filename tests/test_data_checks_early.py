@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cutlight.checks import ConfigValueError
-from cutlight.data import UnpairedDataModule
+from cutlight.data import BuiltinDataModule, SingleImageDataModule, UnpairedDataModule
 from cutlight.data.checks import header_size, mixed_sizes
 
 
@@ -100,3 +100,83 @@ def test_mixed_sizes_are_refused_before_the_first_training_step(tmp_path):
         tiny_trainer(tmp_path, callbacks=[Count()]).fit(tiny_module(val_metrics=False),
                                                        datamodule=unpaired(tmp_path, batch_size=2))
     assert steps == []
+
+
+# ------------------------------------------------------------------- validation / test images per side
+def folder_layout(root: Path, counts: dict[str, int]) -> Path:
+    for split, n in counts.items():
+        images(root / split, [(40, 40)] * n)
+    return root
+
+
+def test_num_eval_images_counts_each_side_before_and_after_setup(tmp_path):
+    root = folder_layout(tmp_path, {"trainA": 2, "trainB": 2, "testA": 1, "testB": 3})
+    dm = unpaired(root, batch_size=1)
+    assert dm.num_eval_images() == (1, 3)  # before setup: from the folders
+    dm.setup("fit")
+    assert dm.num_eval_images("val") == (1, 3) == (len(dm.val_dataset_a), len(dm.val_dataset_b))
+    assert dm.num_eval_images("test") == (1, 3)  # the test split is the validation folders here
+    assert unpaired(root, batch_size=1, direction="BtoA").num_eval_images() == (3, 1)  # source first
+    assert unpaired(root, batch_size=1, max_val_images=2).num_eval_images() == (1, 2)
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        dm.num_eval_images("train")
+
+
+def test_num_eval_images_without_validation_and_with_a_test_split(tmp_path):
+    root = folder_layout(tmp_path, {"trainA": 2, "trainB": 2, "heldA": 5, "heldB": 4})
+    dm = unpaired(root, batch_size=1)
+    dm.setup("fit")
+    assert dm.val_dataloader() == [] and dm.num_eval_images("val") == (0, 0)  # no testA/testB: no validation
+    dm = unpaired(root, batch_size=1, test_dir_a=str(root / "heldA"), test_dir_b=str(root / "heldB"))
+    assert dm.num_eval_images("test") == (5, 4) and dm.num_eval_images("val") == (0, 0)
+    dm.setup("test")
+    assert dm.num_eval_images("test") == (5, 4)
+
+
+def test_num_eval_images_decodes_no_image(tmp_path, monkeypatch):
+    import cutlight.data.datasets as datasets
+
+    root = folder_layout(tmp_path, {"trainA": 1, "trainB": 1, "testA": 6, "testB": 7})
+    monkeypatch.setattr(datasets, "load_image", lambda *a, **k: pytest.fail("an image was decoded"))
+    dm = unpaired(root, batch_size=1, verify="none")
+    dm.setup("fit")
+    assert dm.num_eval_images() == (6, 7)
+
+
+def test_num_eval_images_of_the_builtin_and_single_image_data(tmp_path):
+    builtin = BuiltinDataModule(size=32, num_train=2, num_test=3, num_val=2, cache_dir=str(tmp_path))
+    assert builtin.num_eval_images("val") == (2, 2)  # generated on demand
+    builtin.setup("fit")
+    assert builtin.num_eval_images("val") == (2, 2) and builtin.num_eval_images("test") == (3, 3)
+    no_test = BuiltinDataModule(size=32, num_train=2, num_test=0, cache_dir=str(tmp_path))
+    no_test.setup("fit")
+    assert no_test.num_eval_images() == (0, 0)
+    a, b = images(tmp_path / "pair", [(40, 40), (40, 40)])
+    single = SingleImageDataModule(str(a), str(b))
+    assert single.num_eval_images("val") == (1, 1) and single.num_eval_images("test") == (0, 0)
+
+
+def test_num_eval_images_is_known_in_the_lightning_modules_setup(tmp_path):
+    """Lightning sets the DataModule up before the LightningModule: its ``setup`` can refuse a split too small for
+    FID/KID before the first step (the check itself is the LightningModule's)."""
+    import pytorch_lightning as pl
+
+    from helpers import tiny_module, tiny_trainer
+
+    root = folder_layout(tmp_path, {"trainA": 2, "trainB": 2, "testA": 1, "testB": 1})
+    seen, steps = [], []
+
+    class Count(pl.Callback):
+        def on_train_batch_start(self, *args):
+            steps.append(1)
+
+    model = tiny_module(val_metrics=False)
+
+    def setup(stage):
+        seen.append(model.trainer.datamodule.num_eval_images("val"))
+        raise RuntimeError("FID/KID need >= 2 images per side")
+
+    model.setup = setup
+    with pytest.raises(RuntimeError, match="FID/KID need"):
+        tiny_trainer(tmp_path, callbacks=[Count()]).fit(model, datamodule=unpaired(root, batch_size=1))
+    assert seen == [(1, 1)] and steps == []

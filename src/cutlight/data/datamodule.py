@@ -24,7 +24,7 @@ from cutlight.data.builtin import builtin_root, ensure_builtin_dataset
 from cutlight.data.checks import VERIFY_CHOICES, ImageCheckError, check_images, mixed_sizes
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.direction import check_direction, orient
-from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS
+from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS, list_images
 from cutlight.data.resumable import ResumableLoader
 from cutlight.data.shapes import shapes_score
 from cutlight.data.transforms import TrainTransform
@@ -75,7 +75,8 @@ class UnpairedDataModule(pl.LightningDataModule):
     ``torch.distributed`` process group each loader uses Lightning's ``UnrepeatedDistributedSampler`` (rank ``r``
     of ``W`` gets images ``r, r + W, ...``), so every image is seen exactly once across ranks (no padding
     duplicates in FID/KID; ranks may run one batch more or less) and Lightning does not replace it. Fewer images
-    than processes raise ``ValueError``.
+    than processes raise ``ValueError``. :meth:`num_eval_images` says how many images each side of the validation
+    or test split holds (without decoding them), for checks before the first step (FID/KID need 2 per side).
 
     Test (``test_dataloader``): the same two loaders over the test split. Prediction (``predict_dataloader``): the
     source test images (``test_dir_a``, else the validation source folder) at their own size, one per batch,
@@ -251,6 +252,28 @@ class UnpairedDataModule(pl.LightningDataModule):
                     "images one size"
                 )
 
+    def num_eval_images(self, split: str = "val") -> tuple[int, int]:
+        """``(source, target)``: how many images each side of the validation (``"val"``) or test (``"test"``) split
+        holds, after ``max_val_images``; ``(0, 0)`` when there is no such split (validation is then skipped).
+
+        Counts listed files (no image is decoded): those of the datasets ``setup`` built, else of the folders the
+        split would use, so it also works before ``setup``. Under DDP these are the totals over all processes
+        (each rank's loader gets a shard). Meant for checks before the first step, e.g. in a LightningModule's
+        ``setup`` (Lightning runs the DataModule's ``setup`` first): FID/KID need at least 2 images per side.
+        """
+        check_choice("split", split, ("val", "test"))
+        built = (self.val_dataset_a, self.val_dataset_b) if split == "val" else (self.test_dataset_a,
+                                                                                 self.test_dataset_b)
+        if built[0] is not None:
+            return len(built[0]), len(built[1])
+        if split == "test" and self.test_explicit:
+            folders = (self.test_dir_a, self.test_dir_b)
+        else:
+            folders = (self.val_dir_a, self.val_dir_b) if self._has_validation() else None
+        if folders is None:
+            return 0, 0
+        return len(list_images(folders[0], self.max_val_images)), len(list_images(folders[1], self.max_val_images))
+
     def _has_validation(self) -> bool:
         if self.val_dir_a is None:
             return False
@@ -393,6 +416,11 @@ class BuiltinDataModule(UnpairedDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers setup() called without prepare_data()
         super().setup(stage)
+
+    def num_eval_images(self, split: str = "val") -> tuple[int, int]:
+        """See :meth:`UnpairedDataModule.num_eval_images` (the dataset is generated first when it is not yet)."""
+        self.prepare_data()
+        return super().num_eval_images(split)
 
     def translation_score(self, real_a, fake_b) -> dict[str, float]:
         """The dataset's translation metric (:func:`shapes_score`, inside the frame when framed), used by

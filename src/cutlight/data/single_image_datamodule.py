@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cutlight.checks import check_int
+from cutlight.checks import check_choice, check_int
 from cutlight.data.builtin_pair import ensure_builtin_pair, pair_root
 from cutlight.data.single_image import FullImageDataset, ZoomAndPatchDataset, resolve_image_path
 
@@ -129,6 +129,13 @@ class SingleImageDataModule(pl.LightningDataModule):
         if self.full_dataset_a is None:
             self.setup("validate")
         return self.full_dataset_a[0]["image"][None], self.full_dataset_b[0]["image"][None]
+
+    def num_eval_images(self, split: str = "val") -> tuple[int, int]:
+        """``(source, target)`` images per side of the validation split: ``(1, 1)`` (the two images); ``(0, 0)``
+        for ``"test"`` (no test split). The same method as ``UnpairedDataModule.num_eval_images``: FID/KID, which
+        need at least 2 images per side, cannot be computed here."""
+        check_choice("split", split, ("val", "test"))
+        return (1, 1) if split == "val" else (0, 0)
 
     def train_dataloader(self) -> DataLoader:
         """``length`` fresh random patch pairs per epoch (in index order: every item is a new random draw)."""
