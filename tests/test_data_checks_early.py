@@ -4,6 +4,7 @@ each side has (what FID/KID need)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,53 @@ def test_num_eval_images_is_known_in_the_lightning_modules_setup(tmp_path):
     with pytest.raises(RuntimeError, match="FID/KID need"):
         tiny_trainer(tmp_path, callbacks=[Count()]).fit(model, datamodule=unpaired(root, batch_size=1))
     assert seen == [(1, 1)] and steps == []
+
+
+# ------------------------------------------------------------------- settings of the wrong type name their key
+WRONG = [  # (key, bad value, the module's other settings)
+    ("root", 1.5, {}), ("dir_a", True, {"dir_b": "/b"}), ("val_dir_b", [1], {"val_dir_a": "/a"}),
+    ("flip", "maybe", {}), ("serial_batches", 1, {}), ("pin_memory", "yes", {}), ("input_nc", True, {}),
+    ("output_nc", 2, {}), ("batch_size", "abc", {}), ("max_val_images", 0, {}),
+]
+
+
+@pytest.mark.parametrize("key, value, other", WRONG)
+def test_folder_data_settings_of_the_wrong_type_name_the_key(tmp_path, key, value, other):
+    settings = {"root": str(tmp_path), **other, key: value}
+    with pytest.raises(ConfigValueError, match="^" + re.escape(f"{key}={value!r} is invalid: expected")) as info:
+        UnpairedDataModule(**settings)
+    assert info.value.key == key  # the training entrypoint prefixes it: data.<key>
+
+
+@pytest.mark.parametrize("key, value", [("frame", "no"), ("cache_dir", 3.0), ("flip", None)])
+def test_builtin_data_settings_of_the_wrong_type_name_the_key(tmp_path, key, value):
+    with pytest.raises(ConfigValueError, match=f"^{key}={value!r} is invalid: expected"):
+        BuiltinDataModule(**{"cache_dir": str(tmp_path), key: value})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("image_a", 1.5), ("cache_dir", False), ("load_size", "big"), ("crop_size", 0), ("random_scale_max", 0.5),
+    ("random_scale_max", "x"), ("flip", "true"), ("length", None), ("batch_size", 2.0), ("num_workers", -1),
+    ("input_nc", 4), ("output_nc", True), ("pin_memory", None), ("length", 8),
+])
+def test_single_image_settings_of_the_wrong_type_name_the_key(tmp_path, key, value):
+    a, b = images(tmp_path, [(40, 40), (40, 40)])
+    settings = {"image_a": str(a), "image_b": str(b), key: value}
+    with pytest.raises(ConfigValueError, match=f"^{key}={value!r} is invalid: expected"):
+        SingleImageDataModule(**settings)  # length 8 < batch_size 16: no batch
+
+
+def test_a_numeric_folder_name_is_a_path(tmp_path):
+    """Hydra reads data.root=2024 as an integer: it still names the folder 2024."""
+    dm = UnpairedDataModule(root=2024, dir_a=7, dir_b=8)
+    assert (str(dm.dir_a), str(dm.dir_b)) == ("7", "8") and dm.hparams.root == "2024"
+
+
+def test_a_wrong_data_setting_stops_the_entrypoint_naming_the_config_key(tmp_path):
+    from helpers import TINY_ARGS, run_entrypoint
+
+    res = run_entrypoint([*TINY_ARGS, "data.flip=maybe", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path,
+                         env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode != 0
+    assert "data.flip='maybe' is invalid: expected true or false" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()

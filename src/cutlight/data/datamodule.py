@@ -26,6 +26,7 @@ from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.direction import check_direction, orient
 from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS, list_images
 from cutlight.data.resumable import ResumableLoader
+from cutlight.data.settings import check_channels, check_flag, check_path
 from cutlight.data.shapes import shapes_score
 from cutlight.data.transforms import TrainTransform
 
@@ -113,6 +114,12 @@ class UnpairedDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_direction(direction)
+        root, dir_a, dir_b, val_dir_a, val_dir_b, test_dir_a, test_dir_b = (
+            check_path(name, value) for name, value in (
+                ("root", root), ("dir_a", dir_a), ("dir_b", dir_b), ("val_dir_a", val_dir_a),
+                ("val_dir_b", val_dir_b), ("test_dir_a", test_dir_a), ("test_dir_b", test_dir_b)))
+        flip, serial_batches = check_flag("flip", flip), check_flag("serial_batches", serial_batches)
+        pin_memory = check_flag("pin_memory", pin_memory, optional=True)
         if (dir_a is None) != (dir_b is None):
             raise ValueError(f"give both dir_a and dir_b or neither; got dir_a={dir_a!r}, dir_b={dir_b!r}")
         if (val_dir_a is None) != (val_dir_b is None):
@@ -136,8 +143,7 @@ class UnpairedDataModule(pl.LightningDataModule):
         for name, value in (("max_dataset_size", max_dataset_size), ("max_val_images", max_val_images)):
             check_int(name, value, low=1, optional=True)
         for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
-            if value not in CHANNEL_CHOICES:
-                raise ConfigValueError(name, value, f"one of {CHANNEL_CHOICES} (L, RGB, RGBA images)")
+            check_channels(name, value, CHANNEL_CHOICES, "L, RGB, RGBA images")
         check_choice("verify", verify, VERIFY_CHOICES)
         self.train_transform = TrainTransform(preprocess, load_size, crop_size, flip, input_nc)  # fail early
         if Image.MAX_IMAGE_PIXELS is not None and max_image_pixels > Image.MAX_IMAGE_PIXELS:
@@ -391,8 +397,9 @@ class BuiltinDataModule(UnpairedDataModule):
             check_int(name, value, low=1)
         check_int("num_test", num_test, low=0)
         check_int("num_val", num_val, low=0)
+        cache_dir = check_path("cache_dir", cache_dir)
         self.size, self.num_train, self.num_test, self.cache_dir = size, num_train, num_test, cache_dir
-        self.num_val, self.frame = num_val, bool(frame)
+        self.num_val, self.frame = num_val, check_flag("frame", frame)
         root = builtin_root(size, num_train, num_test, cache_dir, num_val, self.frame)
         split = {}
         if num_val:  # validation on its own split; the test on the test images

@@ -17,8 +17,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cutlight.checks import check_choice, check_int
+from cutlight.checks import ConfigValueError, check_choice, check_int, check_number
 from cutlight.data.builtin_pair import ensure_builtin_pair, pair_root
+from cutlight.data.settings import check_channels, check_flag, check_path
 from cutlight.data.single_image import FullImageDataset, ZoomAndPatchDataset, resolve_image_path
 
 
@@ -78,18 +79,23 @@ class SingleImageDataModule(pl.LightningDataModule):
         max_val_images: int | None = None,
     ) -> None:
         super().__init__()
+        image_a, image_b = check_path("image_a", image_a), check_path("image_b", image_b)
+        cache_dir = check_path("cache_dir", cache_dir)
         if (image_a is None) != (image_b is None):
             raise ValueError(f"give both image_a and image_b (data.image_a, data.image_b), or neither for the "
                              f"built-in pair; got image_a={image_a!r}, image_b={image_b!r}")
-        for name, value in (("batch_size", batch_size), ("length", length)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("load_size", load_size), ("crop_size", crop_size), ("batch_size", batch_size),
+                            ("length", length)):
+            check_int(name, value, low=1)
+        check_number("random_scale_max", random_scale_max, low=1.0)
+        flip, pin_memory = check_flag("flip", flip), check_flag("pin_memory", pin_memory)
+        check_int("num_workers", num_workers, low=0)
         if length < batch_size:
-            raise ValueError(f"length {length} (samples per epoch) is smaller than batch_size {batch_size}: "
-                             "with drop_last=True no batch would be produced")
+            raise ConfigValueError("length", length, f"at least batch_size: length {length} (samples per epoch) is "
+                                   f"smaller than batch_size {batch_size}, so with drop_last=True no batch would be "
+                                   "produced")
         for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
-            if value not in (1, 3):
-                raise ValueError(f"{name} must be 1 or 3, got {value!r}")
+            check_channels(name, value, (1, 3), "L, RGB images")
         for name, value in (("max_dataset_size", max_dataset_size), ("max_val_images", max_val_images)):
             check_int(name, value, low=1, optional=True)
         if max_dataset_size is not None and max_dataset_size < length:  # whole batches, at least one
