@@ -231,3 +231,17 @@ def test_a_wrong_data_setting_stops_the_entrypoint_naming_the_config_key(tmp_pat
     assert res.returncode != 0
     assert "data.flip='maybe' is invalid: expected true or false" in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_evaluation_split_smaller_than_the_process_count_is_refused_in_setup(tmp_path):
+    from types import SimpleNamespace
+
+    root = folder_layout(tmp_path, {"trainA": 4, "trainB": 4, "testA": 3, "testB": 2})
+    dm = unpaired(root, batch_size=1)
+    dm.trainer = SimpleNamespace(world_size=3)  # what DDP over 3 processes attaches
+    with pytest.raises(ValueError, match=f"2 evaluation image\\(s\\) in '{root / 'testB'}' .* for 3 processes"):
+        dm.setup("fit")
+    dm = unpaired(root, batch_size=1)
+    dm.trainer = SimpleNamespace(world_size=2)
+    dm.setup("fit")
+    assert dm.num_eval_images() == (3, 2)

@@ -200,9 +200,9 @@ class UnpairedDataModule(pl.LightningDataModule):
         if stage in (None, "test") and self.test_dataset_a is None and self.test_explicit:
             test = self._eval_pair(self.test_dir_a, self.test_dir_b)
         self.check_files(train, [*(val or []), *(test or [])])  # every bad file at once, before any batch
+        self.check_shards([*(val or []), *(test or [])])
         if train is not None:
             self.check_batch_sizes(train)
-        if train is not None:
             self.train_dataset = train
         if val is not None:
             self.val_dataset_a, self.val_dataset_b = val
@@ -237,6 +237,19 @@ class UnpairedDataModule(pl.LightningDataModule):
         problems += check_images(eval_paths, self.verify, self.max_image_pixels)
         if problems:
             raise ImageCheckError(problems, len(train_paths) + len(eval_paths), self.verify)
+
+    def check_shards(self, evaluation: list[SingleFolderDataset]) -> None:
+        """Under several processes (the attached trainer's ``world_size``) each process validates a shard of every
+        evaluation dataset, which must not be empty: ``ValueError`` naming the folder here, in ``setup``, rather
+        than at the first validation (which may come epochs into training)."""
+        world = int(getattr(self.trainer, "world_size", 1) or 1)
+        for dataset in evaluation:
+            if len(dataset) < world:
+                raise ValueError(
+                    f"{len(dataset)} evaluation image(s) in '{dataset.root}' (after data.max_val_images) for {world} "
+                    "processes: each process needs at least one; add images, raise data.max_val_images or train "
+                    "on fewer devices (trainer.devices)"
+                )
 
     def check_batch_sizes(self, train: UnpairedImageDataset) -> None:
         """With ``preprocess="none"`` and ``batch_size > 1`` the images of a batch keep their own sizes and must
