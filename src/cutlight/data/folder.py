@@ -7,8 +7,8 @@
   ``FileNotFoundError``; a folder without images raises ``ValueError``.
 * :func:`load_image` decodes one file into a PIL image with the requested channel count. Every failure raises
   :class:`ImageFileError` (a ``ValueError``) naming the file: undecodable or truncated data, an unsupported mode,
-  NaN or infinite values in a float image, and images with more than ``max_pixels`` pixels (default :data:`MAX_IMAGE_PIXELS`, Pillow's decompression-bomb
-  limit; in training the ``data.max_image_pixels`` setting).
+  NaN or infinite values in a float image, and images with more than ``max_pixels`` pixels (default
+  :data:`MAX_IMAGE_PIXELS`, Pillow's decompression-bomb limit; in training the ``data.max_image_pixels`` setting).
 
 Channel conversion (:func:`convert_channels`):
 
@@ -127,12 +127,13 @@ def deep_gray_to_l(image: Image.Image) -> Image.Image:
     conventional range saturates (0 below it, 255 above), so nothing divides by zero.
 
     Why: 16-bit files follow the 0..65535 convention, and older Pillow versions open 16-bit PNGs as ``I``, so
-    ``I`` data within 16 bits is read as 16-bit data, exactly as ``I;16``; float images conventionally hold 0..1 (NumPy,
-    scikit-image, torchvision). 32-bit integer and float data beyond those ranges (a 32-bit TIFF of counts,
-    a depth map, signed data) carries no range of its own: its actual range is the only one that keeps what the
-    image shows (a gradient stays a gradient) instead of clipping it to white, as scaling it like 16-bit data
-    did. Limitation: 8-bit values stored as 32-bit integers read as 16-bit data (nearly black): save such images
-    as ``L``.
+    ``I`` data within 16 bits is read as 16-bit data, exactly as ``I;16``; float images conventionally hold
+    0..1 (NumPy, scikit-image, torchvision). 32-bit integer and float data beyond those ranges (a 32-bit TIFF of
+    counts, a depth map, signed data) declares no range of its own: its actual range is the only one that keeps
+    what the image shows (a gradient stays a gradient) instead of clipping it to white, as scaling it like
+    16-bit data did. Refusing such files was the alternative; scaling keeps ``verify=header`` cheap (no decoding
+    to decide) and in agreement with the loader. Limitation: 8-bit values stored as 32-bit integers read as
+    16-bit data (nearly black): save such images as ``L``.
 
     Raises:
         ValueError: an ``F`` image with NaN or infinite values (they show no value).
