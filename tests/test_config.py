@@ -39,6 +39,9 @@ def options():
     for group in GROUPS:
         for f in sorted((CONF / group).glob("*.yaml")):
             yield group, f.stem
+    for group in ("hydra/launcher", "hydra/sweeper"):  # composing checks them against the plugin's schema
+        for f in sorted((CONF / group).glob("*.yaml")):
+            yield group, f.stem
 
 
 # Options that only compose with a partner: CycleGAN's networks and objective go together; SinCUT's generator has 11
