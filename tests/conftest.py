@@ -1,4 +1,5 @@
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -41,3 +42,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_cut_run(tmp_path_factory):
+    """One tiny CUT run through ``python -m cutlight.train`` (two epochs on the built-in data, best-val/fid
+    checkpoints, the best one tested after fit), shared by the tests that check what a run writes and says:
+    ``res`` (the finished process), ``tmp`` (its working directory), ``run`` (its output folder, found under
+    ``outputs/<date>/<overrides>/<time>``; None if the run failed, which the tests report with its stderr)."""
+    from helpers import TINY_ARGS, run_entrypoint
+
+    tmp = tmp_path_factory.mktemp("tiny_cut_run")
+    res = run_entrypoint([*TINY_ARGS, "callbacks=best_fid", "test_after_fit=true"], tmp)
+    runs = list((tmp / "outputs").glob("*/*/*"))
+    return SimpleNamespace(res=res, tmp=tmp, run=runs[0] if res.returncode == 0 and len(runs) == 1 else None)
