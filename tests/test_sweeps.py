@@ -68,7 +68,7 @@ def test_ablation_options_on_an_experiment(option, experiment, patches, epochs, 
     assert (obj.nce_idt, obj.lambda_nce, obj.flip_equivariance, list(obj.nce_layers), obj.negatives) == \
         (idt, lam, flip, layers, negatives)
     assert obj.num_patches == (n or patches)
-    assert (cfg.model.n_epochs, cfg.model.n_epochs_decay) == epochs  # the loss group holds no schedule
+    assert (cfg.model.n_epochs, cfg.model.n_epochs_decay) == epochs  # the objective group holds no schedule
     assert cfg.data.batch_size == batch
     assert obj.nce_temperature == 0.07 and obj.lambda_gan == 1.0
 
