@@ -184,7 +184,8 @@ def tiny_nets(input_nc=3, output_nc=3):
 
 
 def adams(G, D):
-    return torch.optim.Adam(G.parameters(), **ADAM), torch.optim.Adam(D.parameters(), **ADAM)
+    return {"generator": torch.optim.Adam(G.parameters(), **ADAM),
+            "discriminator": torch.optim.Adam(D.parameters(), **ADAM)}
 
 
 OBJECTIVES = {
@@ -209,7 +210,7 @@ def test_iteration_updates_g_then_d_and_nothing_else(case):
     make, batch, (h, w) = OBJECTIVES[case]
     torch.manual_seed(0)
     obj, (G, D) = make(), tiny_nets()
-    opt_g, opt_d = adams(G, D)
+    opt_g, opt_d = adams(G, D).values()
     before = copy.deepcopy((G, D))
     seen = []
 
@@ -225,8 +226,9 @@ def test_iteration_updates_g_then_d_and_nothing_else(case):
 
     for _ in range(2):
         seen.clear()
-        out = obj.iteration(G, D, None, torch.randn(batch, 3, h, w).tanh(), torch.randn(batch, 3, h, w).tanh(),
-                            opt_g, opt_d, backward=backward)
+        batch_ab = {"A": torch.randn(batch, 3, h, w).tanh(), "B": torch.randn(batch, 3, h, w).tanh()}
+        out = obj.iteration({"generator": G, "discriminator": D}, batch_ab, {"generator": opt_g, "discriminator": opt_d},
+                            backward=backward)
         (g_after_g, d_changed_by_g), (g_after_d, d_changed_by_d) = seen
         assert all(g is not None for g in g_after_g) and not any(d_changed_by_g)
         assert all(d_changed_by_d) and all(torch.equal(a, b) for a, b in zip(g_after_g, g_after_d))
@@ -324,9 +326,9 @@ def test_iteration_equals_straightforward_step_fp64(case, fp64):
     for it in range(2):
         real_a, real_b = torch.randn(batch, 3, h, w).tanh(), torch.randn(batch, 3, h, w).tanh()
         torch.manual_seed(10 + it)
-        got = obj.iteration(G, D, None, real_a, real_b, *opts)
+        got = obj.iteration({"generator": G, "discriminator": D}, {"A": real_a, "B": real_b}, opts)
         torch.manual_seed(10 + it)
-        want = reference(obj, G2, D2, *opts2, pools, real_a, real_b)
+        want = reference(obj, G2, D2, *opts2.values(), pools, real_a, real_b)
         assert set(got) == set(want)
         for k in want:
             torch.testing.assert_close(got[k], want[k].detach(), rtol=1e-10, atol=1e-10, msg=f"{k}, iteration {it}")
@@ -343,7 +345,7 @@ def test_distancegan_online_stats_are_the_running_stats_of_all_real_distances():
     seen_a, seen_b = [], []
     for _ in range(3):
         a, b = torch.randn(3, 3, 16, 16).tanh(), torch.randn(3, 3, 16, 16).tanh()
-        obj.iteration(G, D, None, a, b, *opts)
+        obj.iteration({"generator": G, "discriminator": D}, {"A": a, "B": b}, opts)
         seen_a.append(pairwise_distances(a))
         seen_b.append(pairwise_distances(b))
     for running, seen in ((obj.running_a, seen_a), (obj.running_b, seen_b)):
@@ -353,7 +355,8 @@ def test_distancegan_online_stats_are_the_running_stats_of_all_real_distances():
             assert_scaled_close(got_value, want_value, K_LAYER)
     assert {"running_a", "running_b", "_extra_state"} <= set(obj.state_dict())
     given = DistanceGANObjective(stats_a=(0.5, 0.1), stats_b=(0.5, 0.1))
-    given.iteration(G, D, None, torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16), *opts)
+    given.iteration({"generator": G, "discriminator": D},
+                    {"A": torch.randn(2, 3, 16, 16), "B": torch.randn(2, 3, 16, 16)}, opts)
     assert given.running_a.abs().sum() == 0  # given stats: no online estimate
 
 
@@ -363,18 +366,20 @@ def test_unnormalised_distances_equal_the_raw_loss():
     a, b = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         want = distance_loss(a, G(a))
-    got = obj.iteration(G, D, None, a, b, *adams(G, D))["loss_distance"]
+    got = obj.iteration({"generator": G, "discriminator": D}, {"A": a, "B": b}, adams(G, D))["loss_distance"]
     assert_scaled_close(got, want, K_NETWORK)
 
 
 def test_distancegan_needs_pairs_and_gcgan_identity_needs_equal_channels():
     G, D = tiny_nets()
     with pytest.raises(ValueError, match="at least 2 images.*SelfDistanceObjective"):
-        DistanceGANObjective().iteration(G, D, None, torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16),
-                                         *adams(G, D))
+        DistanceGANObjective().iteration({"generator": G, "discriminator": D},
+                                         {"A": torch.randn(1, 3, 16, 16), "B": torch.randn(1, 3, 16, 16)}, adams(G, D))
     G, D = tiny_nets(1, 3)
     with pytest.raises(ValueError, match="lambda_identity=0.5 needs input_nc == output_nc"):
-        GcGANObjective().iteration(G, D, None, torch.randn(1, 1, 16, 16), torch.randn(1, 3, 16, 16), *adams(G, D))
-    out = GcGANObjective(lambda_identity=0).iteration(G, D, None, torch.randn(1, 1, 16, 16),
-                                                      torch.randn(1, 3, 16, 16), *adams(G, D))
+        GcGANObjective().iteration({"generator": G, "discriminator": D},
+                                   {"A": torch.randn(1, 1, 16, 16), "B": torch.randn(1, 3, 16, 16)}, adams(G, D))
+    out = GcGANObjective(lambda_identity=0).iteration(
+        {"generator": G, "discriminator": D}, {"A": torch.randn(1, 1, 16, 16), "B": torch.randn(1, 3, 16, 16)},
+        adams(G, D))
     assert out["loss_idt"] == 0

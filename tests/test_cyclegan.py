@@ -236,8 +236,8 @@ def tiny_networks(**kw):
 
 
 def optimizers(nets):
-    return (torch.optim.Adam([*nets.gen_a.parameters(), *nets.gen_b.parameters()], **ADAM),
-            torch.optim.Adam([*nets.disc_a.parameters(), *nets.disc_b.parameters()], **ADAM))
+    return {"generator": torch.optim.Adam([*nets.gen_a.parameters(), *nets.gen_b.parameters()], **ADAM),
+            "discriminator": torch.optim.Adam([*nets.disc_a.parameters(), *nets.disc_b.parameters()], **ADAM)}
 
 
 CASES = {
@@ -275,9 +275,9 @@ def test_iteration_equals_original_algorithm_fp64(case, fp64):
         before = copy.deepcopy(ours)
         real_a, real_b = torch.randn(batch, 3, 32, 32).tanh(), torch.randn(batch, 3, 32, 32).tanh()
         torch.manual_seed(100 + it)  # same pool decisions for both
-        got = obj.iteration(*ours, real_a, real_b, *ours_opt)
+        got = obj.iteration(ours._asdict(), {"A": real_a, "B": real_b}, ours_opt)
         torch.manual_seed(100 + it)
-        want = original_step(*theirs, *their_opt, pool_a, pool_b, real_a, real_b, cfg)
+        want = original_step(*theirs, *their_opt.values(), pool_a, pool_b, real_a, real_b, cfg)
         assert set(got) == set(want)
         for name in want:
             torch.testing.assert_close(got[name], want[name], atol=1e-10, rtol=1e-10, msg=f"{name}, iteration {it}")
@@ -304,7 +304,7 @@ def test_gradients_reach_only_the_stepped_networks():
     """G step: no D gradients at all; D step: the generators' gradients are left as the G step made them."""
     torch.manual_seed(0)
     nets, obj = tiny_networks(), CycleGANObjective(pool_size=2)
-    opt_g, opt_d = optimizers(nets)
+    opt_g, opt_d = optimizers(nets).values()
     gens = [*nets.gen_a.parameters(), *nets.gen_b.parameters()]
     discs = [*nets.disc_a.parameters(), *nets.disc_b.parameters()]
     seen = []
@@ -314,7 +314,8 @@ def test_gradients_reach_only_the_stepped_networks():
         seen.append(([None if p.grad is None else p.grad.clone() for p in gens],
                      [p.grad is not None for p in discs]))
 
-    obj.iteration(*nets, torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32), opt_g, opt_d, backward=backward)
+    obj.iteration(nets._asdict(), {"A": torch.randn(1, 3, 32, 32), "B": torch.randn(1, 3, 32, 32)},
+                  {"generator": opt_g, "discriminator": opt_d}, backward=backward)
     (g_after_g, d_after_g), (g_after_d, d_after_d) = seen
     assert all(g is not None for g in g_after_g) and not any(d_after_g)
     assert all(d_after_d)
@@ -326,7 +327,8 @@ def test_one_channel_to_three_without_identity():
     torch.manual_seed(0)
     nets = tiny_networks(input_nc=1, output_nc=3)
     obj = CycleGANObjective(lambda_identity=0.0, pool_size=0)
-    out = obj.iteration(*nets, torch.randn(1, 1, 32, 32), torch.randn(1, 3, 32, 32), *optimizers(nets))
+    out = obj.iteration(nets._asdict(), {"A": torch.randn(1, 1, 32, 32), "B": torch.randn(1, 3, 32, 32)},
+                        optimizers(nets))
     assert out["loss_idt_a"] == 0 and out["loss_idt_b"] == 0 and torch.isfinite(out["loss_g"])
 
 
@@ -339,8 +341,8 @@ def test_bad_inputs_raise_clear_errors():
         CycleGANObjective(pool_size=-1)
     nets = tiny_networks(input_nc=1, output_nc=3)
     with pytest.raises(ValueError, match="lambda_identity=0.5 needs input_nc == output_nc"):
-        CycleGANObjective().iteration(*nets, torch.randn(1, 1, 32, 32), torch.randn(1, 3, 32, 32),
-                                      *optimizers(nets))
+        CycleGANObjective().iteration(nets._asdict(), {"A": torch.randn(1, 1, 32, 32),
+                                                       "B": torch.randn(1, 3, 32, 32)}, optimizers(nets))
 
 
 # ----------------------------------------------------------------------------- the original layout

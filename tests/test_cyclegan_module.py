@@ -32,6 +32,8 @@ def test_cyclegan_trains_checkpoints_its_pools_and_loads_by_direction(tmp_path):
     assert 0 < float(trainer.callback_metrics["val/fid"]) < 1e4
     assert len(model.objective.pool_a.images) == 3  # pool_size 3, 4 iterations of batch 1
     path = tmp_path / "ckpt" / "last.ckpt"
+    saved = torch.load(path, weights_only=True)["cutlight_networks"]  # which role translates, how each is built
+    assert saved["translators"] == {"AtoB": "gen_a", "BtoA": "gen_b"} and not saved["configs"]["gen_b"]["antialias"]
     reloaded = CycleGANModule.load_from_checkpoint(path)
     for name in ("pool_a", "pool_b"):  # the pools come back with the checkpoint (a resumed run keeps them)
         saved, got = getattr(model.objective, name).images, getattr(reloaded.objective, name).images
@@ -69,10 +71,10 @@ def test_cyclegan_bad_settings_are_named():
 @pytest.mark.slow
 def test_cyclegan_and_baselines_train_through_the_entrypoint(tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_entrypoint(["-m", *TINY_DATA, "loss=gcgan,distancegan,selfdistance", "data.batch_size=2",
+    res = run_entrypoint(["-m", *TINY_DATA, "objective=gcgan,distancegan,selfdistance", "data.batch_size=2",
                           "trainer.limit_train_batches=2", f"hydra.sweep.dir={sweep}"], tmp_path, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    res = run_entrypoint([*TINY_DATA, "model=cyclegan", "loss=cyclegan", "trainer.limit_train_batches=2",
+    res = run_entrypoint([*TINY_DATA, "model=cyclegan", "trainer.limit_train_batches=2",
                           f"hydra.run.dir={tmp_path / 'cyclegan'}"], tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "G_A(A) | G_B(G_A(A))" in res.stdout

@@ -48,7 +48,7 @@ def test_iteration_leaves_d_grads_from_d_step_only():
                     ([*model.generator.parameters(), *model.sampler.parameters()], model.discriminator.parameters()))
     a, b = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
     torch.manual_seed(1)
-    model.objective.iteration(model.generator, model.discriminator, model.sampler, a, b, opt_g, opt_d)
+    model.objective.iteration(model.nets, {"A": a, "B": b}, {"generator": opt_g, "discriminator": opt_d})
     got = [p.grad.clone() for p in model.discriminator.parameters()]
     torch.manual_seed(1)
     fake = model.objective.translate(model.generator, a, b).fake_b

@@ -89,7 +89,9 @@ def test_fp16_autocast_with_one_grad_scaler_for_both_optimizers_trains():
     for _ in range(40):
         a, b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
         with torch.autocast("cpu", dtype=torch.float16):
-            out = obj.iteration(G, D, H, a, b, opt_g, opt_d, backward=lambda loss: scaler.scale(loss).backward())
+            out = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": a, "B": b},
+                                {"generator": opt_g, "discriminator": opt_d},
+                                backward=lambda loss: scaler.scale(loss).backward())
         assert all(torch.isfinite(v) for v in out.values()), out
         nce.append(float(out["loss_nce"]))
     assert opt_d.steps >= 35 and opt_g.steps >= 10, (opt_d.steps, opt_g.steps)

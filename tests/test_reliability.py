@@ -66,8 +66,8 @@ def test_lr_zero_with_zero_head_rows_stays_finite(fixed, monkeypatch):
     finite = []
     for _ in range(6):
         a, b = (torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
-        losses = module.objective.iteration(module.generator, module.discriminator, module.sampler, a, b, opt_g,
-                                            opt_d)
+        losses = module.objective.iteration(module.nets, {"A": a, "B": b},
+                                            {"generator": opt_g, "discriminator": opt_d})
         finite.append(all(math.isfinite(float(v)) for v in losses.values())
                       and all(torch.isfinite(p).all() for p in module.parameters()))
         if not finite[-1]:

@@ -189,7 +189,8 @@ def test_iteration_equals_straightforward(case, float64, monkeypatch):
         before = {name: copy.deepcopy(net.state_dict()) for name, net in (("G", G), ("D", D), ("H", H))}
         real_a, real_b = torch.randn(batch, 3, SIZE, SIZE).tanh(), torch.randn(batch, 3, SIZE, SIZE).tanh()
         torch.manual_seed(100 + it)
-        got = obj.iteration(G, D, H, real_a, real_b, *ours_opts)
+        got = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": real_a, "B": real_b},
+                            dict(zip(("generator", "discriminator"), ours_opts)))
         torch.manual_seed(100 + it)
         want = straightforward_step(obj, *plain, *plain_opts, real_a, real_b)
         torch.manual_seed(100 + it)
@@ -235,7 +236,8 @@ def test_iteration_in_float32_is_as_accurate_as_straightforward(case, monkeypatc
 
     real_a, real_b = torch.randn(batch, 3, SIZE, SIZE).tanh(), torch.randn(batch, 3, SIZE, SIZE).tanh()
     torch.manual_seed(100)
-    got = obj.iteration(G, D, H, real_a, real_b, sgd(G, H), sgd(D))
+    got = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": real_a, "B": real_b},
+                        {"generator": sgd(G, H), "discriminator": sgd(D)})
     torch.manual_seed(100)
     want = straightforward_step(obj, *plain, sgd(plain[0], plain[2]), sgd(plain[1]), real_a, real_b)
     torch.manual_seed(100)
@@ -308,7 +310,8 @@ def test_iteration_variants_equal_straightforward(variant, monkeypatch):
         for it in range(2):
             real_a, real_b = torch.randn(2, 3, SIZE, SIZE).tanh(), torch.randn(2, 3, SIZE, SIZE).tanh()
             torch.manual_seed(100 + it)
-            got = obj.iteration(G, D, H, real_a, real_b, *ours_opts)
+            got = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": real_a, "B": real_b},
+                                dict(zip(("generator", "discriminator"), ours_opts)))
             torch.manual_seed(100 + it)
             want = straightforward_step(obj, *plain, *plain_opts, real_a, real_b)
             for name in got:

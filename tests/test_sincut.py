@@ -189,7 +189,8 @@ def test_iteration_equals_straightforward_step_fp64(case, fp64):
     for it in range(2):
         real_a, real_b = torch.rand(3, 3, 16, 16) * 2 - 1, torch.rand(3, 3, 16, 16) * 2 - 1
         torch.manual_seed(100 + it)
-        got = obj.iteration(G, D, H, real_a, real_b, *ours)
+        got = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": real_a, "B": real_b},
+                            dict(zip(("generator", "discriminator"), ours)))
         torch.manual_seed(100 + it)
         want = straightforward_step(obj, *plain, *theirs, real_a, real_b)
         assert got.keys() == want.keys()
@@ -213,9 +214,9 @@ def test_loss_r1_is_reported_without_a_discriminator_step():
     G, D = StyleGAN2Generator(ngf=1, n_blocks=2, crop_size=32), StyleGAN2Discriminator(ndf=1, size=16)
     H = PatchSampler(G.feature_channels(obj.nce_layers), mlp_dim=16)
     before = copy.deepcopy(D.state_dict())
-    out = obj.iteration(G, D, H, torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16),
-                        torch.optim.Adam([*G.parameters(), *H.parameters()], **ADAM),
-                        torch.optim.Adam(D.parameters(), **ADAM))
+    out = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": torch.randn(2, 3, 16, 16), "B": torch.randn(2, 3, 16, 16)},
+                        {"generator": torch.optim.Adam([*G.parameters(), *H.parameters()], **ADAM),
+                         "discriminator": torch.optim.Adam(D.parameters(), **ADAM)})
     assert out["loss_r1"] == 0 and out["loss_d"] == 0 and out["loss_idt"] > 0
     assert all(torch.equal(v, D.state_dict()[k]) for k, v in before.items())
 
@@ -233,9 +234,11 @@ def test_sincut_iteration_on_cuda_with_bf16_autocast():
     opt_d = torch.optim.Adam(D.parameters(), **ADAM)
     real_a, real_b = torch.rand(16, 3, 64, 64, device=dev) * 2 - 1, torch.rand(16, 3, 64, 64, device=dev) * 2 - 1
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = obj.iteration(G, D, H, real_a, real_b, opt_g, opt_d)
+        out = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": real_a, "B": real_b},
+                            {"generator": opt_g, "discriminator": opt_d})
         penalty, _ = r1_penalty(D, real_b)
     assert penalty.dtype == torch.float32
     assert all(torch.isfinite(v) for v in out.values()), out
-    fp32 = obj.iteration(G, D, H, real_a, real_b, opt_g, opt_d)
+    fp32 = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": real_a, "B": real_b},
+                         {"generator": opt_g, "discriminator": opt_d})
     assert all(torch.isfinite(v) for v in fp32.values()), fp32
