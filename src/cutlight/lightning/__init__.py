@@ -5,8 +5,13 @@ base.py   TranslationModule: optimizers + schedule, validation FID/KID (Evaluato
 cut.py       CUTModule: CUT / FastCUT, SinCUT and the one-sided baselines on one G, one D (and the PatchNCE heads)
 cyclegan.py  CycleGANModule: two generators, two discriminators, image pools
 rundir.py    where a run's files go (run_dir), steps = training batches (batches_done, log_step), test table
-prediction.py  TranslationWriter: trainer.predict -> image files, each rank its shard
+reliability.py  non-finite guard, resume state of the loggers and the data order
+resume.py    AtomicCheckpoint, finding and checking the checkpoint a run resumes from
+callbacks/   one file per callback: ImageGrid, FullImageTranslation, LossCurves, PerfMonitor, TranslationScore,
+             TranslationWriter (trainer.predict -> image files, each rank its shard); drawing.py: grids, panels
 ```
+
+Below: ``cutlight.inference`` (translation of tensors, files) and the core; above: ``cutlight.cli``.
 """
 
 from .base import TranslationModule

@@ -35,13 +35,13 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..build import build
 from ..checkpoint import CheckpointError, state_dict_mismatch
 from ..checks import check_input_size
 from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
 from ..metrics import Evaluator
 from ..optim import apply_warmup, build_optimizers
+from ..specs import build
 from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
 from .rundir import batches_done, log_step, now, run_dir, write_test_results
 
