@@ -1,4 +1,4 @@
-"""Analysis figures from a checkpoint (``cutlight.analyze``): the generator and the MLP heads are rebuilt from a
+"""Analysis figures from a checkpoint (``cutlight.inference.analysis``, ``cutlight.cli.analyze``): the generator and the MLP heads are rebuilt from a
 CUTModule checkpoint exactly; the CLI writes both figures; bad inputs are clear errors."""
 
 from __future__ import annotations

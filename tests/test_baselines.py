@@ -19,6 +19,7 @@ from cutlight.losses import (
 )
 from cutlight.networks import PatchDiscriminator, ResnetGenerator
 from cutlight.objectives import CUTObjective, DistanceGANObjective, GcGANObjective, SelfDistanceObjective
+from helpers import K_LAYER, K_NETWORK, K_OP, assert_scaled_close
 
 ADAM = {"lr": 2e-4, "betas": (0.5, 0.999)}
 
@@ -68,7 +69,8 @@ def test_geometric_transform_equals_pixel_loop(transform):
     y = geometric_transform(x, transform)
     torch.testing.assert_close(y, loop_transform(x, transform), rtol=0, atol=0)
     torch.testing.assert_close(geometric_transform(y, transform, inverse=True), x, rtol=0, atol=0)
-    torch.testing.assert_close(geometric_transform(x, transform, inverse=True), loop_transform(x, transform, True))
+    torch.testing.assert_close(geometric_transform(x, transform, inverse=True), loop_transform(x, transform, True),
+                               rtol=0, atol=0)  # a permutation: exact
 
 
 @pytest.mark.parametrize("transform", ["rot90", "vflip"])
@@ -84,16 +86,16 @@ def test_geometry_consistency_loss_equals_loop_reference(transform):
     want = (loop_mean_abs(f2, loop_transform(gc2.detach(), transform, inverse=True))
             + loop_mean_abs(gc2, loop_transform(f2.detach(), transform)))
     w_fake, w_gc = torch.autograd.grad(want, (f2, gc2))
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(g_fake, w_fake)
-    torch.testing.assert_close(g_gc, w_gc)
+    assert_scaled_close(got, want, K_OP)  # a mean vs a loop sum: round-off
+    assert_scaled_close(g_fake, w_fake, K_OP)
+    assert_scaled_close(g_gc, w_gc, K_OP)
     n = fake.numel()  # L1 mean: each element's gradient is +-1/N, from its own term only
-    assert torch.allclose(g_fake.abs(), torch.full_like(g_fake, 1 / n))
+    assert_scaled_close(g_fake.abs(), torch.full_like(g_fake, 1 / n), K_OP)
 
 
 def test_cycle_loss_is_mean_absolute_error():
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    torch.testing.assert_close(cycle_loss(a, b), loop_mean_abs(a, b))
+    assert_scaled_close(cycle_loss(a, b), loop_mean_abs(a, b), K_OP)
 
 
 def loop_distance_loss(real, fake, stats_r, stats_f):
@@ -114,11 +116,10 @@ def test_distance_loss_equals_loop_reference():
     got = distance_loss(real, fake, stats_r, stats_f)
     fake2 = fake.detach().clone().requires_grad_()
     want = loop_distance_loss(real, fake2, stats_r, stats_f)
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0])
+    assert_scaled_close(got, want, K_LAYER)
+    assert_scaled_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0], K_LAYER)
     pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]  # documented pair order
-    torch.testing.assert_close(pairwise_distances(real),
-                               torch.stack([loop_mean_abs(real[i], real[j]) for i, j in pairs]))
+    assert_scaled_close(pairwise_distances(real), torch.stack([loop_mean_abs(real[i], real[j]) for i, j in pairs]), K_OP)
     with pytest.raises(ValueError, match="size >= 2"):
         distance_loss(real[:1], fake[:1])
 
@@ -141,8 +142,8 @@ def test_self_distance_loss_equals_loop_reference(halves):
         terms.append(((d_r - stats_r[0]) / stats_r[1] - (d_f - stats_f[0]) / stats_f[1]).abs())
     want = sum(terms) / 3
     got = self_distance_loss(real, fake, stats_r, stats_f, halves)
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0])
+    assert_scaled_close(got, want, K_LAYER)
+    assert_scaled_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0], K_LAYER)
     with pytest.raises(ValueError, match="must be even"):
         half_distances(torch.zeros(1, 1, 5, 5), halves)
 
@@ -183,7 +184,8 @@ def tiny_nets(input_nc=3, output_nc=3):
 
 
 def adams(G, D):
-    return torch.optim.Adam(G.parameters(), **ADAM), torch.optim.Adam(D.parameters(), **ADAM)
+    return {"generator": torch.optim.Adam(G.parameters(), **ADAM),
+            "discriminator": torch.optim.Adam(D.parameters(), **ADAM)}
 
 
 OBJECTIVES = {
@@ -208,7 +210,7 @@ def test_iteration_updates_g_then_d_and_nothing_else(case):
     make, batch, (h, w) = OBJECTIVES[case]
     torch.manual_seed(0)
     obj, (G, D) = make(), tiny_nets()
-    opt_g, opt_d = adams(G, D)
+    opt_g, opt_d = adams(G, D).values()
     before = copy.deepcopy((G, D))
     seen = []
 
@@ -224,8 +226,9 @@ def test_iteration_updates_g_then_d_and_nothing_else(case):
 
     for _ in range(2):
         seen.clear()
-        out = obj.iteration(G, D, None, torch.randn(batch, 3, h, w).tanh(), torch.randn(batch, 3, h, w).tanh(),
-                            opt_g, opt_d, backward=backward)
+        batch_ab = {"A": torch.randn(batch, 3, h, w).tanh(), "B": torch.randn(batch, 3, h, w).tanh()}
+        out = obj.iteration({"generator": G, "discriminator": D}, batch_ab, {"generator": opt_g, "discriminator": opt_d},
+                            backward=backward)
         (g_after_g, d_changed_by_g), (g_after_d, d_changed_by_d) = seen
         assert all(g is not None for g in g_after_g) and not any(d_changed_by_g)
         assert all(d_changed_by_d) and all(torch.equal(a, b) for a, b in zip(g_after_g, g_after_d))
@@ -323,9 +326,9 @@ def test_iteration_equals_straightforward_step_fp64(case, fp64):
     for it in range(2):
         real_a, real_b = torch.randn(batch, 3, h, w).tanh(), torch.randn(batch, 3, h, w).tanh()
         torch.manual_seed(10 + it)
-        got = obj.iteration(G, D, None, real_a, real_b, *opts)
+        got = obj.iteration({"generator": G, "discriminator": D}, {"A": real_a, "B": real_b}, opts)
         torch.manual_seed(10 + it)
-        want = reference(obj, G2, D2, *opts2, pools, real_a, real_b)
+        want = reference(obj, G2, D2, *opts2.values(), pools, real_a, real_b)
         assert set(got) == set(want)
         for k in want:
             torch.testing.assert_close(got[k], want[k].detach(), rtol=1e-10, atol=1e-10, msg=f"{k}, iteration {it}")
@@ -342,17 +345,18 @@ def test_distancegan_online_stats_are_the_running_stats_of_all_real_distances():
     seen_a, seen_b = [], []
     for _ in range(3):
         a, b = torch.randn(3, 3, 16, 16).tanh(), torch.randn(3, 3, 16, 16).tanh()
-        obj.iteration(G, D, None, a, b, *opts)
+        obj.iteration({"generator": G, "discriminator": D}, {"A": a, "B": b}, opts)
         seen_a.append(pairwise_distances(a))
         seen_b.append(pairwise_distances(b))
     for running, seen in ((obj.running_a, seen_a), (obj.running_b, seen_b)):
         d = torch.cat(seen).double()
-        torch.testing.assert_close(running.double(), torch.stack([torch.tensor(float(d.numel()), dtype=d.dtype),
-                                                                  d.mean(), ((d - d.mean()) ** 2).sum()]),
-                                   rtol=1e-5, atol=1e-6)
+        want = torch.stack([torch.tensor(float(d.numel()), dtype=d.dtype), d.mean(), ((d - d.mean()) ** 2).sum()])
+        for got_value, want_value in zip(running, want):  # fp32 running statistics (Welford) vs float64
+            assert_scaled_close(got_value, want_value, K_LAYER)
     assert {"running_a", "running_b", "_extra_state"} <= set(obj.state_dict())
     given = DistanceGANObjective(stats_a=(0.5, 0.1), stats_b=(0.5, 0.1))
-    given.iteration(G, D, None, torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16), *opts)
+    given.iteration({"generator": G, "discriminator": D},
+                    {"A": torch.randn(2, 3, 16, 16), "B": torch.randn(2, 3, 16, 16)}, opts)
     assert given.running_a.abs().sum() == 0  # given stats: no online estimate
 
 
@@ -362,18 +366,20 @@ def test_unnormalised_distances_equal_the_raw_loss():
     a, b = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         want = distance_loss(a, G(a))
-    got = obj.iteration(G, D, None, a, b, *adams(G, D))["loss_distance"]
-    torch.testing.assert_close(got, want)
+    got = obj.iteration({"generator": G, "discriminator": D}, {"A": a, "B": b}, adams(G, D))["loss_distance"]
+    assert_scaled_close(got, want, K_NETWORK)
 
 
 def test_distancegan_needs_pairs_and_gcgan_identity_needs_equal_channels():
     G, D = tiny_nets()
     with pytest.raises(ValueError, match="at least 2 images.*SelfDistanceObjective"):
-        DistanceGANObjective().iteration(G, D, None, torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16),
-                                         *adams(G, D))
+        DistanceGANObjective().iteration({"generator": G, "discriminator": D},
+                                         {"A": torch.randn(1, 3, 16, 16), "B": torch.randn(1, 3, 16, 16)}, adams(G, D))
     G, D = tiny_nets(1, 3)
     with pytest.raises(ValueError, match="lambda_identity=0.5 needs input_nc == output_nc"):
-        GcGANObjective().iteration(G, D, None, torch.randn(1, 1, 16, 16), torch.randn(1, 3, 16, 16), *adams(G, D))
-    out = GcGANObjective(lambda_identity=0).iteration(G, D, None, torch.randn(1, 1, 16, 16),
-                                                      torch.randn(1, 3, 16, 16), *adams(G, D))
+        GcGANObjective().iteration({"generator": G, "discriminator": D},
+                                   {"A": torch.randn(1, 1, 16, 16), "B": torch.randn(1, 3, 16, 16)}, adams(G, D))
+    out = GcGANObjective(lambda_identity=0).iteration(
+        {"generator": G, "discriminator": D}, {"A": torch.randn(1, 1, 16, 16), "B": torch.randn(1, 3, 16, 16)},
+        adams(G, D))
     assert out["loss_idt"] == 0

@@ -39,12 +39,14 @@ def options():
     for group in GROUPS:
         for f in sorted((CONF / group).glob("*.yaml")):
             yield group, f.stem
+    for group in ("hydra/launcher", "hydra/sweeper"):  # composing checks them against the plugin's schema
+        for f in sorted((CONF / group).glob("*.yaml")):
+            yield group, f.stem
 
 
-# Options that only compose with a partner: CycleGAN's networks and objective go together; SinCUT's generator has 11
-# layers (CUT's nce_layers reach 16).
-PARTNERS = {("model", "cyclegan"): ["loss=cyclegan"], ("loss", "cyclegan"): ["model=cyclegan"],
-            ("model", "stylegan2"): ["loss=sincut"]}
+# Options that only compose with a partner: CycleGAN's objective needs its networks (model=cyclegan brings the
+# objective itself); SinCUT's generator has 11 layers (CUT's nce_layers reach 16).
+PARTNERS = {("objective", "cyclegan"): ["model=cyclegan"], ("model", "stylegan2"): ["objective=sincut"]}
 
 
 @pytest.mark.parametrize("group,option", list(options()))
@@ -89,8 +91,8 @@ def test_yaml_nodes_mirror_constructor_signatures(tmp_path):
 
 
 def test_cut_and_fastcut_presets(tmp_path):
-    cut = compose_cfg(["loss=cut"], tmp_path).model
-    fast = compose_cfg(["loss=fastcut"], tmp_path).model
+    cut = compose_cfg(["objective=cut"], tmp_path).model
+    fast = compose_cfg(["objective=fastcut"], tmp_path).model
     assert (cut.objective.lambda_nce, cut.objective.nce_idt, cut.objective.flip_equivariance) == (1.0, True, False)
     assert (fast.objective.lambda_nce, fast.objective.nce_idt, fast.objective.flip_equivariance) == (10.0, False, True)
     assert (cut.n_epochs, cut.n_epochs_decay) == (fast.n_epochs, fast.n_epochs_decay) == (200, 200)  # model's
@@ -106,7 +108,7 @@ def test_cut_and_fastcut_presets(tmp_path):
         "cut_patches": ("num_patches", 64),
     }
     for option, (key, value) in ablations.items():
-        obj = compose_cfg([f"loss={option}"], tmp_path).model.objective
+        obj = compose_cfg([f"objective={option}"], tmp_path).model.objective
         got = obj[key]
         assert (list(got) if key == "nce_layers" else got) == value, option
 
@@ -142,19 +144,13 @@ def test_debug_tiny_keeps_the_users_data_group(tmp_path):
     assert (cfg.data.crop_size, cfg.model.generator.ngf, cfg.trainer.limit_train_batches) == (32, 8, 4)
 
 
-def test_entrypoint_fast_dev_run(tmp_path):
-    res = run_entrypoint([*TINY_ARGS, "+trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()  # the composed config is saved with the run
-    assert (tmp_path / "run" / "config_resolved.yaml").exists()
-
-
 @pytest.mark.slow
-def test_entrypoint_tiny_run_writes_outputs(tmp_path):
-    run = tmp_path / "run"
-    res = run_entrypoint([*TINY_ARGS, f"hydra.run.dir={run}"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_entrypoint_tiny_run_writes_outputs(tiny_cut_run):
+    res, run = tiny_cut_run.res, tiny_cut_run.run
+    assert res.returncode == 0 and run is not None, res.stderr[-3000:]
     assert "cutlight run finished" in res.stdout
+    assert (run / ".hydra" / "config.yaml").exists()  # the composed config is saved with the run
+    assert (run / "config_resolved.yaml").exists()
     assert list((run / "images").glob("step_*.png"))
     assert (run / "plots" / "loss_curves.png").exists()
     assert (run / "checkpoints" / "last.ckpt").exists()
@@ -167,13 +163,13 @@ def test_entrypoint_tiny_run_writes_outputs(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_sweeps_loss_presets(tmp_path):
+def test_multirun_sweeps_objective_presets(tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_entrypoint(["-m", *TINY_ARGS, "loss=cut,fastcut", "trainer.limit_train_batches=2",
+    res = run_entrypoint(["-m", *TINY_ARGS, "objective=cut,fastcut", "trainer.limit_train_batches=2",
                           "model.n_epochs=1", "model.n_epochs_decay=0", f"hydra.sweep.dir={sweep}"], tmp_path,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "config_resolved.yaml").exists())
-    assert len(runs) == 2 and "loss=cut," in runs[0] and "loss=fastcut," in runs[1], runs
+    assert len(runs) == 2 and "objective=cut," in runs[0] and "objective=fastcut," in runs[1], runs
     fast = OmegaConf.load(sweep / runs[1] / "config_resolved.yaml")
     assert fast.model.objective.flip_equivariance is True

@@ -196,8 +196,8 @@ def _replay_first_step(record: dict, real_a: torch.Tensor, real_b: torch.Tensor)
     opt_d = torch.optim.Adam(module.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(record["rng"])  # -> the same patch positions as on the rank
-        losses = module.objective.iteration(module.generator, module.discriminator, module.sampler,
-                                            real_a, real_b, opt_g, opt_d)
+        losses = module.objective.iteration(module.nets, {"A": real_a, "B": real_b},
+                                            {"generator": opt_g, "discriminator": opt_d})
     return {k: float(v) for k, v in losses.items()}
 
 

@@ -51,7 +51,7 @@ def test_another_hydra_app_composes_cutlight_groups(tmp_path):
     """A user's app with its own primary config and cutlight's groups on its search path."""
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "app.yaml").write_text(
-        "defaults:\n  - _self_\n  - model: small\n  - loss: fastcut\n"
+        "defaults:\n  - _self_\n  - model: small\n  - objective: fastcut\n"
         "hydra:\n  searchpath: [pkg://cutlight.conf]\nmy_setting: 1\n")
     (tmp_path / "app.py").write_text(
         "import hydra\n"

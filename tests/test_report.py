@@ -67,7 +67,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-# ------------------------------------------------------------------------------------------- cutlight.runs
+# ------------------------------------------------------------------------------------- cutlight.reports.records
 def test_summarize_metrics_final_best_and_pace(tmp_path):
     rows = metric_rows([50.0, 30.0, float("nan")], ious=[0.2, 0.5, 0.4])
     s = summarize_metrics(rows)
@@ -140,24 +140,24 @@ def test_run_record_only_on_rank_zero(tmp_path, monkeypatch):
     assert not (tmp_path / SUMMARY_FILE).exists()
 
 
-# ------------------------------------------------------------------------------------------- cutlight.report
+# -------------------------------------------------------------------------------------- cutlight.reports.sweep
 @pytest.fixture
 def sweep(tmp_path):
     """A sweep with one job in each situation the report must show."""
     sweep = tmp_path / "sweep"
-    make_job(sweep, 0, ["loss=cut"], metric_rows([40.0, 35.0], ious=[0.3, 0.6]))
-    make_job(sweep, 1, ["loss=fastcut"], metric_rows([45.0, 50.0], ious=[0.2, 0.1]))
-    make_job(sweep, 2, ["loss=cut_no_idt"], None, state="failed", error="ValueError: unknown gan_mode 'foo'")
-    make_job(sweep, 3, ["loss=cut_last_layer"], metric_rows([60.0]), state="running")  # killed after epoch 0
-    make_job(sweep, 4, ["loss=cut_patches"], None)  # finished, but its CSV logger was off
-    make_job(sweep, 5, ["loss=cut_external_negatives"], metric_rows([44.0, 42.0]), state=None,
+    make_job(sweep, 0, ["objective=cut"], metric_rows([40.0, 35.0], ious=[0.3, 0.6]))
+    make_job(sweep, 1, ["objective=fastcut"], metric_rows([45.0, 50.0], ious=[0.2, 0.1]))
+    make_job(sweep, 2, ["objective=cut_no_idt"], None, state="failed", error="ValueError: unknown gan_mode 'foo'")
+    make_job(sweep, 3, ["objective=cut_last_layer"], metric_rows([60.0]), state="running")  # killed after epoch 0
+    make_job(sweep, 4, ["objective=cut_patches"], None)  # finished, but its CSV logger was off
+    make_job(sweep, 5, ["objective=cut_external_negatives"], metric_rows([44.0, 42.0]), state=None,
              log="...\ncutlight run finished: somewhere\n")  # a run from before summary.json
-    broken = make_job(sweep, 6, ["loss=fastcut", "seed=1"], metric_rows([1.0]))
+    broken = make_job(sweep, 6, ["objective=fastcut", "seed=1"], metric_rows([1.0]))
     (broken / ".hydra" / "overrides.yaml").write_text("[unclosed")
     OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper"
                                                                       ".BasicSweeper", "params": None},
                                                "overrides": {"task": [
-                                                   "loss=cut,fastcut,cut_no_idt,cut_last_layer,cut_patches,"
+                                                   "objective=cut,fastcut,cut_no_idt,cut_last_layer,cut_patches,"
                                                    "cut_external_negatives,fastcut,cut"]}}}),
                    sweep / "multirun.yaml")
     return sweep
@@ -178,10 +178,10 @@ def test_report_rows_for_every_job_state(sweep, capsys):
     assert "no metrics.csv" in rows[4]["error"]
     assert rows[5]["error"] == "" and float(rows[5]["fid_final"]) == 42.0  # judged finished from its log
     assert "overrides.yaml" in rows[6]["error"]
-    assert rows[7]["overrides"] == "loss=cut" and "never launched" in rows[7]["error"]
-    assert rows[0]["label"] == "loss=cut" and rows[0]["loss"] == "cut"  # one column per swept key
+    assert rows[7]["overrides"] == "objective=cut" and "never launched" in rows[7]["error"]
+    assert rows[0]["label"] == "objective=cut" and rows[0]["objective"] == "cut"  # one column per swept key
     md = (sweep / "summary.md").read_text()
-    assert "| 2 | `loss=cut_no_idt` | failed |" in md and "unknown gan_mode 'foo'" in md
+    assert "| 2 | `objective=cut_no_idt` | failed |" in md and "unknown gan_mode 'foo'" in md
     assert "4 finished, 1 failed, 1 unfinished, 1 not started, 1 unreadable (8 jobs)" in md
     for png in ("ablation.png", "curves.png"):
         assert (sweep / png).stat().st_size > 5000
@@ -203,12 +203,12 @@ def test_seed_axis_mean_and_std(tmp_path):
     fids = {("cut", 0): [40, 30], ("cut", 1): [36, 34], ("cut", 2): [38, 39], ("fastcut", 0): [50, 45],
             ("fastcut", 1): [48, 47]}
     for num, ((loss, seed), fid) in enumerate(fids.items()):
-        make_job(sweep, num, [f"loss={loss}", f"seed={seed}", "debug=tiny"], metric_rows(fid, ious=[0.5, 0.5]))
-    make_job(sweep, 9, ["loss=fastcut", "seed=2", "debug=tiny"], None, state="failed", error="RuntimeError: x")
+        make_job(sweep, num, [f"objective={loss}", f"seed={seed}", "debug=tiny"], metric_rows(fid, ious=[0.5, 0.5]))
+    make_job(sweep, 9, ["objective=fastcut", "seed=2", "debug=tiny"], None, state="failed", error="RuntimeError: x")
     report(sweep, wandb="off")
     rows = {r["label"]: r for r in read_csv(sweep / "seeds.csv")}
-    assert set(rows) == {"loss=cut", "loss=fastcut"}  # debug=tiny is common to all: not part of the label
-    cut, fast = rows["loss=cut"], rows["loss=fastcut"]
+    assert set(rows) == {"objective=cut", "objective=fastcut"}  # debug=tiny is common to all: not part of the label
+    cut, fast = rows["objective=cut"], rows["objective=fastcut"]
     assert (cut["seeds"], cut["finished"], fast["seeds"], fast["finished"]) == ("3", "3", "3", "2")
     assert float(cut["fid_final_mean"]) == pytest.approx(statistics.fmean([30, 34, 39]))
     assert float(cut["fid_final_std"]) == pytest.approx(statistics.stdev([30, 34, 39]))
@@ -216,7 +216,7 @@ def test_seed_axis_mean_and_std(tmp_path):
     assert float(fast["fid_best_std"]) == pytest.approx(statistics.stdev([45, 47]))
     assert float(fast["kid_final_mean"]) == pytest.approx(statistics.fmean([0.45, 0.47]))
     md = (sweep / "summary.md").read_text()
-    assert "## Over seeds" in md and "| `loss=fastcut` | 3 (2) |" in md
+    assert "## Over seeds" in md and "| `objective=fastcut` | 3 (2) |" in md
     assert seed_table(collect_jobs(sweep)) is not None
 
 
@@ -251,7 +251,7 @@ def test_wandb_report_run_offline(tmp_path):
 
     sweep = tmp_path / "sweep_42"
     for num, loss in enumerate(["cut", "fastcut"]):
-        job = make_job(sweep, num, [f"loss={loss}", "logger=wandb"], metric_rows([40.0 + num, 30.0]))
+        job = make_job(sweep, num, [f"objective={loss}", "logger=wandb"], metric_rows([40.0 + num, 30.0]))
         OmegaConf.save(OmegaConf.create({"logger": {"wandb": {"project": "proj", "entity": None, "group": None,
                                                                "offline": True, "save_dir": "${output_dir}"}}}),
                        job / ".hydra" / "config.yaml")

@@ -9,7 +9,7 @@ scales that schedule from 1/``warmup_iters`` up to 1.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -76,20 +76,20 @@ def adam(params: Iterable[torch.nn.Parameter], device: torch.device | str = "cpu
 
 
 def build_optimizers(
-    generator_params: Iterable[torch.nn.Parameter],
-    discriminator_params: Iterable[torch.nn.Parameter],
+    groups: Mapping[str, tuple[Iterable[torch.nn.Parameter], Mapping]],
     n_epochs: int,
     n_epochs_decay: int,
     device: torch.device | str = "cpu",
-    **adam_kwargs,
 ) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LambdaLR]]:
-    """``([opt_g, opt_d], [sched_g, sched_d])``: one Adam for the generator side (generators and MLP heads: Adam's
-    state is per parameter, so one optimizer equals separate ones with the same settings) and one for the
-    discriminator side, each with the ``linear_decay`` schedule (call ``scheduler.step()`` once per epoch)."""
-    opt_g = adam(generator_params, device, **adam_kwargs)
-    opt_d = adam(discriminator_params, device, **adam_kwargs)
+    """``([opt, ...], [sched, ...])`` in the order of ``groups`` (name -> (parameters, Adam keywords over the
+    papers' defaults)), each with the ``linear_decay`` schedule (call ``scheduler.step()`` once per epoch).
+
+    E.g. CUT: ``{"generator": (G and MLP-head parameters, {}), "discriminator": (D parameters, {})}`` (one Adam
+    for G and the heads: Adam's state is per parameter, so it equals separate ones with the same settings).
+    """
+    optimizers = [adam(params, device, **dict(kwargs)) for params, kwargs in groups.values()]
     schedulers = [
         torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: linear_decay(epoch, n_epochs, n_epochs_decay))
-        for opt in (opt_g, opt_d)
+        for opt in optimizers
     ]
-    return [opt_g, opt_d], schedulers
+    return optimizers, schedulers

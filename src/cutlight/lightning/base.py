@@ -1,16 +1,23 @@
-"""``TranslationModule``: what every translation method's LightningModule shares.
+"""``TranslationModule``: the one LightningModule of every method.
 
-- manual optimization with two optimizers (generator side, discriminator side) built by ``cutlight.optim``, the
-  epoch-based schedule (constant, then linear decay) stepped at each epoch end, scaled by a linear warm-up over
-  the first ``warmup_iters`` iterations when that hyperparameter is > 0 (``cutlight.optim.apply_warmup``);
-  training stops when the schedule ends (the trainer's ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``;
-  -1 or None mean "the schedule");
+The method is its objective (``cutlight.objectives``, see ``objectives/contract.py``): the module builds the
+objective's networks by role from the model nodes ``generator`` / ``discriminator`` / ``sampler`` (keywords,
+``_target_`` specs or ``nn.Module`` instances) and registers each under its role's name (state-dict prefixes
+``generator.``, ``gen_a.``, ...), runs ``objective.iteration`` with the optimizers the objective declares, and
+does the rest the same way for every method:
+
+- manual optimization with one Adam per declared optimizer (``cutlight.optim``; the module's ``optimizer``
+  keywords, under the objective's own per optimizer), the epoch-based schedule (constant, then linear decay)
+  stepped at each epoch end, scaled by a linear warm-up over the first ``warmup_iters`` iterations when that
+  hyperparameter is > 0 (``cutlight.optim.apply_warmup``); training stops when the schedule ends (the trainer's
+  ``max_epochs`` is capped at ``n_epochs + n_epochs_decay``; -1 or None mean "the schedule");
 - validation FID/KID through a ``cutlight.metrics.Evaluator`` (real statistics computed once per fit);
 - a test stage: ``trainer.test`` scores the datamodule's test loaders (``[source images, real target images]``)
   the same way, logs ``test/fid``, ``test/kid``, ``test/kid_std`` and adds a row (checkpoint, time, every
   ``test/*`` metric, e.g. the built-in score from ``callbacks.TranslationScore``) to ``test_results.csv`` /
   ``test_results.md`` in ``results_dir`` (default: the run directory, ``cutlight.lightning.rundir.run_dir``);
-- translation: ``forward`` and ``predict_step`` (any image size); channels-last inputs; ``torch.compile``;
+- translation with the role the objective names for A -> B (``translator``): ``forward`` and ``predict_step``
+  (any image size); channels-last inputs; ``torch.compile``;
 - logging: ``train/<loss>`` per batch, ``train/lr``, ``val/fid``, ``val/kid``, ``val/kid_std``, and ``step`` =
   training batches done, so logger x-axes and checkpoint names count batches (see ``rundir``);
 - checks at setup that the datamodule's ``input_nc`` / ``output_nc`` (after its ``direction``) match the generator.
@@ -19,16 +26,16 @@
   never gets validation numbers logged); checkpoints carry the RNG states and the data position, so a run resumed
   from any checkpoint, also mid-epoch, continues exactly as it would have; the training crop is checked against
   the networks before the first step (``data.crop_size``).
+- checkpoints also say, under ``"cutlight_networks"``, which role translates A -> B (and B -> A) and each role's
+  constructor keywords (``_target_`` included), so the generators load without the objective.
 
-A method subclass builds its networks and objective in ``__init__`` (eagerly: DDP wrapping, optimizer creation
-and checkpoint loading need every parameter before the first step) and implements ``translate``,
-``optimizer_groups`` and ``training_step``.
+Networks are built eagerly in ``__init__`` (DDP wrapping, optimizer creation and checkpoint loading need every
+parameter before the first step).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -36,11 +43,13 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, state_dict_mismatch
-from ..checks import check_input_size
+from ..checks import ConfigValueError, check_input_size, check_int, check_settings
 from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
 from ..metrics import Evaluator
-from ..optim import apply_warmup, build_optimizers
+from ..objectives import CUTObjective, Objective, build_networks
+from ..objectives.contract import optimizer_parameters
+from ..optim import apply_warmup, build_optimizers, check_adam_kwargs
 from ..specs import build
 from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
 from .rundir import batches_done, log_step, now, run_dir, write_test_results
@@ -69,16 +78,56 @@ def network(spec: dict | nn.Module | None, default: type, name: str, **extra) ->
 
 
 class TranslationModule(pl.LightningModule):
-    """Shared base of cutlight's LightningModules (see the module docstring).
+    """Any method (see the module docstring) with manual optimization.
 
-    The subclass saves its hyperparameters, which must include ``optimizer`` (``torch.optim.Adam`` keywords),
-    ``n_epochs``, ``n_epochs_decay``, ``val_metrics`` (``True`` or a dict of ``DEFAULT_METRICS`` keys: FID/KID
-    when the standard Inception weights are on this machine, else a one-line warning and validation without them;
-    an explicit ``weights_path`` that does not exist is an error; ``False``/``None``: off), ``channels_last`` and
-    ``compile``; optionally ``nonfinite`` (``NonFiniteGuard`` keywords) and ``warmup_iters`` (default 0).
+    Args:
+        generator: keywords of the generator role(s) (``ResnetGenerator`` unless the objective's role says another
+            class), or ``{"_target_": "pkg.Class", ...}`` for another generator class (it must follow the generator
+            protocol: ``forward(x)``, ``forward_with_features(x, layers)``, ``encode(x, layers)``,
+            ``feature_channels(layers)``, ``input_nc``, ``output_nc``, ``size_multiple``), or an ``nn.Module``
+            instance for a method with one generator (not saved in the hyperparameters: pass it again to
+            ``load_from_checkpoint``). ``input_nc`` / ``output_nc`` are those of the A -> B generator; a B -> A
+            generator gets them swapped.
+        discriminator: keywords of the discriminator role(s) (``PatchDiscriminator`` by default), a ``_target_``
+            spec, or an instance (any image -> logits). A two-domain method sets each one's ``input_nc``.
+        sampler: keywords of the MLP-head role(s) other than ``in_channels`` (taken from the generator), a
+            ``_target_`` spec (called with ``in_channels=...``), or an instance; unused by methods without heads.
+        objective: the method: keywords of ``default_objective`` (``CUTObjective`` here), or a ``_target_`` spec
+            of any ``cutlight.objectives.Objective`` (the ``objective`` config group).
+        optimizer: ``torch.optim.Adam`` keywords for every optimizer the objective declares (defaults: lr 2e-4,
+            betas (0.5, 0.999), ``fused: null`` = fused on CUDA and CPU); an objective may set its own per optimizer.
+        n_epochs / n_epochs_decay: constant learning rate, then linear decay to zero; training stops after both.
+        warmup_iters: scale the learning rate linearly from 1/warmup_iters to 1 over the first ``warmup_iters``
+            iterations (0: off, the papers' recipe; see ``cutlight.optim.apply_warmup``).
+        val_metrics: ``True`` (FID/KID when the Inception weights are present), a dict of settings (see
+            ``DEFAULT_METRICS``; ``extractor`` may be a ``_target_`` spec), or ``False``.
+        channels_last: keep networks and inputs in channels-last memory format.
+        compile: ``torch.compile`` the networks in place (state-dict keys unchanged).
+        nonfinite: what a NaN / infinite loss or gradient does (``NonFiniteGuard`` keywords): ``policy`` ``stop``
+            (default: raise ``NonFiniteError``, the bad update not applied) or ``skip`` (drop the iteration, stop
+            after ``max_skips`` in a row; default 10).
+
+    Batches: ``{"A": (B, C, H, W), "B": (B, C, H, W)}`` in [-1, 1] for training; validation batches come from
+    two loaders, ``{"image": ...}`` of A images to translate (index 0) and real B images (index 1).
     """
 
-    def __init__(self) -> None:
+    default_objective: type[Objective] = CUTObjective
+
+    def __init__(
+        self,
+        generator: dict | nn.Module | None = None,
+        discriminator: dict | nn.Module | None = None,
+        sampler: dict | nn.Module | None = None,
+        objective: dict | None = None,
+        optimizer: dict | None = None,
+        n_epochs: int = 200,
+        n_epochs_decay: int = 200,
+        warmup_iters: int = 0,
+        val_metrics: dict | bool | None = True,
+        channels_last: bool = False,
+        compile: bool = False,
+        nonfinite: dict | None = None,
+    ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.evaluator: Evaluator | None = None  # a plain object: never in state dicts or DDP buckets
@@ -89,14 +138,72 @@ class TranslationModule(pl.LightningModule):
         self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
         self._resumed_loggers = False
 
-    # ------------------------------------------------------------------ subclass interface
-    def translate(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) in [-1, 1] -> (B, C_out, H, W), the direction validated and predicted."""
-        raise NotImplementedError
+        check_settings("optimizer", check_adam_kwargs, plain(optimizer or {}))
+        nonfinite = plain(nonfinite or {})
+        check_settings("nonfinite", lambda kw: NonFiniteGuard(**kw), nonfinite)
+        check_int("n_epochs", n_epochs, low=0)
+        check_int("n_epochs_decay", n_epochs_decay, low=0)
+        check_int("warmup_iters", warmup_iters, low=0)
+        if n_epochs + n_epochs_decay < 1:
+            raise ConfigValueError("n_epochs", n_epochs, "n_epochs + n_epochs_decay >= 1 (the training length)")
+        specs = {"generator": generator, "discriminator": discriminator, "sampler": sampler}
+        specs = {k: v if isinstance(v, nn.Module) else plain(v or {}) for k, v in specs.items()}
+        self.save_hyperparameters({
+            **{k: v for k, v in specs.items() if not isinstance(v, nn.Module)},
+            "objective": plain(objective or {}), "optimizer": plain(optimizer or {}), "n_epochs": n_epochs,
+            "n_epochs_decay": n_epochs_decay, "warmup_iters": warmup_iters, "val_metrics": plain(val_metrics),
+            "channels_last": channels_last, "compile": compile, "nonfinite": nonfinite,
+        })
+        self.objective = network(plain(objective or {}), self.default_objective, "objective")
+        self.check_objective(self.objective)
+        for group in self.objective.optimizers().values():
+            if group.settings:  # the objective's own Adam keywords for this optimizer, over the module's
+                check_settings("optimizer", check_adam_kwargs, {**plain(optimizer or {}), **plain(group.settings)})
+        nets, self.network_configs = build_networks(self.objective, specs)
+        for role, net in nets.items():
+            self.add_module(role, net)
+        self.role_names = tuple(nets)
+        self.finish_networks(*nets.values())
 
-    def optimizer_groups(self) -> tuple[Iterable[nn.Parameter], Iterable[nn.Parameter]]:
-        """(generator-side parameters, discriminator-side parameters)."""
-        raise NotImplementedError
+    def check_objective(self, objective: nn.Module) -> None:
+        """Raise ``TypeError`` unless ``objective`` follows the method contract (a subclass may ask for more)."""
+        if not isinstance(objective, Objective):
+            raise TypeError(f"the objective must be a cutlight.objectives.Objective (networks by role, optimizers, "
+                            f"one iteration); got {type(objective).__name__}")
+
+    # ------------------------------------------------------------------ networks by role
+    @property
+    def nets(self) -> dict[str, nn.Module]:
+        """Role -> network, as the objective declares them."""
+        return {role: getattr(self, role) for role in self.role_names}
+
+    def translator_role(self, direction: str = "AtoB") -> str:
+        """The role that translates ``direction`` (``AtoB`` or ``BtoA``)."""
+        translators = self.objective.translators()
+        if direction not in translators:
+            raise ValueError(f"{type(self.objective).__name__} has no generator for direction {direction!r}; it "
+                             f"translates {', '.join(translators)}")
+        return translators[direction]
+
+    @property
+    def translator(self) -> nn.Module:
+        """The A -> B generator: what validation, prediction and export use."""
+        return getattr(self, self.translator_role("AtoB"))
+
+    def translate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) in [-1, 1] -> (B, C_out, H, W), the direction validated and predicted (A -> B)."""
+        return self.translator(x)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opts = self.optimizers()
+        optimizers = dict(zip(self.objective.optimizers(), opts if isinstance(opts, list) else [opts], strict=True))
+        real = {"A": self.prepare(batch["A"]), "B": self.prepare(batch["B"])}
+        losses = self.objective.iteration(self.nets, real, optimizers, backward=self.manual_backward)
+        batch_size = real["A"].shape[0]
+        self.log_losses(losses, batch_size=batch_size)
+        for name, key in self.objective.progress.items():
+            if key in losses:
+                self.log(f"train/{name}", losses[key], prog_bar=True, logger=False, batch_size=batch_size)
 
     # ------------------------------------------------------------------ shared setup
     def finish_networks(self, *nets: nn.Module) -> None:
@@ -112,8 +219,8 @@ class TranslationModule(pl.LightningModule):
 
     @property
     def size_multiple(self) -> int:
-        """``translate`` needs H and W divisible by this: ``self.generator``'s (1 without one)."""
-        return int(getattr(getattr(self, "generator", None), "size_multiple", 1))
+        """``translate`` needs H and W divisible by this: the A -> B generator's (1 when it does not say)."""
+        return int(getattr(self.translator, "size_multiple", 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``translate`` for any H and W: reflect-padded at the bottom and right to ``size_multiple`` and cropped
@@ -123,11 +230,13 @@ class TranslationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
-        gen_params, disc_params = self.optimizer_groups()
-        optimizers, schedulers = build_optimizers(gen_params, disc_params, self.hparams.n_epochs,
-                                                  self.hparams.n_epochs_decay, device=self.device,
-                                                  **self.hparams.optimizer)
-        self.guard.attach(optimizers, ("generator-side", "discriminator-side"))
+        """One Adam (with the schedule) per optimizer the objective declares, in its order."""
+        params = optimizer_parameters(self.objective, self.nets)
+        groups = {name: (params[name], {**self.hparams.optimizer, **plain(group.settings)})
+                  for name, group in self.objective.optimizers().items()}
+        optimizers, schedulers = build_optimizers(groups, self.hparams.n_epochs, self.hparams.n_epochs_decay,
+                                                  device=self.device)
+        self.guard.attach(optimizers, [f"{name}-side" for name in groups])
         return optimizers, schedulers
 
     # ------------------------------------------------------------------ reliability
@@ -143,14 +252,16 @@ class TranslationModule(pl.LightningModule):
         super().manual_backward(loss, *args, **kwargs)
 
     def input_networks(self) -> list[tuple[nn.Module, int]]:
-        """(network, input channels) of the networks that see training crops: ``generator`` and
-        ``discriminator`` when the module has them (a method with other names overrides this)."""
-        generator, discriminator = getattr(self, "generator", None), getattr(self, "discriminator", None)
+        """(network, input channels) of the networks that see training crops: every generator and discriminator
+        role (a discriminator that does not say its ``input_nc`` sees the A -> B generator's outputs)."""
+        roles = self.objective.roles()
+        out_nc = int(getattr(self.translator, "output_nc", 3))
         nets = []
-        if isinstance(generator, nn.Module):
-            nets.append((generator, int(getattr(generator, "input_nc", 3))))
-        if isinstance(discriminator, nn.Module):  # it sees the generator's outputs and real B images
-            nets.append((discriminator, int(getattr(discriminator, "input_nc", getattr(generator, "output_nc", 3)))))
+        for name, net in self.nets.items():
+            if roles[name].kind == "generator":
+                nets.append((net, int(getattr(net, "input_nc", 3))))
+            elif roles[name].kind == "discriminator":
+                nets.append((net, int(getattr(net, "input_nc", out_nc))))
         return nets
 
     def _last_good_checkpoint(self) -> str:
@@ -172,6 +283,8 @@ class TranslationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cutlight"] = resume_state(self, self.guard)
+        checkpoint["cutlight_networks"] = {"translators": dict(self.objective.translators()),
+                                           "configs": plain(self.network_configs)}
 
     def check_checkpoint(self, checkpoint: dict, path: object) -> None:
         """Raise ``CheckpointError`` naming ``path`` and the keys and shapes that differ when the weights of
@@ -229,7 +342,7 @@ class TranslationModule(pl.LightningModule):
 
     def _check_channels(self) -> None:
         """The datamodule's source/target channels (after its ``direction``) are the generator's in/out channels."""
-        dm, gen = getattr(self.trainer, "datamodule", None), getattr(self, "generator", None)
+        dm, gen = getattr(self.trainer, "datamodule", None), self.translator
         pairs = [(getattr(dm, k, None), getattr(gen, k, None)) for k in ("input_nc", "output_nc")]
         if any(want is not None and have is not None and want != have for want, have in pairs):
             (data_in, gen_in), (data_out, gen_out) = pairs
@@ -335,7 +448,10 @@ class TranslationModule(pl.LightningModule):
     def visuals(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """Labelled image columns for grids (each (N, C, H, W) in [-1, 1]): the source, its translation and an
         example of the target domain. The first column is the source and the second its translation (the image
-        grid's progress picture follows the second); methods with more images override this."""
+        grid's progress picture follows the second); the objective may give its own (``Objective.visuals``)."""
+        columns = self.objective.visuals(self.nets, self.prepare(real_a), self.prepare(real_b))
+        if columns is not None:
+            return columns
         return {"input A": real_a, "translation G(A)": self(real_a), "target domain B": real_b}
 
     # ------------------------------------------------------------------ prediction

@@ -1,15 +1,18 @@
 """One training iteration of each method as plain PyTorch (no Lightning, no Hydra).
 
 ```
+contract.py  Objective, Role, OptimizerGroup, build_networks: what a method declares (networks by role, optimizers,
+             the translating roles, one iteration(nets, batch, optimizers, backward))
 cut.py       CUTObjective: CUT / FastCUT and their ablations (PatchNCE + GAN)
 sincut.py    SinCUTObjective: single-image CUT (CUT + R1 penalty on real B + L1 identity)
 cyclegan.py  CycleGANObjective, ImagePool, cyclegan_networks (the original layout); pieces shared with:
-onesided.py  OneSidedObjective: the G-then-D iteration of the one-sided baselines (CUT's signature)
+onesided.py  OneSidedObjective: the G-then-D iteration of the one-sided baselines (CUT's G and D, no heads)
 gcgan.py     GcGANObjective: geometry consistency (rot90 / vflip)
 distance.py  DistanceGANObjective, SelfDistanceObjective: distance preservation
 ```
 """
 
+from .contract import Objective, OptimizerGroup, Role, build_networks
 from .cut import CUTObjective
 from .cyclegan import CycleGANObjective, ImagePool, cyclegan_networks
 from .distance import DistanceGANObjective, SelfDistanceObjective
@@ -23,8 +26,12 @@ __all__ = [
     "DistanceGANObjective",
     "GcGANObjective",
     "ImagePool",
+    "Objective",
+    "OptimizerGroup",
+    "Role",
     "OneSidedObjective",
     "SelfDistanceObjective",
     "SinCUTObjective",
+    "build_networks",
     "cyclegan_networks",
 ]

@@ -33,6 +33,8 @@ from torch import nn
 
 from ..checks import check_bool, check_choice, check_int, check_int_list, check_number
 from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, multilayer_patch_nce
+from ..networks import PatchDiscriminator, PatchSampler, ResnetGenerator
+from .contract import Backward, Batch, Nets, Objective, OptimizerGroup, Optimizers, Role
 
 
 def _has_batch_stats(net: nn.Module) -> bool:
@@ -55,7 +57,7 @@ def mirror_ids(ids: torch.Tensor, width: int) -> torch.Tensor:
     return ids - ids % width + (width - 1 - ids % width)
 
 
-class CUTObjective(nn.Module):
+class CUTObjective(Objective):
     """CUT's losses. ``CUTObjective()`` is CUT; FastCUT is ``lambda_nce=10, nce_idt=False, flip_equivariance=True``.
 
     Args:
@@ -94,6 +96,24 @@ class CUTObjective(nn.Module):
         self.negatives = negatives
         self.flip_equivariance = check_bool("flip_equivariance", flip_equivariance)
         self.gan_mode = gan_mode
+
+    # ------------------------------------------------------------------ the contract
+    def roles(self) -> dict[str, Role]:
+        """G (``ResnetGenerator``), D (``PatchDiscriminator``) and the MLP heads H (``PatchSampler`` on G's
+        feature channels at ``nce_layers``)."""
+        return {
+            "generator": Role("generator", ResnetGenerator, translates="AtoB"),
+            "discriminator": Role("discriminator", PatchDiscriminator),
+            "sampler": Role("sampler", PatchSampler,
+                            extra=lambda nets: {"in_channels": nets["generator"].feature_channels(self.nce_layers)}),
+        }
+
+    def optimizers(self) -> dict[str, OptimizerGroup]:
+        """One Adam for G + heads (equal to separate Adams with the same settings), one for D."""
+        return {"generator": OptimizerGroup(("generator", "sampler")),
+                "discriminator": OptimizerGroup(("discriminator",))}
+
+    progress = {"nce": "loss_nce"}  # progress-bar entries: name -> loss term
 
     def translate(self, generator: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor) -> Translation:
         """Generator forward for the iteration: G(cat(real_a, real_b)) (real_b only with identity NCE)."""
@@ -217,23 +237,20 @@ class CUTObjective(nn.Module):
         return multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, "image")[0]
 
     def iteration(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        sampler: nn.Module,
-        real_a: torch.Tensor,
-        real_b: torch.Tensor,
-        opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer,
-        backward=None,
+        self, nets: Nets, batch: Batch, optimizers: Optimizers, backward: Backward | None = None
     ) -> dict[str, torch.Tensor]:
-        """One full training iteration: translate, D step, then G + heads step (``opt_g`` owns G and the heads).
+        """One full training iteration: translate, D step, then G + heads step (``optimizers["generator"]`` owns G
+        and the heads, ``optimizers["discriminator"]`` D).
 
+        ``nets``: ``generator``, ``discriminator``, ``sampler``; ``batch``: ``{"A": real_a, "B": real_b}``.
         ``backward(loss)`` defaults to ``loss.backward()`` (Lightning passes ``manual_backward``).
         Returns the detached loss terms (``loss_d``, ``loss_g``, ``loss_g_gan``, ``loss_nce``, ``loss_nce_idt``, and
         any a subclass's ``discriminator_losses`` / ``generator_losses`` add).
         """
         backward = backward or torch.Tensor.backward
+        generator, discriminator, sampler = nets["generator"], nets["discriminator"], nets.get("sampler")
+        real_a, real_b = batch["A"], batch["B"]
+        opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
         out = self.translate(generator, real_a, real_b)
         if self.lambda_gan > 0:
             discriminator.requires_grad_(True)

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..losses import GAN_MODES, cycle_loss, discriminator_loss, generator_loss
 from ..networks import PatchDiscriminator, ResnetGenerator
+from .contract import Backward, Batch, Nets, Objective, OptimizerGroup, Optimizers, Role
 from .cut import _has_batch_stats
 
 
@@ -86,7 +87,7 @@ class ImagePool:
         self.images = [im.clone() for im in images[:n]]
 
 
-class PooledObjective(nn.Module):
+class PooledObjective(Objective):
     """Base of objectives that own ``ImagePool`` attributes: their contents go into the module's state dict
     (``get_extra_state``, key ``<prefix>_extra_state``), so a checkpoint of a module holding the objective
     restores the pools on resume."""
@@ -212,6 +213,40 @@ class CycleGANObjective(PooledObjective):
         self.pool_a = ImagePool(pool_size)  # generated A images, shown to D_B
         self.pool_b = ImagePool(pool_size)  # generated B images, shown to D_A
 
+    # ------------------------------------------------------------------ the contract
+    progress = {"cycle": "loss_cycle_a"}
+
+    def roles(self) -> dict[str, Role]:
+        """G_A (A -> B), G_B (B -> A), D_A (judges B images), D_B (judges A images): by default the original
+        layout (``ORIGINAL_GENERATOR`` / ``ORIGINAL_DISCRIMINATOR`` under the model nodes' keywords). State-dict
+        prefixes ``gen_a.``, ``gen_b.``, ``disc_a.``, ``disc_b.`` (the original's netG_A, netG_B, netD_A, netD_B)."""
+        return {
+            "gen_a": Role("generator", ResnetGenerator, ORIGINAL_GENERATOR, translates="AtoB"),
+            "gen_b": Role("generator", ResnetGenerator, ORIGINAL_GENERATOR, translates="BtoA"),
+            "disc_a": Role("discriminator", PatchDiscriminator, ORIGINAL_DISCRIMINATOR, judges="B"),
+            "disc_b": Role("discriminator", PatchDiscriminator, ORIGINAL_DISCRIMINATOR, judges="A"),
+        }
+
+    def optimizers(self) -> dict[str, OptimizerGroup]:
+        """One Adam for both generators, one for both discriminators (the original's)."""
+        return {"generator": OptimizerGroup(("gen_a", "gen_b")), "discriminator": OptimizerGroup(("disc_a", "disc_b"))}
+
+    def translators(self) -> dict[str, str]:
+        return {"AtoB": "gen_a", "BtoA": "gen_b"}
+
+    def check_channels(self, input_nc: int, output_nc: int) -> None:
+        if self.lambda_identity > 0 and input_nc != output_nc:
+            raise ValueError(
+                f"model.objective.lambda_identity={self.lambda_identity} needs equal channel counts (G_A is fed B "
+                f"images), but input_nc={input_nc} and output_nc={output_nc}; set lambda_identity=0")
+
+    @torch.no_grad()
+    def visuals(self, nets: Nets, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Labelled image columns for grids: A, G_A(A), G_B(G_A(A)), B, G_B(B)."""
+        fake_b = nets["gen_a"](real_a)
+        return {"A": real_a, "G_A(A)": fake_b, "G_B(G_A(A))": nets["gen_b"](fake_b), "B": real_b,
+                "G_B(B)": nets["gen_b"](real_b)}
+
     def check_inputs(self, real_a: torch.Tensor, real_b: torch.Tensor) -> None:
         """The identity terms feed B images to G_A (and A images to G_B): A and B need the same channel count."""
         if self.lambda_identity > 0 and real_a.shape[1] != real_b.shape[1]:
@@ -260,26 +295,21 @@ class CycleGANObjective(PooledObjective):
         return {"loss_d_a": loss_d_a, "loss_d_b": loss_d_b, "loss_d": loss_d_a + loss_d_b}
 
     def iteration(
-        self,
-        gen_a: nn.Module,
-        gen_b: nn.Module,
-        disc_a: nn.Module,
-        disc_b: nn.Module,
-        real_a: torch.Tensor,
-        real_b: torch.Tensor,
-        opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer,
-        backward=None,
+        self, nets: Nets, batch: Batch, optimizers: Optimizers, backward: Backward | None = None
     ) -> dict[str, torch.Tensor]:
-        """One training iteration: forward, G step (``opt_g`` owns G_A and G_B; discriminators frozen), then D step
-        (``opt_d`` owns D_A and D_B) on the fakes of this forward pass, through the pools.
+        """One training iteration: forward, G step (``optimizers["generator"]`` owns G_A and G_B; discriminators
+        frozen), then D step (``optimizers["discriminator"]`` owns D_A and D_B) on the fakes of this forward pass,
+        through the pools.
 
-        ``real_a`` (B, C_A, H, W), ``real_b`` (B, C_B, H, W) in [-1, 1]. ``backward(loss)`` defaults to
-        ``loss.backward()`` (Lightning passes ``manual_backward``). Returns the detached losses: ``loss_g``,
-        ``loss_g_a``, ``loss_g_b``, ``loss_cycle_a``, ``loss_cycle_b``, ``loss_idt_a``, ``loss_idt_b``,
-        ``loss_d_a``, ``loss_d_b``, ``loss_d``.
+        ``nets``: ``gen_a``, ``gen_b``, ``disc_a``, ``disc_b``; ``batch``: ``{"A": (B, C_A, H, W), "B": (B, C_B, H,
+        W)}`` in [-1, 1]. ``backward(loss)`` defaults to ``loss.backward()`` (Lightning passes ``manual_backward``).
+        Returns the detached losses: ``loss_g``, ``loss_g_a``, ``loss_g_b``, ``loss_cycle_a``, ``loss_cycle_b``,
+        ``loss_idt_a``, ``loss_idt_b``, ``loss_d_a``, ``loss_d_b``, ``loss_d``.
         """
         backward = backward or torch.Tensor.backward
+        gen_a, gen_b, disc_a, disc_b = nets["gen_a"], nets["gen_b"], nets["disc_a"], nets["disc_b"]
+        real_a, real_b = batch["A"], batch["B"]
+        opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
         self.check_inputs(real_a, real_b)
         out = self.translate(gen_a, gen_b, real_a, real_b)
         disc_a.requires_grad_(False)  # the G step must not produce D gradients

@@ -79,7 +79,7 @@ def _running_stats(running: torch.Tensor) -> Stats:
 
 
 class DistanceGANObjective(OneSidedObjective):
-    """DistanceGAN's losses; ``iteration(generator, discriminator, sampler, real_a, real_b, opt_g, opt_d)`` as CUT's.
+    """DistanceGAN's losses on the roles ``generator`` and ``discriminator`` (``OneSidedObjective``).
     Needs batches of at least 2 images (the distances are between the images of a batch).
 
     Args:

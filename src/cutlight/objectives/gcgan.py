@@ -15,7 +15,7 @@ ties them together (each side's target detached, as in the authors' code). Total
 Defaults are the GcGAN code's training options (lambda_AB 10, lambda_gc 2, lambda_G 1, identity 0.5, pool 50,
 geometry rot); its README's example commands may set identity differently (0.3 in some).
 
-Deviations from the authors' code, both forced by the shared objective signature (one generator, one D):
+Deviations from the authors' code (this objective keeps CUT's roles: one generator, one D):
 * the code's ``gc_gan_cross`` model builds a second generator for f(x) (G_X~Y~) but saves G_XY under both names;
   here one generator (shared weights) translates x and f(x), which is the model the code actually saves;
 * the code uses a second discriminator D_gc for the transformed domain; here one D scores both orientations
@@ -39,7 +39,7 @@ from .onesided import DiscriminatorPairs, OneSidedObjective
 
 
 class GcGANObjective(OneSidedObjective):
-    """GcGAN's losses; ``iteration(generator, discriminator, sampler, real_a, real_b, opt_g, opt_d)`` as CUT's.
+    """GcGAN's losses on the roles ``generator`` and ``discriminator`` (``OneSidedObjective``).
 
     Args:
         lambda_gan: weight of each adversarial term (the code's lambda_G).
@@ -74,6 +74,12 @@ class GcGANObjective(OneSidedObjective):
         self.transform = transform
         self.pool_b = ImagePool(pool_size)  # G(x), shown to D
         self.pool_gc = ImagePool(pool_size)  # G(f(x)), shown to D
+
+    def check_channels(self, input_nc: int, output_nc: int) -> None:
+        if self.lambda_identity > 0 and input_nc != output_nc:
+            raise ValueError(f"model.objective.lambda_identity={self.lambda_identity} needs input_nc == output_nc (G "
+                             f"is fed B images), but input_nc={input_nc} and output_nc={output_nc}; set "
+                             "lambda_identity=0")
 
     def generator_losses(
         self, generator: nn.Module, discriminator: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..losses import discriminator_loss, r1_penalty
 from ..networks.sampler import upcast_half
+from .contract import Backward, Batch, Nets, Optimizers
 from .cut import CUTObjective, Translation
 
 
@@ -102,17 +103,9 @@ class SinCUTObjective(CUTObjective):
         return terms
 
     def iteration(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        sampler: nn.Module,
-        real_a: torch.Tensor,
-        real_b: torch.Tensor,
-        opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer,
-        backward=None,
+        self, nets: Nets, batch: Batch, optimizers: Optimizers, backward: Backward | None = None
     ) -> dict[str, torch.Tensor]:
         """``CUTObjective.iteration``; ``loss_r1`` is reported (as 0) also when there is no D step (lambda_gan 0)."""
-        losses = super().iteration(generator, discriminator, sampler, real_a, real_b, opt_g, opt_d, backward)
+        losses = super().iteration(nets, batch, optimizers, backward)
         losses.setdefault("loss_r1", torch.zeros_like(losses["loss_d"]))
         return losses
