@@ -47,7 +47,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_cut_run(tmp_path_factory):
-    """One tiny CUT run through ``python -m cutlight.train`` (two epochs on the built-in data, best-val/fid
+    """One tiny CUT run through ``python -m cutlight.cli.train`` (two epochs on the built-in data, best-val/fid
     checkpoints, the best one tested after fit), shared by the tests that check what a run writes and says:
     ``res`` (the finished process), ``tmp`` (its working directory), ``run`` (its output folder, found under
     ``outputs/<date>/<overrides>/<time>``; None if the run failed, which the tests report with its stderr)."""
