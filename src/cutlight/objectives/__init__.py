@@ -9,12 +9,14 @@ cyclegan.py  CycleGANObjective, ImagePool, cyclegan_networks (the original layou
 onesided.py  OneSidedObjective: the G-then-D iteration of the one-sided baselines (CUT's G and D, no heads)
 gcgan.py     GcGANObjective: geometry consistency (rot90 / vflip)
 distance.py  DistanceGANObjective, SelfDistanceObjective: distance preservation
+dclgan.py    DCLGANObjective: dual contrastive learning (two generators, two discriminators, two heads)
 ```
 """
 
 from .contract import Objective, OptimizerGroup, Role, build_networks
 from .cut import CUTObjective
 from .cyclegan import CycleGANObjective, ImagePool, cyclegan_networks
+from .dclgan import DCLGANObjective
 from .distance import DistanceGANObjective, SelfDistanceObjective
 from .gcgan import GcGANObjective
 from .onesided import OneSidedObjective
@@ -23,6 +25,7 @@ from .sincut import SinCUTObjective
 __all__ = [
     "CUTObjective",
     "CycleGANObjective",
+    "DCLGANObjective",
     "DistanceGANObjective",
     "GcGANObjective",
     "ImagePool",
