@@ -10,6 +10,7 @@ onesided.py  OneSidedObjective: the G-then-D iteration of the one-sided baseline
 gcgan.py     GcGANObjective: geometry consistency (rot90 / vflip)
 distance.py  DistanceGANObjective, SelfDistanceObjective: distance preservation
 dclgan.py    DCLGANObjective: dual contrastive learning (two generators, two discriminators, two heads)
+simdcl.py    SimDCLObjective: DCLGAN plus the similarity loss (four small mappings)
 ```
 """
 
@@ -20,6 +21,7 @@ from .dclgan import DCLGANObjective
 from .distance import DistanceGANObjective, SelfDistanceObjective
 from .gcgan import GcGANObjective
 from .onesided import OneSidedObjective
+from .simdcl import SimDCLObjective
 from .sincut import SinCUTObjective
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Role",
     "OneSidedObjective",
     "SelfDistanceObjective",
+    "SimDCLObjective",
     "SinCUTObjective",
     "build_networks",
     "cyclegan_networks",
