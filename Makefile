@@ -34,7 +34,7 @@ ablate: $(STAMP) fid-weights
 	$(BIN)/python -m cutlight.report $(ABLATE_DIR)
 
 test: $(STAMP) fid-weights
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not network"

@@ -1,4 +1,5 @@
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -6,6 +7,26 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# CUTLIGHT_TEST_MKLDNN=0: run the suite with oneDNN off (tests/run_kernel_matrix.sh; other kernels, other round-off)
+if os.environ.get("CUTLIGHT_TEST_MKLDNN", "1") == "0":
+    torch.backends.mkldnn.enabled = False
+
+# Files whose every test compares numbers (the tolerance policy of tests/helpers.py); tests elsewhere that do are
+# marked @pytest.mark.numeric one by one. `pytest -m numeric` runs them all (tests/run_kernel_matrix.sh).
+NUMERIC_FILES = {"test_same_math.py", "test_cyclegan.py", "test_networks.py", "test_losses.py", "test_sincut.py",
+                 "test_baselines.py", "test_stylegan2.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in NUMERIC_FILES:
+            item.add_marker(pytest.mark.numeric)
+
+
+def pytest_report_header(config):
+    return (f"torch {torch.__version__}: CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads, oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'}")
 
 
 @pytest.fixture
@@ -21,3 +42,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_cut_run(tmp_path_factory):
+    """One tiny CUT run through ``python -m cutlight.train`` (two epochs on the built-in data, best-val/fid
+    checkpoints, the best one tested after fit), shared by the tests that check what a run writes and says:
+    ``res`` (the finished process), ``tmp`` (its working directory), ``run`` (its output folder, found under
+    ``outputs/<date>/<overrides>/<time>``; None if the run failed, which the tests report with its stderr)."""
+    from helpers import TINY_ARGS, run_entrypoint
+
+    tmp = tmp_path_factory.mktemp("tiny_cut_run")
+    res = run_entrypoint([*TINY_ARGS, "callbacks=best_fid", "test_after_fit=true"], tmp)
+    runs = list((tmp / "outputs").glob("*/*/*"))
+    return SimpleNamespace(res=res, tmp=tmp, run=runs[0] if res.returncode == 0 and len(runs) == 1 else None)

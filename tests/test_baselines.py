@@ -19,6 +19,7 @@ from cutlight.losses import (
 )
 from cutlight.networks import PatchDiscriminator, ResnetGenerator
 from cutlight.objectives import CUTObjective, DistanceGANObjective, GcGANObjective, SelfDistanceObjective
+from helpers import K_LAYER, K_NETWORK, K_OP, assert_scaled_close
 
 ADAM = {"lr": 2e-4, "betas": (0.5, 0.999)}
 
@@ -68,7 +69,8 @@ def test_geometric_transform_equals_pixel_loop(transform):
     y = geometric_transform(x, transform)
     torch.testing.assert_close(y, loop_transform(x, transform), rtol=0, atol=0)
     torch.testing.assert_close(geometric_transform(y, transform, inverse=True), x, rtol=0, atol=0)
-    torch.testing.assert_close(geometric_transform(x, transform, inverse=True), loop_transform(x, transform, True))
+    torch.testing.assert_close(geometric_transform(x, transform, inverse=True), loop_transform(x, transform, True),
+                               rtol=0, atol=0)  # a permutation: exact
 
 
 @pytest.mark.parametrize("transform", ["rot90", "vflip"])
@@ -84,16 +86,16 @@ def test_geometry_consistency_loss_equals_loop_reference(transform):
     want = (loop_mean_abs(f2, loop_transform(gc2.detach(), transform, inverse=True))
             + loop_mean_abs(gc2, loop_transform(f2.detach(), transform)))
     w_fake, w_gc = torch.autograd.grad(want, (f2, gc2))
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(g_fake, w_fake)
-    torch.testing.assert_close(g_gc, w_gc)
+    assert_scaled_close(got, want, K_OP)  # a mean vs a loop sum: round-off
+    assert_scaled_close(g_fake, w_fake, K_OP)
+    assert_scaled_close(g_gc, w_gc, K_OP)
     n = fake.numel()  # L1 mean: each element's gradient is +-1/N, from its own term only
-    assert torch.allclose(g_fake.abs(), torch.full_like(g_fake, 1 / n))
+    assert_scaled_close(g_fake.abs(), torch.full_like(g_fake, 1 / n), K_OP)
 
 
 def test_cycle_loss_is_mean_absolute_error():
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    torch.testing.assert_close(cycle_loss(a, b), loop_mean_abs(a, b))
+    assert_scaled_close(cycle_loss(a, b), loop_mean_abs(a, b), K_OP)
 
 
 def loop_distance_loss(real, fake, stats_r, stats_f):
@@ -114,11 +116,10 @@ def test_distance_loss_equals_loop_reference():
     got = distance_loss(real, fake, stats_r, stats_f)
     fake2 = fake.detach().clone().requires_grad_()
     want = loop_distance_loss(real, fake2, stats_r, stats_f)
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0])
+    assert_scaled_close(got, want, K_LAYER)
+    assert_scaled_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0], K_LAYER)
     pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]  # documented pair order
-    torch.testing.assert_close(pairwise_distances(real),
-                               torch.stack([loop_mean_abs(real[i], real[j]) for i, j in pairs]))
+    assert_scaled_close(pairwise_distances(real), torch.stack([loop_mean_abs(real[i], real[j]) for i, j in pairs]), K_OP)
     with pytest.raises(ValueError, match="size >= 2"):
         distance_loss(real[:1], fake[:1])
 
@@ -141,8 +142,8 @@ def test_self_distance_loss_equals_loop_reference(halves):
         terms.append(((d_r - stats_r[0]) / stats_r[1] - (d_f - stats_f[0]) / stats_f[1]).abs())
     want = sum(terms) / 3
     got = self_distance_loss(real, fake, stats_r, stats_f, halves)
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0])
+    assert_scaled_close(got, want, K_LAYER)
+    assert_scaled_close(torch.autograd.grad(got, fake)[0], torch.autograd.grad(want, fake2)[0], K_LAYER)
     with pytest.raises(ValueError, match="must be even"):
         half_distances(torch.zeros(1, 1, 5, 5), halves)
 
@@ -349,9 +350,9 @@ def test_distancegan_online_stats_are_the_running_stats_of_all_real_distances():
         seen_b.append(pairwise_distances(b))
     for running, seen in ((obj.running_a, seen_a), (obj.running_b, seen_b)):
         d = torch.cat(seen).double()
-        torch.testing.assert_close(running.double(), torch.stack([torch.tensor(float(d.numel()), dtype=d.dtype),
-                                                                  d.mean(), ((d - d.mean()) ** 2).sum()]),
-                                   rtol=1e-5, atol=1e-6)
+        want = torch.stack([torch.tensor(float(d.numel()), dtype=d.dtype), d.mean(), ((d - d.mean()) ** 2).sum()])
+        for got_value, want_value in zip(running, want):  # fp32 running statistics (Welford) vs float64
+            assert_scaled_close(got_value, want_value, K_LAYER)
     assert {"running_a", "running_b", "_extra_state"} <= set(obj.state_dict())
     given = DistanceGANObjective(stats_a=(0.5, 0.1), stats_b=(0.5, 0.1))
     given.iteration({"generator": G, "discriminator": D},
@@ -366,7 +367,7 @@ def test_unnormalised_distances_equal_the_raw_loss():
     with torch.no_grad():
         want = distance_loss(a, G(a))
     got = obj.iteration({"generator": G, "discriminator": D}, {"A": a, "B": b}, adams(G, D))["loss_distance"]
-    torch.testing.assert_close(got, want)
+    assert_scaled_close(got, want, K_NETWORK)
 
 
 def test_distancegan_needs_pairs_and_gcgan_identity_needs_equal_channels():

@@ -11,13 +11,6 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
-def test_bench_worker_times_both_implementations():
-    cfg = {"preset": "FastCUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
-           "impls": ["ours", "reference"], "warmup": 0, "iters": 1, "inference_reps": 1}
-    out = bench.worker(cfg)
-    assert len(out["times"]["ours"]) == 1 and out["images_per_s"] > 0
-
-
 def test_bench_counts_macs_and_ours_skips_the_key_encoding():
     """The worker counts MACs on the warm-up iterations. CUT: ours does not re-encode (real A, real B) for the
     keys, so its convolutions do fewer MACs than the reference's, by about the convolutions of that encoding."""
@@ -39,13 +32,6 @@ def test_bench_counts_macs_and_ours_skips_the_key_encoding():
     with torch.no_grad():  # the reference's extra key encoding: layers 0..16 on (real A, real B)
         encode = conv_gmac(ResnetGenerator().model[:17], torch.zeros(2, 3, 32, 32))
     assert 0.95 * encode < conv["reference"] - conv["ours"] < 1.1 * encode, (conv, encode)
-
-
-def test_bench_single_implementation_reports_its_peak():
-    cfg = {"preset": "CUT", "size": 32, "batch": 1, "precision": "fp32", "device": "cpu", "mode": "time",
-           "impls": ["ours"], "warmup": 0, "iters": 1, "inference_reps": 1}
-    out = bench.worker(cfg)
-    assert out["peak_mb"] > 0 and out["images_per_s"] > 0  # timed alone: no separate memory process needed
 
 
 _spec_cmp = importlib.util.spec_from_file_location(

@@ -39,6 +39,9 @@ def options():
     for group in GROUPS:
         for f in sorted((CONF / group).glob("*.yaml")):
             yield group, f.stem
+    for group in ("hydra/launcher", "hydra/sweeper"):  # composing checks them against the plugin's schema
+        for f in sorted((CONF / group).glob("*.yaml")):
+            yield group, f.stem
 
 
 # Options that only compose with a partner: CycleGAN's objective needs its networks (model=cyclegan brings the
@@ -141,19 +144,13 @@ def test_debug_tiny_keeps_the_users_data_group(tmp_path):
     assert (cfg.data.crop_size, cfg.model.generator.ngf, cfg.trainer.limit_train_batches) == (32, 8, 4)
 
 
-def test_entrypoint_fast_dev_run(tmp_path):
-    res = run_entrypoint([*TINY_ARGS, "+trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()  # the composed config is saved with the run
-    assert (tmp_path / "run" / "config_resolved.yaml").exists()
-
-
 @pytest.mark.slow
-def test_entrypoint_tiny_run_writes_outputs(tmp_path):
-    run = tmp_path / "run"
-    res = run_entrypoint([*TINY_ARGS, f"hydra.run.dir={run}"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_entrypoint_tiny_run_writes_outputs(tiny_cut_run):
+    res, run = tiny_cut_run.res, tiny_cut_run.run
+    assert res.returncode == 0 and run is not None, res.stderr[-3000:]
     assert "cutlight run finished" in res.stdout
+    assert (run / ".hydra" / "config.yaml").exists()  # the composed config is saved with the run
+    assert (run / "config_resolved.yaml").exists()
     assert list((run / "images").glob("step_*.png"))
     assert (run / "plots" / "loss_curves.png").exists()
     assert (run / "checkpoints" / "last.ckpt").exists()

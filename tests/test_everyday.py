@@ -205,12 +205,11 @@ def test_predict_on_two_processes_writes_every_image_exactly_once(tmp_path, monk
 
 # ------------------------------------------------------------------------------ entrypoint runs
 @pytest.mark.slow
-def test_entrypoint_tiny_is_quiet_names_the_run_and_tests_the_best_fid_checkpoint(tmp_path):
-    res = run_entrypoint([*TINY_ARGS, "callbacks=best_fid", "test_after_fit=true"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_entrypoint_tiny_is_quiet_names_the_run_and_tests_the_best_fid_checkpoint(tiny_cut_run):
+    res, run = tiny_cut_run.res, tiny_cut_run.run
+    assert res.returncode == 0 and run is not None, res.stderr[-3000:]
     assert noisy_lines(res.stderr) == [], res.stderr
     # outputs/<date>/<what differs from the defaults>/<time>
-    (run,) = (tmp_path / "outputs").glob("*/*/*")
     assert run.parent.name == ("callbacks=best_fid,data.num_test=4,data.num_train=8,data.size=32,debug=tiny,"
                                "model.objective.num_patches=16,model.sampler.mlp_dim=16")
     assert re.fullmatch(r"\d\d-\d\d-\d\d", run.name)
@@ -254,6 +253,7 @@ def test_debug_fast_dev_run_writes_no_checkpoint(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "cutlight run finished" in res.stdout
     assert not list(run.rglob("*.ckpt")) and not (run / "csv").exists()
+    assert (run / ".hydra" / "config.yaml").exists() and (run / "config_resolved.yaml").exists()  # saved anyway
 
 
 def test_quiet_filter_drops_only_lightning_tips(caplog):

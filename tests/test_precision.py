@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import TINY_MODEL, tiny_data, tiny_module, tiny_trainer
+from helpers import K_NETWORK, TINY_MODEL, assert_scaled_close, tiny_data, tiny_module, tiny_trainer
 
 
 def test_bf16_mixed_training_on_cpu(tmp_path):
@@ -18,6 +18,7 @@ def test_bf16_mixed_training_on_cpu(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.numeric
 def test_channels_last_matches_default_layout():
     torch.manual_seed(0)
     a = tiny_module()
@@ -26,7 +27,7 @@ def test_channels_last_matches_default_layout():
     assert b.generator.model[1].weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-5)
+        assert_scaled_close(b(x), a(x), K_NETWORK)  # other kernels for the other layout: round-off
     assert a.state_dict().keys() == b.state_dict().keys()
 
 
@@ -54,7 +55,8 @@ def test_sampler_heads_and_nce_stay_fp32_under_fp16_autocast():
         losses = [patch_nce_loss(s, s.roll(1, 1)) for s in samples]
     for s, loss in zip(samples, losses):
         assert s.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss).all()
-        torch.testing.assert_close(s.norm(dim=-1), torch.ones(s.shape[:2]), rtol=1e-3, atol=1e-3)
+        # unit norm up to fp16 round-off of the features (eps 9.8e-4)
+        torch.testing.assert_close(s.norm(dim=-1), torch.ones(s.shape[:2]), rtol=0, atol=2 * torch.finfo(torch.float16).eps)
 
 
 def test_fp16_autocast_with_one_grad_scaler_for_both_optimizers_trains():

@@ -72,8 +72,10 @@ def hostile_layout(root: Path) -> dict[str, str]:
     for name, content, fragment in files:
         write(root / name, content)
         bad[Path(name).name] = fragment
-    Image.fromarray(np.ones((40, 40), np.float32)).save(root / "trainB" / "float.tif")
-    bad["float.tif"] = "mode 'F' (32-bit float) is not supported"
+    holes = np.ones((40, 40), np.float32)
+    holes[3, 4] = np.nan  # a float image is read by its range (tests/test_image_modes.py); NaN shows nothing
+    Image.fromarray(holes).save(root / "trainB" / "float.tif")
+    bad["float.tif"] = "mode 'F' (32-bit float) with 1 NaN or infinite pixel value(s)"
     small = Image.new("RGB", (40, 24), (200, 10, 10))  # 40 x 24, EXIF says rotate: 24 x 40, below the crop of 32
     exif = small.getexif()
     exif[0x0112] = 6

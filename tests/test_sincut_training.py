@@ -23,7 +23,7 @@ from cutlight.callbacks import FullImageTranslation, full_image_panel
 from cutlight.data.builtin_pair import HEIGHT, WIDTH
 from cutlight.networks import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
 from cutlight.objectives import SinCUTObjective
-from helpers import run_entrypoint, tiny_trainer
+from helpers import K_LAYER, K_NETWORK, assert_scaled_close, run_entrypoint, tiny_trainer
 from test_config import compose_cfg
 
 # experiment=sincut_cpu shrunk to seconds: tiny networks, 32 px patches, 2 steps per epoch, 1 + 1 epochs
@@ -161,6 +161,7 @@ def test_displayed_and_predicted_images_are_clamped(tmp_path, odd_pair):
     assert torch.equal(out["image"], torch.ones(1, 3, 8, 8))  # ... the predicted image is
 
 
+@pytest.mark.numeric
 def test_evaluation_nce_is_patch_nce_over_the_full_image():
     from cutlight.losses import patch_nce_loss
 
@@ -181,8 +182,8 @@ def test_evaluation_nce_is_patch_nce_over_the_full_image():
         fk, fq = (head(f) / (head(f).norm(dim=-1, keepdim=True) + 1e-7) for f in (fk, fq))  # reference eps
         logits = fq[0] @ fk[0].T / obj.nce_temperature  # (S, S): the diagonal holds the positives
         per_layer.append(torch.nn.functional.cross_entropy(logits, torch.arange(len(ids))))
-        torch.testing.assert_close(patch_nce_loss(fq, fk, obj.nce_temperature).mean(), per_layer[-1])
-    torch.testing.assert_close(got, torch.stack(per_layer).mean())
+        assert_scaled_close(patch_nce_loss(fq, fk, obj.nce_temperature).mean(), per_layer[-1], K_LAYER)
+    assert_scaled_close(got, torch.stack(per_layer).mean(), K_NETWORK)  # batched vs per-layer encodes
     assert obj.evaluation_nce(G, H, real, real, 32) < got  # the identity "translation" keeps content best
 
 
@@ -331,7 +332,7 @@ def test_ddp_two_cpu_processes_with_r1_double_backward(tmp_path, odd_pair):
         per_rank.append(torch.autograd.grad(loss_d, list(replay.discriminator.parameters()), allow_unused=True,
                                             materialize_grads=True))
     for ddp_grad, g0, g1 in zip(r0["d_grad"], *per_rank, strict=True):
-        torch.testing.assert_close(ddp_grad, (g0 + g1) / 2, rtol=1e-4, atol=1e-6)
+        assert_scaled_close(ddp_grad, (g0 + g1) / 2, K_NETWORK)  # gloo's all-reduce vs a replay: round-off
     assert not torch.allclose(per_rank[0][0], per_rank[1][0])  # the comparison can fail: the ranks differ
     assert Image.open(sorted((tmp_path / "images").glob("translation_step_*.png"))[-1]).size == (75, 51)
 

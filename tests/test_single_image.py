@@ -20,6 +20,7 @@ from cutlight.data.single_image import (
     load_full_image,
     zoomed_patch,
 )
+from helpers import K_LAYER, K_OP, assert_scaled_close
 
 
 def save_image(path, width, height, mode="RGB", seed=0):
@@ -35,6 +36,7 @@ def pair(tmp_path):
     return save_image(tmp_path / "a.png", 150, 100, seed=1), save_image(tmp_path / "b.png", 90, 120, seed=2)
 
 
+@pytest.mark.numeric
 def test_patch_equals_resizing_the_whole_image_then_cropping():
     torch.manual_seed(0)
     image = torch.randint(0, 256, (3, 120, 170), dtype=torch.uint8)
@@ -46,7 +48,7 @@ def test_patch_equals_resizing_the_whole_image_then_cropping():
                               antialias=True, align_corners=False)[0]  # (3, zh, zw)
         want = whole[:, p.top: p.top + 32, p.left: p.left + 32]
         want = want.flip(-1) if p.flip else want
-        torch.testing.assert_close(zoomed_patch(image, p, 32), want, atol=0.02, rtol=0)  # of 255
+        assert_scaled_close(zoomed_patch(image, p, 32), want, K_LAYER)  # one resampling on the 0..255 scale
 
 
 def test_zoom_range_grid_and_flips():
@@ -137,13 +139,14 @@ def test_bad_inputs_and_conversions(tmp_path, pair):
             ZoomAndPatchDataset(path_a, path_b, **kwargs)
 
 
+@pytest.mark.numeric
 def test_full_image_for_translation(tmp_path):
     path = save_image(tmp_path / "odd.png", 31, 20)
     x, (h, w) = load_full_image(path, size_multiple=2)
     assert x.shape == (1, 3, 20, 32) and (h, w) == (20, 31)
     assert torch.equal(x[..., 31], x[..., 30])  # replicated column
     raw = pil_to_tensor(Image.open(path)).float() / 127.5 - 1  # (3, 20, 31)
-    torch.testing.assert_close(x[0, :, :, :31], raw)
+    assert_scaled_close(x[0, :, :, :31], raw, K_OP)
     y, size = load_full_image(path, size_multiple=4, mode="crop")
     assert y.shape == (1, 3, 20, 28) and size == (20, 28)
     with pytest.raises(ValueError, match="unknown mode"):

@@ -39,48 +39,8 @@ def summary_rows(sweep: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- configs
-ABLATIONS = {  # option -> (nce_idt, lambda_nce, flip_equivariance, nce_layers, negatives, num_patches or None)
-    "cut": (True, 1.0, False, [0, 4, 8, 12, 16], "image", None),
-    "fastcut": (False, 10.0, True, [0, 4, 8, 12, 16], "image", None),
-    "no_idt": (False, 1.0, False, [0, 4, 8, 12, 16], "image", None),
-    "last_layer": (True, 1.0, False, [16], "image", None),
-    "external_negatives": (True, 1.0, False, [0, 4, 8, 12, 16], "batch", None),
-    "patches_16": (True, 1.0, False, [0, 4, 8, 12, 16], "image", 16),
-    "patches_64": (True, 1.0, False, [0, 4, 8, 12, 16], "image", 64),
-    "patches_256": (True, 1.0, False, [0, 4, 8, 12, 16], "image", 256),
-}
-
-
-def test_every_ablation_option_is_tested():
-    assert {p.stem for p in (CONF / "ablation").glob("*.yaml")} == set(ABLATIONS)
-
-
-@pytest.mark.parametrize("experiment,patches,epochs,batch", [
-    ("ablation_cpu", 64, (2, 1), 2),
-    ("horse2zebra", 256, (200, 200), 1),  # the GPU sweep: one schedule (the model's) for every row
-])
-@pytest.mark.parametrize("option", list(ABLATIONS))
-def test_ablation_options_on_an_experiment(option, experiment, patches, epochs, batch):
-    root = ["data.root=/data"] if experiment == "horse2zebra" else []
-    cfg = compose_cfg([f"experiment={experiment}", f"ablation={option}", *root])
-    obj = cfg.model.objective
-    idt, lam, flip, layers, negatives, n = ABLATIONS[option]
-    assert (obj.nce_idt, obj.lambda_nce, obj.flip_equivariance, list(obj.nce_layers), obj.negatives) == \
-        (idt, lam, flip, layers, negatives)
-    assert obj.num_patches == (n or patches)
-    assert (cfg.model.n_epochs, cfg.model.n_epochs_decay) == epochs  # the objective group holds no schedule
-    assert cfg.data.batch_size == batch
-    assert obj.nce_temperature == 0.07 and obj.lambda_gan == 1.0
-
-
-def test_optimized_metric_defaults_to_val_fid():
-    assert compose_cfg([]).optimized_metric == "val/fid"
-
-
-@joblib_plugin
-def test_parallel_launcher_config():
-    launcher = compose_cfg(["hydra/launcher=parallel"]).hydra.launcher
-    assert launcher._target_.endswith("JoblibLauncher") and launcher.n_jobs == 2
+# (every option of every group, hydra/launcher and hydra/sweeper included, composes and instantiates:
+# tests/test_config.py::test_every_yaml_composes_and_instantiates)
 
 
 @optuna_plugin

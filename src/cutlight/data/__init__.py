@@ -1,7 +1,9 @@
 """Data for unpaired translation: image loading, transforms, datasets, DataModules, built-in data.
 
 ```
-folder.py         list_images (recursive, sorted, logged skips), load_image: the one image loader
+folder.py         list_images (recursive, sorted, logged skips), load_image: the one image loader (every mode)
+checks.py         checking image files before training (verify=header/full), sizes from headers
+settings.py       type checks of the DataModules' settings (paths, flags, channel counts) naming the key
 transforms.py     TrainTransform (preprocess modes, random crop/flip, [-1, 1]), EvalTransform (resize only)
 datasets.py       UnpairedImageDataset (training pairs), SingleFolderDataset (validation images)
 direction.py      orient: AtoB / BtoA as a swap of the two domains, for every DataModule

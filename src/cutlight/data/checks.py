@@ -5,10 +5,13 @@ identifies, in a supported mode, with at most ``max_pixels`` pixels and large en
 (``min_size``); PNG, JPEG, BMP and WebP files must also end where their format says they end (a file that does not end with
 the PNG ``IEND`` chunk or the JPEG end-of-image marker, or is shorter than its BMP / RIFF header says, is decoded
 in full to confirm, so a valid file with trailing data is never refused). Only the header and the last bytes are read.
-``verify="full"`` decodes every image completely with :func:`~cutlight.data.folder.load_image`.
+``verify="full"`` decodes every image completely with :func:`~cutlight.data.folder.load_image`. Both agree with
+the loader: an image is accepted exactly when ``load_image`` takes it (the header check decodes the few modes whose
+pixel values can make the loader refuse, :data:`~cutlight.data.folder.VALUE_CHECKED_MODES`: float images with NaN).
 
 :func:`check_images` runs the check over many files (threads: the work is file I/O) and returns the problems;
-:class:`ImageCheckError` lists all of them in one message.
+:class:`ImageCheckError` lists all of them in one message. :func:`mixed_sizes` finds two files of different sizes
+from their headers (images that must share one size to be batched).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from cutlight.checks import check_choice
 from cutlight.data.folder import (
     MAX_IMAGE_PIXELS,
     SUPPORTED_MODES,
+    VALUE_CHECKED_MODES,
     bomb_reason,
     load_image,
     too_many_pixels,
@@ -72,6 +76,54 @@ def _ends_properly(path: Path, fmt: str | None, size: int) -> bool:
     return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
+def _rotated(image: Image.Image) -> bool:
+    """Whether the EXIF orientation of an opened image turns it by 90 degrees, read where it sits in the header (a
+    PNG's getexif() would decode the image)."""
+    return image.format in ("JPEG", "MPO", "TIFF", "WEBP") and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file as loaded (EXIF orientation applied), from its header alone; None when
+    Pillow cannot read the header (:func:`check_image` says why)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return (height, width) if _rotated(image) else (width, height)
+    except Exception:  # noqa: BLE001 - Pillow raises many types for malformed files
+        return None
+
+
+def mixed_sizes(
+    paths: Sequence[str | os.PathLike],
+    resized: Callable[[int, int], tuple[int, int]] | None = None,
+    workers: int = 8,
+) -> tuple[tuple[Path, tuple[int, int]], tuple[Path, tuple[int, int]]] | None:
+    """Two files of ``paths`` of different sizes, ``((first file, (w, h)), (the first that differs, (w, h)))``,
+    or None when they all share one size. Sizes are read from the headers (:func:`header_size`) and compared after
+    ``resized(width, height)`` (e.g. a preprocess's resize step); unreadable files are skipped (the file check
+    reports them)."""
+    if workers > 1 and len(paths) > 16:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            sizes = list(pool.map(header_size, paths, chunksize=32))
+    else:
+        sizes = [header_size(p) for p in paths]
+    known = [(Path(p), resized(*size) if resized else size) for p, size in zip(paths, sizes) if size is not None]
+    return next(((known[0], other) for other in known[1:] if other[1] != known[0][1]), None)
+
+
+def _decode_reason(path: Path, max_pixels: int | None, min_size: SizeRule | None) -> str | None:
+    """Why :func:`~cutlight.data.folder.load_image` refuses ``path`` (without the file name), or ``min_size``'s
+    verdict on the decoded size."""
+    try:
+        image = load_image(path, 3, max_pixels)
+    except (OSError, ValueError) as err:
+        text = str(err)
+        for named in (f" image file '{path}'", f"image file '{path}' ", f"image file '{path}': "):
+            text = text.replace(named, "")
+        return text
+    return min_size(*image.size) if min_size is not None else None
+
+
 def check_image(
     path: str | os.PathLike,
     verify: str = "header",
@@ -87,23 +139,17 @@ def check_image(
     if size == 0:
         return "empty file (0 bytes)"
     if verify == "full":
-        try:
-            image = load_image(path, 3, max_pixels)
-        except (OSError, ValueError) as err:
-            text = str(err)
-            for named in (f" image file '{path}'", f"image file '{path}' ", f"image file '{path}': "):
-                text = text.replace(named, "")
-            return text
-        return min_size(*image.size) if min_size is not None else None
+        return _decode_reason(path, max_pixels, min_size)
     try:
         with Image.open(path) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size
             if mode not in SUPPORTED_MODES:
                 return unsupported_mode(mode)
+            if mode in VALUE_CHECKED_MODES:  # the loader looks at the values: so does the check
+                return _decode_reason(path, max_pixels, min_size)
             if max_pixels is not None and width * height > max_pixels:
                 return too_many_pixels(width, height, max_pixels)
-            # EXIF orientation, read where it sits in the header (a PNG's getexif() would decode the image)
-            rotated = fmt in ("JPEG", "MPO", "TIFF", "WEBP") and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            rotated = _rotated(image)
             if rotated:  # by 90 degrees
                 width, height = height, width
         ended = _ends_properly(path, fmt, size)

@@ -21,11 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from cutlight.checks import ConfigValueError, check_choice, check_int
 from cutlight.data.builtin import builtin_root, ensure_builtin_dataset
-from cutlight.data.checks import VERIFY_CHOICES, ImageCheckError, check_images
+from cutlight.data.checks import VERIFY_CHOICES, ImageCheckError, check_images, mixed_sizes
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.direction import check_direction, orient
-from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS
+from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS, list_images
 from cutlight.data.resumable import ResumableLoader
+from cutlight.data.settings import check_channels, check_flag, check_path
 from cutlight.data.shapes import shapes_score
 from cutlight.data.transforms import TrainTransform
 
@@ -58,7 +59,9 @@ class UnpairedDataModule(pl.LightningDataModule):
     last bytes, ``full`` decodes every image, ``none`` skips the check; see :mod:`cutlight.data.checks`): all bad
     training, validation and test files are reported at once in one :class:`~cutlight.data.checks.ImageCheckError`.
     ``max_image_pixels`` refuses larger images (decompression bombs; Pillow's default limit, about 9459 x 9459;
-    a larger value also raises Pillow's own limit for this process).
+    a larger value also raises Pillow's own limit for this process). With ``preprocess="none"`` and
+    ``batch_size > 1`` the training images of each domain must share one size (after rounding down to multiples
+    of 4): ``setup`` reads their headers and names two files that differ (:meth:`check_batch_sizes`).
 
     Training (``train_dataloader``): a :class:`~cutlight.data.resumable.ResumableLoader` over
     :class:`UnpairedImageDataset`, shuffled unless ``serial_batches`` (as in the reference implementation,
@@ -73,7 +76,8 @@ class UnpairedDataModule(pl.LightningDataModule):
     ``torch.distributed`` process group each loader uses Lightning's ``UnrepeatedDistributedSampler`` (rank ``r``
     of ``W`` gets images ``r, r + W, ...``), so every image is seen exactly once across ranks (no padding
     duplicates in FID/KID; ranks may run one batch more or less) and Lightning does not replace it. Fewer images
-    than processes raise ``ValueError``.
+    than processes raise ``ValueError``. :meth:`num_eval_images` says how many images each side of the validation
+    or test split holds (without decoding them), for checks before the first step (FID/KID need 2 per side).
 
     Test (``test_dataloader``): the same two loaders over the test split. Prediction (``predict_dataloader``): the
     source test images (``test_dir_a``, else the validation source folder) at their own size, one per batch,
@@ -110,6 +114,12 @@ class UnpairedDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_direction(direction)
+        root, dir_a, dir_b, val_dir_a, val_dir_b, test_dir_a, test_dir_b = (
+            check_path(name, value) for name, value in (
+                ("root", root), ("dir_a", dir_a), ("dir_b", dir_b), ("val_dir_a", val_dir_a),
+                ("val_dir_b", val_dir_b), ("test_dir_a", test_dir_a), ("test_dir_b", test_dir_b)))
+        flip, serial_batches = check_flag("flip", flip), check_flag("serial_batches", serial_batches)
+        pin_memory = check_flag("pin_memory", pin_memory, optional=True)
         if (dir_a is None) != (dir_b is None):
             raise ValueError(f"give both dir_a and dir_b or neither; got dir_a={dir_a!r}, dir_b={dir_b!r}")
         if (val_dir_a is None) != (val_dir_b is None):
@@ -133,8 +143,7 @@ class UnpairedDataModule(pl.LightningDataModule):
         for name, value in (("max_dataset_size", max_dataset_size), ("max_val_images", max_val_images)):
             check_int(name, value, low=1, optional=True)
         for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
-            if value not in CHANNEL_CHOICES:
-                raise ConfigValueError(name, value, f"one of {CHANNEL_CHOICES} (L, RGB, RGBA images)")
+            check_channels(name, value, CHANNEL_CHOICES, "L, RGB, RGBA images")
         check_choice("verify", verify, VERIFY_CHOICES)
         self.train_transform = TrainTransform(preprocess, load_size, crop_size, flip, input_nc)  # fail early
         if Image.MAX_IMAGE_PIXELS is not None and max_image_pixels > Image.MAX_IMAGE_PIXELS:
@@ -191,7 +200,9 @@ class UnpairedDataModule(pl.LightningDataModule):
         if stage in (None, "test") and self.test_dataset_a is None and self.test_explicit:
             test = self._eval_pair(self.test_dir_a, self.test_dir_b)
         self.check_files(train, [*(val or []), *(test or [])])  # every bad file at once, before any batch
+        self.check_shards([*(val or []), *(test or [])])
         if train is not None:
+            self.check_batch_sizes(train)
             self.train_dataset = train
         if val is not None:
             self.val_dataset_a, self.val_dataset_b = val
@@ -226,6 +237,61 @@ class UnpairedDataModule(pl.LightningDataModule):
         problems += check_images(eval_paths, self.verify, self.max_image_pixels)
         if problems:
             raise ImageCheckError(problems, len(train_paths) + len(eval_paths), self.verify)
+
+    def check_shards(self, evaluation: list[SingleFolderDataset]) -> None:
+        """Under several processes (the attached trainer's ``world_size``) each process validates a shard of every
+        evaluation dataset, which must not be empty: ``ValueError`` naming the folder here, in ``setup``, rather
+        than at the first validation (which may come epochs into training)."""
+        world = int(getattr(self.trainer, "world_size", 1) or 1)
+        for dataset in evaluation:
+            if len(dataset) < world:
+                raise ValueError(
+                    f"{len(dataset)} evaluation image(s) in '{dataset.root}' (after data.max_val_images) for {world} "
+                    "processes: each process needs at least one; add images, raise data.max_val_images or train "
+                    "on fewer devices (trainer.devices)"
+                )
+
+    def check_batch_sizes(self, train: UnpairedImageDataset) -> None:
+        """With ``preprocess="none"`` and ``batch_size > 1`` the images of a batch keep their own sizes and must
+        share one: raise ``ConfigValueError`` (``data.batch_size``) naming two training files of one domain whose
+        sizes differ (read from the headers, even with ``verify="none"``), instead of failing in collate."""
+        transform = self.train_transform
+        if transform.preprocess != "none" or self.batch_size == 1:
+            return
+        for paths in (train.paths_a, train.paths_b):
+            found = mixed_sizes(paths, transform.resized_size)
+            if found is not None:
+                (first, (w1, h1)), (other, (w2, h2)) = found
+                raise ConfigValueError(
+                    "data.batch_size", self.batch_size,
+                    f"1 with data.preprocess=none when the training images differ in size: '{first}' is {w1}x{h1} "
+                    f"but '{other}' is {w2}x{h2} (WxH, after rounding down to multiples of 4), and a batch stacks "
+                    "images of one size; set data.batch_size=1, or a preprocess that gives every image one size "
+                    "(data.preprocess=resize_and_crop, crop or scale_width, with data.crop_size), or make the "
+                    "images one size"
+                )
+
+    def num_eval_images(self, split: str = "val") -> tuple[int, int]:
+        """``(source, target)``: how many images each side of the validation (``"val"``) or test (``"test"``) split
+        holds, after ``max_val_images``; ``(0, 0)`` when there is no such split (validation is then skipped).
+
+        Counts listed files (no image is decoded): those of the datasets ``setup`` built, else of the folders the
+        split would use, so it also works before ``setup``. Under DDP these are the totals over all processes
+        (each rank's loader gets a shard). Meant for checks before the first step, e.g. in a LightningModule's
+        ``setup`` (Lightning runs the DataModule's ``setup`` first): FID/KID need at least 2 images per side.
+        """
+        check_choice("split", split, ("val", "test"))
+        built = (self.val_dataset_a, self.val_dataset_b) if split == "val" else (self.test_dataset_a,
+                                                                                 self.test_dataset_b)
+        if built[0] is not None:
+            return len(built[0]), len(built[1])
+        if split == "test" and self.test_explicit:
+            folders = (self.test_dir_a, self.test_dir_b)
+        else:
+            folders = (self.val_dir_a, self.val_dir_b) if self._has_validation() else None
+        if folders is None:
+            return 0, 0
+        return len(list_images(folders[0], self.max_val_images)), len(list_images(folders[1], self.max_val_images))
 
     def _has_validation(self) -> bool:
         if self.val_dir_a is None:
@@ -344,8 +410,9 @@ class BuiltinDataModule(UnpairedDataModule):
             check_int(name, value, low=1)
         check_int("num_test", num_test, low=0)
         check_int("num_val", num_val, low=0)
+        cache_dir = check_path("cache_dir", cache_dir)
         self.size, self.num_train, self.num_test, self.cache_dir = size, num_train, num_test, cache_dir
-        self.num_val, self.frame = num_val, bool(frame)
+        self.num_val, self.frame = num_val, check_flag("frame", frame)
         root = builtin_root(size, num_train, num_test, cache_dir, num_val, self.frame)
         split = {}
         if num_val:  # validation on its own split; the test on the test images
@@ -369,6 +436,11 @@ class BuiltinDataModule(UnpairedDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers setup() called without prepare_data()
         super().setup(stage)
+
+    def num_eval_images(self, split: str = "val") -> tuple[int, int]:
+        """See :meth:`UnpairedDataModule.num_eval_images` (the dataset is generated first when it is not yet)."""
+        self.prepare_data()
+        return super().num_eval_images(split)
 
     def translation_score(self, real_a, fake_b) -> dict[str, float]:
         """The dataset's translation metric (:func:`shapes_score`, inside the frame when framed), used by

@@ -7,13 +7,17 @@
   ``FileNotFoundError``; a folder without images raises ``ValueError``.
 * :func:`load_image` decodes one file into a PIL image with the requested channel count. Every failure raises
   :class:`ImageFileError` (a ``ValueError``) naming the file: undecodable or truncated data, an unsupported mode,
-  and images with more than ``max_pixels`` pixels (default :data:`MAX_IMAGE_PIXELS`, Pillow's decompression-bomb
-  limit; in training the ``data.max_image_pixels`` setting).
+  NaN or infinite values in a float image, and images with more than ``max_pixels`` pixels (default
+  :data:`MAX_IMAGE_PIXELS`, Pillow's decompression-bomb limit; in training the ``data.max_image_pixels`` setting).
 
 Channel conversion (:func:`convert_channels`):
 
-* palette (``P``) images are expanded to RGB, or to RGBA when they carry a transparency entry;
-* 16-bit grayscale (``I;16*``, ``I``) is scaled by 1/256 to 8 bits (Pillow's own conversion would clip);
+* palette (``P``) images are expanded to RGB, or to RGBA when they carry a transparency entry; bilevel (``1``)
+  images become 0 / 255;
+* grayscale deeper than 8 bits (``I;16*``, ``I``, ``F``) becomes 8 bits by :func:`deep_gray_to_l` (Pillow's own
+  conversion clips: a 32-bit image would come out white): each mode's conventional range when every value lies in
+  it, else the image's own range (see that function for why);
+* ``CMYK``, ``YCbCr`` and ``HSV`` are converted to RGB by Pillow;
 * ``channels=1`` gives ``L``, ``channels=3`` gives ``RGB`` (grayscale is replicated to 3 channels): images with
   alpha (``RGBA``, ``LA``, ``PA``) are first alpha-composited **on a white background** (a transparent pixel
   becomes white, not the colour hidden under alpha 0);
@@ -31,18 +35,23 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+# one-channel modes deeper than 8 bits -> (conventional low, high, integer values)
+_DEEP_GRAY_MODES = {"I;16": (0, 65535, True), "I;16B": (0, 65535, True), "I;16L": (0, 65535, True),
+                    "I;16N": (0, 65535, True), "I": (0, 65535, True), "F": (0.0, 1.0, False)}
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 CHANNEL_CHOICES = (1, 3, 4)  # L, RGB, RGBA
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (about 9459 x 9459)
-# modes convert_channels turns into L / RGB / RGBA; "F" (32-bit float) is refused: its value range is undefined
+# modes convert_channels turns into L / RGB / RGBA
 SUPPORTED_MODES = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "PA", "CMYK", "YCbCr", "HSV",
-                   *_SIXTEEN_BIT_MODES)
+                   *_DEEP_GRAY_MODES)
+# modes whose pixel values can make the loader refuse an image (a float NaN): the header check decodes these
+VALUE_CHECKED_MODES = ("F",)
 
 
 class ImageFileError(ValueError):
@@ -98,14 +107,54 @@ def convert_channels(image: Image.Image, channels: int) -> Image.Image:
         raise ValueError(unsupported_mode(image.mode))
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode in _SIXTEEN_BIT_MODES:
-        image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    elif image.mode in _DEEP_GRAY_MODES:
+        image = deep_gray_to_l(image)
     if channels == 4:
         return image.convert("RGBA")  # alpha kept; opaque (255) when the image has none
     if image.mode in _ALPHA_MODES:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image.convert("RGBA"))
     return image.convert("L" if channels == 1 else "RGB")
+
+
+def deep_gray_to_l(image: Image.Image) -> Image.Image:
+    """A grayscale image deeper than 8 bits (``I;16*``, ``I``: 32-bit integer, ``F``: 32-bit float) as ``L``.
+
+    Rule: when every value lies in the mode's conventional range, that range maps to 0..255 (``I;16*`` and
+    ``I``: 0..65535, in 256 equal bins, ``v // 256``; ``F``: 0.0..1.0, ``round(v * 255)``), so a dark image stays
+    dark and the images of a folder keep their relative brightness. Otherwise the image's own range [min, max]
+    maps to 0..255 (integers in 256 equal bins, floats rounded); an image holding a single value outside the
+    conventional range saturates (0 below it, 255 above), so nothing divides by zero.
+
+    Why: 16-bit files follow the 0..65535 convention, and older Pillow versions open 16-bit PNGs as ``I``, so
+    ``I`` data within 16 bits is read as 16-bit data, exactly as ``I;16``; float images conventionally hold
+    0..1 (NumPy, scikit-image, torchvision). 32-bit integer and float data beyond those ranges (a 32-bit TIFF of
+    counts, a depth map, signed data) declares no range of its own: its actual range is the only one that keeps
+    what the image shows (a gradient stays a gradient) instead of clipping it to white, as scaling it like
+    16-bit data did. Refusing such files was the alternative; scaling keeps ``verify=header`` cheap (no decoding
+    to decide) and in agreement with the loader. Limitation: 8-bit values stored as 32-bit integers read as
+    16-bit data (nearly black): save such images as ``L``.
+
+    Raises:
+        ValueError: an ``F`` image with NaN or infinite values (they show no value).
+
+    Returns an ``L`` image of the same size.
+    """
+    low, high, integer = _DEEP_GRAY_MODES[image.mode]
+    values = np.asarray(image)  # (H, W) uint16 / int32 / float32
+    values = values.astype(np.int64 if integer else np.float64)
+    if not integer and not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise ValueError(f"mode 'F' (32-bit float) with {bad} NaN or infinite pixel value(s) of {values.size}: "
+                         "they show no value; replace them with finite values")
+    lo, hi = (values.min(), values.max()) if values.size else (low, high)
+    if (lo < low or hi > high) and hi > lo:  # beyond the convention: the image's own range
+        low, high = lo, hi
+    if integer:
+        levels = (np.clip(values, low, high) - low) * 256 // (high - low + 1)  # 256 equal bins
+    else:
+        levels = np.rint((np.clip(values, low, high) - low) * (255.0 / (high - low)))
+    return Image.fromarray(levels.astype(np.uint8), mode="L")
 
 
 def _walk_once(root: Path) -> Iterator[tuple[str, list[str]]]:
@@ -133,9 +182,6 @@ def _walk_once(root: Path) -> Iterator[tuple[str, list[str]]]:
 
 def unsupported_mode(mode: str) -> str:
     """Why an image mode is refused (see :data:`SUPPORTED_MODES`)."""
-    if mode == "F":
-        return ("mode 'F' (32-bit float) is not supported: its value range is undefined; "
-                "save the image with 8 or 16 bits per channel")
     return f"mode {mode!r} is not supported; supported modes: {', '.join(SUPPORTED_MODES)}"
 
 
@@ -163,6 +209,8 @@ def load_image(path: str | os.PathLike, channels: int, max_pixels: int | None = 
         ImageFileError: the file cannot be used as an image (a ``ValueError``; the message names the file and the
             reason).
     """
+    if channels not in CHANNEL_CHOICES:
+        raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
     try:
         image = Image.open(path)
     except FileNotFoundError:
@@ -182,4 +230,7 @@ def load_image(path: str | os.PathLike, channels: int, max_pixels: int | None = 
             image = ImageOps.exif_transpose(image)
         except Exception as err:  # noqa: BLE001 - truncated data, bad EXIF, decoder errors, memory
             raise ImageFileError(f"cannot decode image file '{path}': {type(err).__name__}: {err}") from err
-    return convert_channels(image, channels)
+    try:
+        return convert_channels(image, channels)
+    except ValueError as err:  # values the conversion refuses (a float NaN)
+        raise ImageFileError(f"image file '{path}': {err}") from err

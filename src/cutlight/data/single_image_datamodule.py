@@ -17,7 +17,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cutlight.checks import ConfigValueError, check_choice, check_int, check_number
 from cutlight.data.builtin_pair import ensure_builtin_pair, pair_root
+from cutlight.data.settings import check_channels, check_flag, check_path
 from cutlight.data.single_image import FullImageDataset, ZoomAndPatchDataset, resolve_image_path
 
 
@@ -43,6 +45,12 @@ class SingleImageDataModule(pl.LightningDataModule):
         batch_size, num_workers, pin_memory: the training DataLoader (validation and prediction: one image per
             batch, since the two images may differ in size).
         input_nc, output_nc: channels (1 or 3) of the A and the B image.
+        max_dataset_size: at most this many training samples per epoch, rounded up to whole batches (the
+            reference's ``--max_dataset_size``, whose loader stops at the first batch that reaches it); ``None``:
+            ``length``. As in :class:`~cutlight.data.UnpairedDataModule` (where it keeps the first N files of each
+            domain) it caps the samples of an epoch, so ``debug=tiny`` fits every data module.
+        max_val_images: at most this many validation images per side, as in ``UnpairedDataModule``; here each side
+            has one image, which any value keeps (accepted so that one setting fits every data module).
 
     Batches: training ``{"A": (B, input_nc, crop, crop), "B": (B, output_nc, crop, crop), "A_path", "B_path"}``;
     validation ``[A loader, B loader]`` and prediction (A) ``{"image": (1, C, H, W), "path": [str], "index": (1,)}``
@@ -67,20 +75,31 @@ class SingleImageDataModule(pl.LightningDataModule):
         input_nc: int = 3,
         output_nc: int = 3,
         pin_memory: bool = False,
+        max_dataset_size: int | None = None,
+        max_val_images: int | None = None,
     ) -> None:
         super().__init__()
+        image_a, image_b = check_path("image_a", image_a), check_path("image_b", image_b)
+        cache_dir = check_path("cache_dir", cache_dir)
         if (image_a is None) != (image_b is None):
             raise ValueError(f"give both image_a and image_b (data.image_a, data.image_b), or neither for the "
                              f"built-in pair; got image_a={image_a!r}, image_b={image_b!r}")
-        for name, value in (("batch_size", batch_size), ("length", length)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("load_size", load_size), ("crop_size", crop_size), ("batch_size", batch_size),
+                            ("length", length)):
+            check_int(name, value, low=1)
+        check_number("random_scale_max", random_scale_max, low=1.0)
+        flip, pin_memory = check_flag("flip", flip), check_flag("pin_memory", pin_memory)
+        check_int("num_workers", num_workers, low=0)
         if length < batch_size:
-            raise ValueError(f"length {length} (samples per epoch) is smaller than batch_size {batch_size}: "
-                             "with drop_last=True no batch would be produced")
+            raise ConfigValueError("length", length, f"at least batch_size: length {length} (samples per epoch) is "
+                                   f"smaller than batch_size {batch_size}, so with drop_last=True no batch would be "
+                                   "produced")
         for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
-            if value not in (1, 3):
-                raise ValueError(f"{name} must be 1 or 3, got {value!r}")
+            check_channels(name, value, (1, 3), "L, RGB images")
+        for name, value in (("max_dataset_size", max_dataset_size), ("max_val_images", max_val_images)):
+            check_int(name, value, low=1, optional=True)
+        if max_dataset_size is not None and max_dataset_size < length:  # whole batches, at least one
+            length = min(length, -(-max_dataset_size // batch_size) * batch_size)
         self.save_hyperparameters()
         self.builtin = image_a is None
         if self.builtin:
@@ -116,6 +135,13 @@ class SingleImageDataModule(pl.LightningDataModule):
         if self.full_dataset_a is None:
             self.setup("validate")
         return self.full_dataset_a[0]["image"][None], self.full_dataset_b[0]["image"][None]
+
+    def num_eval_images(self, split: str = "val") -> tuple[int, int]:
+        """``(source, target)`` images per side of the validation split: ``(1, 1)`` (the two images); ``(0, 0)``
+        for ``"test"`` (no test split). The same method as ``UnpairedDataModule.num_eval_images``: FID/KID, which
+        need at least 2 images per side, cannot be computed here."""
+        check_choice("split", split, ("val", "test"))
+        return (1, 1) if split == "val" else (0, 0)
 
     def train_dataloader(self) -> DataLoader:
         """``length`` fresh random patch pairs per epoch (in index order: every item is a new random draw)."""
