@@ -263,7 +263,9 @@ def test_generator_instance_is_not_saved_and_is_passed_again(tmp_path):
 def test_bad_network_specs_name_the_network():
     with pytest.raises(TypeError, match="cannot build generator cutlight.networks.generator.ResnetGenerator"):
         tiny_module(generator={"ngf": 8, "n_blocks": 1, "bogus": 1})
-    with pytest.raises(ImportError, match="cannot import 'nowhere.Gen'"):
+    with pytest.raises(ImportError, match="cannot import 'cutlight.networks.NowhereGen'"):
+        tiny_module(generator={"_target_": "cutlight.networks.NowhereGen"})
+    with pytest.raises(ValueError, match="refusing to import _target_ 'nowhere.Gen': it is not in cutlight's allowlist"):
         tiny_module(generator={"_target_": "nowhere.Gen"})
 
 

@@ -246,7 +246,7 @@ def test_checkpoints_that_are_neither_cutlight_nor_reference_name_the_file(tmp_p
         load_generator(tmp_path / "lit.ckpt")
     torch.save({"state_dict": {"generator.model.1.weight": torch.zeros(1)},
                 "hyper_parameters": {"generator": {"_target_": "os.system"}}}, tmp_path / "evil.ckpt")
-    with pytest.raises(ValueError, match="'os.system' .* is not an importable torch.nn.Module subclass"):
+    with pytest.raises(ValueError, match="refusing to import _target_ 'os.system'"):
         load_generator(tmp_path / "evil.ckpt")
     with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
         load_generator(tmp_path / "missing.ckpt")

@@ -1,7 +1,7 @@
 """The paper's learned-similarity and feature-PCA figures: ``python -m cutlight.cli.analyze`` (``cutlight-analyze``).
 
     cutlight-analyze --ckpt CKPT --input IMAGE [--output DIR] [--size N] [--layer L] [--query ROW,COL ...]
-                     [--pca-layers L ...] [--device cpu|cuda]
+                     [--pca-layers L ...] [--device cpu|cuda] [--trust-code]
 
 What the figures show: ``cutlight.inference.analysis``.
 """
@@ -12,6 +12,8 @@ import argparse
 import sys
 
 from ..inference.analysis import analyze
+from ..specs import trusting_code
+from .args import add_trust_code
 
 
 def _query(text: str) -> tuple[int, int]:
@@ -35,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="query point in pixels (repeat for several; default: one per quadrant)")
     parser.add_argument("--pca-layers", type=int, nargs="+", default=None, help="encoder layers for pca.png")
     parser.add_argument("--device", default=None)
+    add_trust_code(parser)
     args = parser.parse_args(argv)
     try:
-        written = analyze(args.ckpt, args.input, args.output, args.size, args.layer, args.query, args.pca_layers,
-                          args.device)
+        with trusting_code(True if args.trust_code else None):
+            written = analyze(args.ckpt, args.input, args.output, args.size, args.layer, args.query, args.pca_layers,
+                              args.device)
     except (FileNotFoundError, ValueError) as e:
         print(f"cutlight-analyze: error: {e}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ..checks import ConfigValueError, check_int
 from ..lightning.rundir import RESULTS_CSV, RESULTS_MD
+from ..specs import UntrustedCodeError, check_specs, trusting_code
 from .run_record import log_to_files
 
 log = logging.getLogger("cutlight.cli.train")  # not __name__: "__main__" under python -m
@@ -197,8 +198,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, ckpt = _resume_checkpoint(cfg, out)  # a bad resume= / ckpt_path= fails before anything is written
+    with trusting_code(True if cfg.get("trust_code") else None):  # what the checkpoint names: cutlight.specs rule
+        check_specs({k: ckpt.get(k) for k in ("hyper_parameters", "cutlight_networks")}, f"checkpoint '{ckpt_path}'")
     datamodule = _instantiate(cfg.data, "data")
-    model = _instantiate(cfg.model, "model")
+    with trusting_code():  # the config the user typed is the user's own code
+        model = _instantiate(cfg.model, "model")
     if ckpt_path and hasattr(model, "check_checkpoint"):  # another architecture: refused before the folder is linked
         model.check_checkpoint(ckpt, ckpt_path)
     resumed = _continue_run(ckpt_path, ckpt, out) if ckpt_path else {}
@@ -292,7 +296,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ..lightning.reliability import NonFiniteError
 
     return (ConfigValueError, MissingMandatoryValue, ImageCheckError, ImageFileError, CheckpointError,
-            NonFiniteError, FileNotFoundError, NotADirectoryError)
+            NonFiniteError, FileNotFoundError, NotADirectoryError, UntrustedCodeError)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")

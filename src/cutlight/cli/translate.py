@@ -3,7 +3,7 @@
     cutlight-translate --ckpt CKPT --input PATH [PATH ...] --output DIR [--direction AtoB|BtoA]
                        [--size N | --short-side N] [--ext png] [--overwrite] [--keep-suffix]
                        [--batch-size 8] [--device cuda] [--precision fp32|bf16|fp16]
-                       [--html] [--real DIR] [--generator KEY=VALUE ...]
+                       [--html] [--real DIR] [--generator KEY=VALUE ...] [--trust-code]
 
 Exit status: 0 when every image was written or skipped, 1 when any failed or on an error.
 ``--html`` writes ``index.html`` (and ``page2.html``, ...) into DIR: input | translation per row, linking to the
@@ -31,7 +31,8 @@ from ..inference import (
 )
 from ..inference import files as _files
 from ..inference.gallery import write_gallery
-from .args import parse_kwarg
+from ..specs import trusting_code
+from .args import add_trust_code, parse_kwarg
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="FID/KID Inception resize: antialiased (default) or --no-antialias, the original FID resize "
                         "that published numbers use")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_trust_code(p)
     return p
 
 
@@ -79,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(args.generator)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        spec = read_generator(args.ckpt, args.direction, **overrides)
-        print(f"generator: {spec.source}", file=sys.stderr)
-        generator = build_generator(spec).to(device).eval()
+        with trusting_code(True if args.trust_code else None):
+            spec = read_generator(args.ckpt, args.direction, **overrides)
+            print(f"generator: {spec.source}", file=sys.stderr)
+            generator = build_generator(spec).to(device).eval()
         report = translate_folder(
             generator, args.input, args.output, batch_size=args.batch_size, size=args.size,
             short_side=args.short_side, ext=args.ext, overwrite=args.overwrite, keep_suffix=args.keep_suffix,

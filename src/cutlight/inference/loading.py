@@ -29,7 +29,7 @@ from torch import nn
 from ..checkpoint import nonfinite_entries, read_checkpoint, state_dict_mismatch
 from ..networks import PatchSampler, load_network_weights, resnet_generator_kwargs, strip_prefix
 from ..objectives import CUTObjective
-from ..specs import locate
+from ..specs import UntrustedCodeError, check_specs, locate, trusting_code
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,13 @@ class GeneratorSpec:
 def resolve_target(target: str, where: str = "") -> type[nn.Module]:
     """Import the ``nn.Module`` subclass named by a dotted path (``"cutlight.networks.ResnetGenerator"``).
 
-    Only ``nn.Module`` subclasses are accepted: a checkpoint cannot make the loader call an arbitrary function.
+    Only ``nn.Module`` subclasses are accepted: a checkpoint cannot make the loader call an arbitrary function;
+    and unless code is trusted, only classes that ``cutlight.specs.locate`` allows (refused before import).
     """
     try:
         cls = locate(target) if "." in target else None
+    except UntrustedCodeError as err:
+        raise UntrustedCodeError(f"generator of {where.strip(' ()')}: {err}" if where else str(err)) from None
     except ImportError as err:
         raise ValueError(f"cannot import generator class {target!r}{where}: {err}") from err
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -105,6 +108,8 @@ def _from_lightning(path: Path, ckpt: dict, direction: str | None) -> tuple[dict
         raise ValueError(f"'{path}' is a Lightning checkpoint without generator weights: expected 'generator.*' "
                          f"(CUT) or 'gen_a.*' / 'gen_b.*' (CycleGAN) in its state_dict; found prefixes "
                          f"{sorted(prefixes)}")
+    # every class the checkpoint names (generator, objective, extractor, ...) passes the trust rule, or none is used
+    check_specs({k: ckpt.get(k) for k in ("hyper_parameters", "cutlight_networks")}, f"checkpoint '{path}'")
     state = {k[len(name) + 1:].replace("_orig_mod.", ""): v for k, v in weights.items() if k.startswith(name + ".")}
     config = dict((ckpt.get("hyper_parameters") or {}).get("generator") or {})
     if name == "gen_b":  # G_B translates B to A: the shared generator settings with the channel counts swapped
@@ -131,7 +136,9 @@ def _from_state_dict(path: Path, state: dict, overrides: dict) -> tuple[dict, di
 
 
 def read_generator(path: str | os.PathLike, direction: str | None = None, **generator_kwargs) -> GeneratorSpec:
-    """Read a generator checkpoint without building the network; see :func:`load_generator`."""
+    """Read a generator checkpoint without building the network; see :func:`load_generator`. The ``_target_``
+    names of the file are checked by the trust rule here (``cutlight.specs``; trusted in a ``trusting_code()``
+    block)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at '{path}'")
@@ -140,6 +147,7 @@ def read_generator(path: str | os.PathLike, direction: str | None = None, **gene
     if path.suffix == ".safetensors":
         config, state = _read_safetensors(path)
         source = f"cutlight safetensors export '{path}'"
+        check_specs(config, f"the metadata of '{path}'")
     else:
         ckpt = _torch_load(path)
         if not isinstance(ckpt, dict) or not all(isinstance(k, str) for k in ckpt):
@@ -178,6 +186,7 @@ def load_generator(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
     direction: str | None = None,
+    trust_code: bool | None = None,
     **generator_kwargs,
 ) -> nn.Module:
     """A ready (eval-mode) generator from a checkpoint file.
@@ -195,13 +204,19 @@ def load_generator(
 
     ``generator_kwargs`` override what the file says (e.g. ``norm="none"``, which a state dict cannot show).
 
+    ``trust_code``: the file's ``_target_`` may name any class (``True``: only for files you trust, importing it
+    runs its code); by default only cutlight's networks or ``CUTLIGHT_TRUSTED_MODULES`` (``None``: the
+    process-wide ``cutlight.specs.set_trust_code`` setting; see ``cutlight.specs``).
+
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is none of the above, or its weights do not fit (the message names the file).
+        cutlight.specs.UntrustedCodeError (a ValueError): the file names a class outside the allowlist.
     """
-    spec = read_generator(path, direction, **generator_kwargs)
-    logger.info("loading %s", spec.source)
-    generator = build_generator(spec)
+    with trusting_code(trust_code):
+        spec = read_generator(path, direction, **generator_kwargs)
+        logger.info("loading %s", spec.source)
+        generator = build_generator(spec)
     return generator.to(device or "cpu").eval()
 
 
@@ -210,7 +225,7 @@ def load_generator(
 def load_sampler(path: str | os.PathLike, generator: nn.Module) -> tuple[PatchSampler | None, list[int]]:
     """The MLP heads of a ``CUTModule`` checkpoint (``sampler.*``, rebuilt from its ``hyper_parameters``) and their
     ``nce_layers``; ``(None, paper layers)`` for a checkpoint without heads (a generator state dict)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     if not (isinstance(ckpt, dict) and "state_dict" in ckpt):
         return None, PAPER_LAYERS
     hparams = ckpt.get("hyper_parameters", {})

@@ -36,13 +36,14 @@ parameter before the first step).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, state_dict_mismatch
+from ..checkpoint import CheckpointError, read_checkpoint, state_dict_mismatch
 from ..checks import ConfigValueError, check_input_size, check_int, check_settings
 from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
@@ -50,7 +51,7 @@ from ..metrics import Evaluator
 from ..objectives import CUTObjective, Objective, build_networks
 from ..objectives.contract import optimizer_parameters
 from ..optim import apply_warmup, build_optimizers, check_adam_kwargs
-from ..specs import build
+from ..specs import build, check_specs, code_trusted, trusting_code
 from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
 from .rundir import batches_done, log_step, now, run_dir, write_test_results
 
@@ -137,6 +138,8 @@ class TranslationModule(pl.LightningModule):
         self._guard: NonFiniteGuard | None = None
         self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
         self._resumed_loggers = False
+        self._trust_code = code_trusted()  # the validation extractor, built later, is trusted as the networks were
+        check_specs(plain(val_metrics), "val_metrics")  # refused now, not when validation first runs
 
         check_settings("optimizer", check_adam_kwargs, plain(optimizer or {}))
         nonfinite = plain(nonfinite or {})
@@ -286,6 +289,30 @@ class TranslationModule(pl.LightningModule):
         checkpoint["cutlight_networks"] = {"translators": dict(self.objective.translators()),
                                            "configs": plain(self.network_configs)}
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, trust_code: bool | None = None,
+                             **kwargs: Any) -> TranslationModule:
+        """Lightning's ``load_from_checkpoint`` (same arguments), with the checkpoint's hyperparameters (and an
+        ``hparams_file``) checked by the trust rule of ``cutlight.specs`` before anything is built or imported:
+        unless ``trust_code=True`` (or ``cutlight.specs.set_trust_code()``), every ``_target_`` must name a class
+        of cutlight's networks, objectives or feature extractors, or a module prefix of ``CUTLIGHT_TRUSTED_MODULES``
+        (raises ``cutlight.specs.UntrustedCodeError``, naming it). Keyword overrides are the caller's own."""
+        with trusting_code(trust_code):
+            if not code_trusted():
+                if not isinstance(checkpoint_path, (str, os.PathLike)) or not os.path.isfile(checkpoint_path):
+                    raise CheckpointError(f"cannot check {checkpoint_path!r} before loading it: pass a local file "
+                                          "path, or trust_code=True for a source you trust")
+                ckpt = read_checkpoint(checkpoint_path)  # weights_only: tensors and plain containers
+                if isinstance(ckpt, dict):
+                    check_specs(ckpt.get("hyper_parameters") or {}, f"checkpoint '{checkpoint_path}'")
+                hparams_file = kwargs.get("hparams_file")
+                if hparams_file is not None:
+                    import yaml
+
+                    with open(hparams_file) as f:
+                        check_specs(yaml.safe_load(f) or {}, f"hparams_file '{hparams_file}'")
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def check_checkpoint(self, checkpoint: dict, path: object) -> None:
         """Raise ``CheckpointError`` naming ``path`` and the keys and shapes that differ when the weights of
         ``checkpoint`` do not fit this module (another architecture or method)."""
@@ -332,7 +359,8 @@ class TranslationModule(pl.LightningModule):
             return
         settings = {**DEFAULT_METRICS, **(cfg if isinstance(cfg, dict) else {})}
         try:
-            self.evaluator = Evaluator(**settings)
+            with trusting_code(self._trust_code):
+                self.evaluator = Evaluator(**settings)
         except RuntimeError as err:  # the standard Inception weights are not on this machine
             if settings.get("weights_path"):
                 raise
