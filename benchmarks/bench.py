@@ -104,7 +104,8 @@ def _setup(cfg: dict, impl: str):
 
         def run(a, b):
             backward = (lambda loss: scaler.scale(loss).backward()) if scaler is not None else None
-            out = obj.iteration(G, D, H, a, b, opt_g, opt_d, backward=backward)
+            out = obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": a, "B": b},
+                                {"generator": opt_g, "discriminator": opt_d}, backward=backward)
             if scaler is not None:
                 scaler.update()
             return out
@@ -156,10 +157,8 @@ def _setup_baseline(cfg: dict, impl: str):
         _sync(device)
         t = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if isinstance(obj, CycleGANObjective):
-                obj.iteration(*nets, real_a, real_b, opt_g, opt_d, backward=backward)
-            else:
-                obj.iteration(nets[0], nets[1], None, real_a, real_b, opt_g, opt_d, backward=backward)
+            obj.iteration(dict(zip(obj.roles(), nets)), {"A": real_a, "B": real_b},
+                          {"generator": opt_g, "discriminator": opt_d}, backward=backward)
             if scaler is not None:
                 scaler.update()
         _sync(device)

@@ -76,7 +76,8 @@ def make_step(impl: str, module):
     (opt_g, opt_d), _ = module.configure_optimizers()  # fused Adam on CPU, as in training
 
     def step(real_a, real_b):
-        return obj.iteration(G, D, H, real_a, real_b, opt_g, opt_d)
+        return obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": real_a, "B": real_b},
+                             {"generator": opt_g, "discriminator": opt_d})
 
     return step, G, (opt_g, opt_d)
 

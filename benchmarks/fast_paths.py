@@ -56,7 +56,8 @@ def main(size: int, iters: int, preset: str) -> None:
             torch.manual_seed(100 + i)
             with variant(name):
                 t = time.perf_counter()
-                obj.iteration(G, D, H, a, b, opt_g, opt_d)
+                obj.iteration({"generator": G, "discriminator": D, "sampler": H}, {"A": a, "B": b},
+                              {"generator": opt_g, "discriminator": opt_d})
                 dt = time.perf_counter() - t
             if i:
                 times[name].append(dt)

@@ -41,8 +41,8 @@ def main() -> None:
             torch.cuda.synchronize()
         start = time.perf_counter()
         backward = (lambda loss: (guard.note_loss(loss), loss.backward())) if guarded else None
-        losses = module.objective.iteration(module.generator, module.discriminator, module.sampler, *x, opt_g, opt_d,
-                                            backward=backward)
+        losses = module.objective.iteration(module.nets, {"A": x[0], "B": x[1]},
+                                            {"generator": opt_g, "discriminator": opt_d}, backward=backward)
         if guarded:
             guard.after_iteration(losses, "bench", "none")  # the one host sync
         else:

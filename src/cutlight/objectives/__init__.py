@@ -9,20 +9,25 @@ cyclegan.py  CycleGANObjective, ImagePool, cyclegan_networks (the original layou
 onesided.py  OneSidedObjective: the G-then-D iteration of the one-sided baselines (CUT's G and D, no heads)
 gcgan.py     GcGANObjective: geometry consistency (rot90 / vflip)
 distance.py  DistanceGANObjective, SelfDistanceObjective: distance preservation
+dclgan.py    DCLGANObjective: dual contrastive learning (two generators, two discriminators, two heads)
+simdcl.py    SimDCLObjective: DCLGAN plus the similarity loss (four small mappings)
 ```
 """
 
 from .contract import Objective, OptimizerGroup, Role, build_networks
 from .cut import CUTObjective
 from .cyclegan import CycleGANObjective, ImagePool, cyclegan_networks
+from .dclgan import DCLGANObjective
 from .distance import DistanceGANObjective, SelfDistanceObjective
 from .gcgan import GcGANObjective
 from .onesided import OneSidedObjective
+from .simdcl import SimDCLObjective
 from .sincut import SinCUTObjective
 
 __all__ = [
     "CUTObjective",
     "CycleGANObjective",
+    "DCLGANObjective",
     "DistanceGANObjective",
     "GcGANObjective",
     "ImagePool",
@@ -31,6 +36,7 @@ __all__ = [
     "Role",
     "OneSidedObjective",
     "SelfDistanceObjective",
+    "SimDCLObjective",
     "SinCUTObjective",
     "build_networks",
     "cyclegan_networks",
