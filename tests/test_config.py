@@ -63,7 +63,7 @@ def test_every_yaml_composes_and_instantiates(group, option, tmp_path):
     OmegaConf.resolve(cfg)
     instantiate(cfg.data)
     model = instantiate(cfg.model)
-    assert type(model.generator) is get_class(cfg.model.generator.get("_target_", "cutlight.ResnetGenerator"))
+    assert type(model.translator) is get_class(cfg.model.generator.get("_target_", "cutlight.ResnetGenerator"))
     for node in list((cfg.get("callbacks") or {}).values()) + list((cfg.get("logger") or {}).values()):
         if node is not None and node.get("_target_", "").endswith("WandbLogger"):
             sig = inspect.signature(get_class(node._target_))
