@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # ARGS: extra Hydra overrides, e.g. make train ARGS="seed=1"
 train: $(STAMP) fid-weights
-	$(BIN)/python -m cutlight.train experiment=builtin_cpu $(ARGS)
+	$(BIN)/python -m cutlight.cli.train experiment=builtin_cpu $(ARGS)
 
 # The paper's ablations on the built-in data on CPU (7 runs of 450 iterations, see conf/experiment/ablation_cpu.yaml),
 # then the sweep report (table + figures). ABLATE_DIR: where the sweep goes; SEEDS=0,1,2: mean and std over seeds.
@@ -28,10 +28,10 @@ endif
 ABLATIONS  ?= cut,fastcut,no_idt,last_layer,external_negatives,patches_16,patches_256
 SEEDS      ?= 0
 ablate: $(STAMP) fid-weights
-	$(BIN)/python -m cutlight.train -m experiment=ablation_cpu ablation=$(ABLATIONS) seed=$(SEEDS) \
+	$(BIN)/python -m cutlight.cli.train -m experiment=ablation_cpu ablation=$(ABLATIONS) seed=$(SEEDS) \
 		hydra.sweep.dir=$(ABLATE_DIR) \
 		|| echo "some ablation runs failed: the report lists them"
-	$(BIN)/python -m cutlight.report $(ABLATE_DIR)
+	$(BIN)/python -m cutlight.cli.report $(ABLATE_DIR)
 
 test: $(STAMP) fid-weights
 	$(BIN)/python -m pytest -q --durations=15
@@ -41,6 +41,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks
+	$(BIN)/lint-imports  # the package's layers: [tool.importlinter] in pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick

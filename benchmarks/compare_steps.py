@@ -39,18 +39,18 @@ TERMS = ("content_iou", "style", "score", "shift_px")
 
 
 def compose(overrides: list[str]):
-    """The training config as ``python -m cutlight.train`` composes it (``conf/`` of this checkout)."""
+    """The training config as ``python -m cutlight.cli.train`` composes it (``conf/`` of this checkout)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    import cutlight.train  # noqa: F401  (registers the config resolvers)
+    import cutlight.cli.train  # noqa: F401  (registers the config resolvers)
 
     with initialize_config_module(config_module="cutlight.conf", version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 
 
 def build(cfg, seed: int):
-    """Seeded as ``cutlight.train``: datamodule, then the CUTModule (its networks), then the data loader."""
+    """Seeded as ``cutlight.cli.train``: datamodule, then the CUTModule (its networks), then the data loader."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -121,7 +121,7 @@ def train(cfg, seed: int, impl: str, eval_every: int, eval_images: int, max_iter
     if grid_dir:
         from torchvision.utils import save_image
 
-        from cutlight.callbacks import labelled_grid
+        from cutlight.lightning.callbacks.drawing import labelled_grid
 
         with torch.no_grad():
             fake_b = generator(real_a[:8])

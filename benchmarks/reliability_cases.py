@@ -3,8 +3,8 @@ table.
 
     python benchmarks/reliability_cases.py [--only 1,3,4] [--scratch /tmp/reliability-cases] [--keep]
 
-Each case runs ``python -m cutlight.train`` (tiny settings: ``debug=tiny`` on 32 px built-in data, or on a
-generated image folder), ``python -m cutlight.translate`` or ``python -m cutlight.evaluate`` in a subprocess
+Each case runs ``python -m cutlight.cli.train`` (tiny settings: ``debug=tiny`` on 32 px built-in data, or on a
+generated image folder), ``python -m cutlight.cli.translate`` or ``python -m cutlight.cli.evaluate`` in a subprocess
 (one CPU thread, W&B off, the ``cutlight`` of this checkout), looks at what it left behind (exit status, every
 checkpoint's values, ``metrics.csv``, image grids, translated images) and prints one row per case:
 case | input | exit code | behaviour | message (first line of the error, shortened) | verdict. A verdict other
@@ -84,7 +84,7 @@ class Cases:
         return Result(res.returncode, res.stdout, res.stderr, time.perf_counter() - start)
 
     def train(self, args: list[str], run: Path | None = None, **kw) -> Result:
-        return self.run("cutlight.train", [*args, *([f"hydra.run.dir={run}"] if run else [])], **kw)
+        return self.run("cutlight.cli.train", [*args, *([f"hydra.run.dir={run}"] if run else [])], **kw)
 
     def small_checkpoint(self) -> Path:
         """last.ckpt of a 2-batch tiny run (made once)."""
@@ -301,7 +301,7 @@ def case_nonfinite(c: Cases) -> None:
                      else f"checkpoints with non-finite values: {bad}")
         if (run / "checkpoints" / "last.ckpt").exists():
             out = c.scratch / f"lr1e30-{name}-translated"
-            tr = c.run("cutlight.translate", ["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--input",
+            tr = c.run("cutlight.cli.translate", ["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--input",
                                               str(testa), "--output", str(out), "--quiet", "--device", "cpu"])
             pics = sorted(out.glob("*.png")) if out.is_dir() else []
             black = sum(1 for p in pics if np.asarray(Image.open(p)).max() == 0)
@@ -367,7 +367,7 @@ def case_resume(c: Cases) -> None:
     def killed(name: str, at: int | None = None) -> tuple[Path, int, dict]:
         run = c.scratch / name
         at = at or rng.randrange(1, RESUME_STEPS)
-        ok = kill_when(c.popen("cutlight.train", [*RESUME, f"hydra.run.dir={run}"]),
+        ok = kill_when(c.popen("cutlight.cli.train", [*RESUME, f"hydra.run.dir={run}"]),
                        lambda: max(train_steps(run), default=0) >= at)
         assert ok, f"{name}: the run ended before step {at}"
         return run, at, grids(run)
@@ -401,7 +401,7 @@ def case_resume(c: Cases) -> None:
     run, k1, before = killed("resume-2d")
     k2 = rng.randrange(k1 + 1, RESUME_STEPS) if k1 + 1 < RESUME_STEPS else None
     if k2:
-        ok = kill_when(c.popen("cutlight.train", [*RESUME, f"resume={run}"]),
+        ok = kill_when(c.popen("cutlight.cli.train", [*RESUME, f"resume={run}"]),
                        lambda: max(train_steps(run), default=0) >= k2 and len(train_steps(run)) >= k2)
         before = {**before, **grids(run)} if ok else before
     res = c.train([*RESUME, f"resume={run}"])
@@ -420,7 +420,7 @@ def case_resume(c: Cases) -> None:
             return True
         return False
 
-    kill_when(c.popen("cutlight.train", [*RESUME, f"hydra.run.dir={run}"]), saving, poll=0.0005)
+    kill_when(c.popen("cutlight.cli.train", [*RESUME, f"hydra.run.dir={run}"]), saving, poll=0.0005)
     intact = None
     if (run / "checkpoints" / "last.ckpt").exists():
         try:
@@ -529,11 +529,11 @@ def case_files(c: Cases) -> None:
     bomb, tiny = root / "trainA" / "bomb.png", save_image(c.scratch / "tiny" / "3x2.png", size=(3, 2))
     ckpt = c.small_checkpoint()
     for name, args, want in (
-        ("3e", ["cutlight.translate", "--ckpt", str(ckpt), "--input", str(bomb), "--output",
+        ("3e", ["cutlight.cli.translate", "--ckpt", str(ckpt), "--input", str(bomb), "--output",
                 str(c.scratch / "tr-bomb"), "--quiet", "--device", "cpu"], "bomb.png"),
-        ("3f", ["cutlight.evaluate", "--real", str(root / "trainA"), "--fake", str(root / "trainB"),
+        ("3f", ["cutlight.cli.evaluate", "--real", str(root / "trainA"), "--fake", str(root / "trainB"),
                 "--device", "cpu"], "bomb.png"),
-        ("3g", ["cutlight.translate", "--ckpt", str(ckpt), "--input", str(tiny), "--output",
+        ("3g", ["cutlight.cli.translate", "--ckpt", str(ckpt), "--input", str(tiny), "--output",
                 str(c.scratch / "tr-tiny"), "--quiet", "--device", "cpu"], "3x2"),
     ):
         res = c.run(args[0], args[1:])
@@ -575,7 +575,7 @@ def case_config(c: Cases) -> None:
         c.row(f"4{chr(97 + i)}", f"`{override}`", res, "refused before training" if not trained_nothing(run)
               else "trained first", problems)
 
-    # checkpoints that cannot be used: given to the trainer and to cutlight.translate
+    # checkpoints that cannot be used: given to the trainer and to cutlight.cli.translate
     ref = c.small_checkpoint()
     other = c.scratch / "other-arch"
     c.train([*TINY, "model.generator.ngf=4", "+trainer.max_steps=1", "model.val_metrics=false"], other)
@@ -605,7 +605,7 @@ def case_config(c: Cases) -> None:
         problems += [f"{frames(res)} traceback frames"] * (frames(res) > 1)
         c.row(f"4{chr(ord('p') + j)}", f"`ckpt_path=`{name}", res, "refused before training", problems)
         inputs = good_folder(c.scratch / "good") / "testA"
-        tr = c.run("cutlight.translate", ["--ckpt", str(path), "--input", str(inputs),
+        tr = c.run("cutlight.cli.translate", ["--ckpt", str(path), "--input", str(inputs),
                                          "--output", str(c.scratch / f"tr-{name}"), "--quiet", "--device", "cpu"])
         usable = name == "other_arch.ckpt"  # its generator is rebuilt from the checkpoint's own settings
         problems = [] if (tr.rc == 0) == usable else [f"exit {tr.rc}"]
@@ -653,13 +653,13 @@ def case_other(c: Cases) -> None:
     good_folder(c.scratch / "good")
     one = save_image(c.scratch / "one-image" / "x.png")
     for name, given, args, want in (
-        ("5h", "translate --input <folder without images>", ["cutlight.translate", "--ckpt", str(ckpt), "--input",
+        ("5h", "translate --input <folder without images>", ["cutlight.cli.translate", "--ckpt", str(ckpt), "--input",
                                                                str(empty), "--output", str(c.scratch / "tr-e")],
          "empty-dir"),
-        ("5i", "evaluate --fake <folder without images>", ["cutlight.evaluate", "--real", str(c.scratch / "good"
+        ("5i", "evaluate --fake <folder without images>", ["cutlight.cli.evaluate", "--real", str(c.scratch / "good"
                                                                                              / "testA"),
                                                              "--fake", str(empty), "--device", "cpu"], "empty-dir"),
-        ("5j", "evaluate --fake <one image>", ["cutlight.evaluate", "--real", str(c.scratch / "good" / "testA"),
+        ("5j", "evaluate --fake <one image>", ["cutlight.cli.evaluate", "--real", str(c.scratch / "good" / "testA"),
                                                "--fake", str(one.parent), "--device", "cpu"], "2 images"),
     ):
         res = c.run(args[0], [*args[1:], "--quiet"] if "translate" in args[0] else args[1:])

@@ -6,7 +6,8 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most 2 intra-op threads (the CI machine's cores), or what OMP_NUM_THREADS asks for (tests/run_kernel_matrix.sh)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 # CUTLIGHT_TEST_MKLDNN=0: run the suite with oneDNN off (tests/run_kernel_matrix.sh; other kernels, other round-off)
 if os.environ.get("CUTLIGHT_TEST_MKLDNN", "1") == "0":
@@ -46,7 +47,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_cut_run(tmp_path_factory):
-    """One tiny CUT run through ``python -m cutlight.train`` (two epochs on the built-in data, best-val/fid
+    """One tiny CUT run through ``python -m cutlight.cli.train`` (two epochs on the built-in data, best-val/fid
     checkpoints, the best one tested after fit), shared by the tests that check what a run writes and says:
     ``res`` (the finished process), ``tmp`` (its working directory), ``run`` (its output folder, found under
     ``outputs/<date>/<overrides>/<time>``; None if the run failed, which the tests report with its stderr)."""

@@ -110,8 +110,8 @@ def tiny_trainer(tmp_path, **kw):
     return pl.Trainer(**{**defaults, **kw})
 
 
-def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.train", env=None):
-    """``python -m cutlight.train ARGS`` in ``tmp_path`` with a private data cache; the ``cutlight`` this test
+def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.cli.train", env=None):
+    """``python -m cutlight.cli.train ARGS`` in ``tmp_path`` with a private data cache; the ``cutlight`` this test
     process imported comes first on the path (the code under test, also from a checkout that is not the installed
     one), then tests/ (for ``helpers.TinyFeatureExtractor``)."""
     import cutlight

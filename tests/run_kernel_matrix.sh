@@ -24,7 +24,10 @@ for s in "${settings[@]}"; do
   secs=$(( $(date +%s) - start ))
   line=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$log/$s.txt" | tail -1)
   count() { echo "$line" | grep -oE "[0-9]+ $1" | grep -oE '[0-9]+' || echo 0; }
-  kern=$(grep -oE 'CPU kernels [A-Z0-9_]+, [0-9]+ threads, oneDNN (on|off)' "$log/$s.txt" | head -1 | sed 's/CPU kernels //')
+  kern=$(env "${envs[@]}" "$PY" -c "import os, torch
+torch.backends.mkldnn.enabled = os.environ.get('CUTLIGHT_TEST_MKLDNN', '1') != '0'
+print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), 'threads, oneDNN',
+      'on' if torch.backends.mkldnn.enabled else 'off')" 2>/dev/null)
   printf '%-30s %-28s %8s %8s %8s %8s\n' "$s" "$kern" "$(count passed)" "$(count failed)" "$(count skipped)" "$secs"
   [ $rc -ne 0 ] && grep -E '^FAILED' "$log/$s.txt" | sed 's/^/    /'
 done

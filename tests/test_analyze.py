@@ -1,4 +1,4 @@
-"""Analysis figures from a checkpoint (``cutlight.analyze``): the generator and the MLP heads are rebuilt from a
+"""Analysis figures from a checkpoint (``cutlight.inference.analysis``, ``cutlight.cli.analyze``): the generator and the MLP heads are rebuilt from a
 CUTModule checkpoint exactly; the CLI writes both figures; bad inputs are clear errors."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cutlight.analyze import analyze, load_sampler, main
-from cutlight.inference import load_generator
+from cutlight.cli.analyze import main
+from cutlight.inference import load_generator, load_sampler
+from cutlight.inference.analysis import analyze
 from helpers import tiny_module
 from train_cli import TINY, output, run_module, run_train
 
@@ -104,7 +105,7 @@ def test_cli_on_a_trained_run(tmp_path):
     assert proc.returncode == 0, output(proc)
     (run,) = [p for p in sweep.iterdir() if (p / "checkpoints" / "last.ckpt").is_file()]
     image = next((tmp_path / "cache").rglob("testA/*.png"))
-    proc = run_module("cutlight.analyze", ["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--input", str(image)],
+    proc = run_module("cutlight.cli.analyze", ["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--input", str(image)],
                       tmp_path)
     assert proc.returncode == 0, output(proc)
     for name in ("similarity", "pca"):

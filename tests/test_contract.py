@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from cutlight import CUTModule, CycleGANModule, TranslationModule, load_generator
-from cutlight.build import build
 from cutlight.checkpoint import checkpoint_roles, role_state_dict
 from cutlight.checks import ConfigValueError
 from cutlight.networks import PatchDiscriminator, PatchSampler, ResnetGenerator
@@ -23,6 +22,7 @@ from cutlight.objectives import (
     build_networks,
 )
 from cutlight.objectives.cyclegan import ORIGINAL_DISCRIMINATOR, ORIGINAL_GENERATOR
+from cutlight.specs import build
 
 GEN, DISC, HEADS = {"ngf": 8, "n_blocks": 1}, {"ndf": 8, "n_layers": 2}, {"mlp_dim": 16}
 OBJECTIVES = [CUTObjective, SinCUTObjective, CycleGANObjective, GcGANObjective, DistanceGANObjective,

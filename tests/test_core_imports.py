@@ -15,13 +15,13 @@ class Block:
 sys.meta_path.insert(0, Block())
 """
 
-PLAIN = ["cutlight", "cutlight.checks", "cutlight.build", "cutlight.networks", "cutlight.losses",
+PLAIN = ["cutlight", "cutlight.checks", "cutlight.specs", "cutlight.networks", "cutlight.losses",
          "cutlight.objectives", "cutlight.optim", "cutlight.data", "cutlight.data.folder", "cutlight.data.transforms",
          "cutlight.data.datasets", "cutlight.data.builtin", "cutlight.viz", "cutlight.checkpoint",
-         "cutlight.data.checks", "cutlight.data.resumable"]
-WITH_METRICS = ["cutlight.metrics", "cutlight.evaluate", "cutlight.inference"]  # torchmetrics, no Lightning
+         "cutlight.data.image_checks", "cutlight.data.resumable"]
+WITH_METRICS = ["cutlight.metrics", "cutlight.inference", "cutlight.inference.evaluation"]  # torchmetrics, no Lightning
 LIGHTNING = ["cutlight.lightning", "cutlight.data.datamodule", "cutlight.data.single_image_datamodule",
-             "cutlight.callbacks", "cutlight.lightning.reliability", "cutlight.lightning.resume"]  # no Hydra
+             "cutlight.lightning.callbacks", "cutlight.lightning.reliability", "cutlight.lightning.resume"]  # no Hydra
 
 
 def run(code: str, blocked: set[str]) -> subprocess.CompletedProcess:

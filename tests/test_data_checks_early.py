@@ -12,7 +12,7 @@ from PIL import Image
 
 from cutlight.checks import ConfigValueError
 from cutlight.data import BuiltinDataModule, SingleImageDataModule, UnpairedDataModule
-from cutlight.data.checks import header_size, mixed_sizes
+from cutlight.data.image_checks import header_size, mixed_sizes
 
 
 def images(folder: Path, sizes: list[tuple[int, int]], prefix: str = "img") -> list[Path]:

@@ -219,7 +219,7 @@ def test_hydra_entrypoint_trains_with_ddp_cpu(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1",
            "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "cutlight.train", *TINY_ARGS, "trainer=ddp_cpu", "trainer.max_epochs=1",
+    cmd = [sys.executable, "-m", "cutlight.cli.train", *TINY_ARGS, "trainer=ddp_cpu", "trainer.max_epochs=1",
            "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
            f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
 
-from cutlight.callbacks import TranslationScore, TranslationWriter
 from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
+from cutlight.lightning.callbacks import TranslationScore, TranslationWriter
 from helpers import TINY_ARGS, TinyFeatureExtractor, run_entrypoint, tiny_data, tiny_module, tiny_trainer
 
 NOISE = re.compile(r"warn|deprecat|💡|tip:", re.IGNORECASE)
@@ -259,7 +259,7 @@ def test_debug_fast_dev_run_writes_no_checkpoint(tmp_path):
 def test_quiet_filter_drops_only_lightning_tips(caplog):
     import logging
 
-    from cutlight.train import _quiet
+    from cutlight.cli.train import _quiet
 
     _quiet()
     rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
@@ -295,9 +295,9 @@ def test_builtin_val_split_is_its_own_and_test_keeps_the_test_images(tmp_path):
 
 
 def test_score_every_n_steps_keeps_the_best_checkpoint_and_tests_it(tmp_path):
-    from cutlight.callbacks import ImageGrid
+    from cutlight.cli.train import _test_checkpoint
+    from cutlight.lightning.callbacks import ImageGrid
     from cutlight.lightning.resume import AtomicCheckpoint
-    from cutlight.train import _test_checkpoint
 
     torch.manual_seed(0)
     model, dm = tiny_module(), tiny_data(tmp_path, num_train=6, num_val=3)  # 6 batches per epoch, 2 epochs
@@ -350,7 +350,7 @@ def test_make_train_chooses_by_score_on_its_own_validation_images():
     on a validation split that is not the test split, and the best checkpoint is tested."""
     from hydra import compose, initialize_config_module
 
-    import cutlight.train  # noqa: F401  (resolvers)
+    import cutlight.cli.train  # noqa: F401  (resolvers)
 
     with initialize_config_module(config_module="cutlight.conf", version_base="1.3"):
         cfg = compose("train", overrides=["experiment=builtin_cpu"])

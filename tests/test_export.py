@@ -9,8 +9,9 @@ import json
 import pytest
 import torch
 
-from cutlight.export import FORMATS, VERIFY_SIZES, eager_generator, export_generator, main, verify_export
+from cutlight.cli.export import main
 from cutlight.inference import load_generator, read_generator
+from cutlight.inference.export import FORMATS, VERIFY_SIZES, eager_generator, export_generator, verify_export
 from cutlight.networks import ResnetGenerator
 from helpers import K_NETWORK, assert_scaled_close
 

@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from cutlight import CUTModule
 from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
-from cutlight.evaluate import evaluate_folders
+from cutlight.inference import evaluate_folders
 from cutlight.metrics import Evaluator, to_uint8
 from helpers import TINY_EXTRACTOR, TINY_MODEL, TinyFeatureExtractor, tiny_trainer
 

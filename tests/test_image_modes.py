@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from cutlight.data import load_image
-from cutlight.data.checks import check_image
 from cutlight.data.folder import ImageFileError
+from cutlight.data.image_checks import check_image
 
 WIDTH, HEIGHT = 16, 3
 RAMP8 = np.rint(np.linspace(0, 255, WIDTH)).astype(np.uint8)  # a left-to-right gradient, 0 .. 255

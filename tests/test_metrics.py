@@ -2,15 +2,14 @@
 TinyFeatureExtractor instead of Inception."""
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import cutlight.evaluate as ev
+import cutlight.cli.evaluate as evaluate_cli
+import cutlight.inference.evaluation as ev
 from cutlight.metrics import Evaluator, kid_subset_size, to_uint8
 from helpers import TinyFeatureExtractor
 
@@ -222,16 +221,14 @@ def test_cli_json_and_translate(tmp_path, monkeypatch, capsys):
             Image.open(p).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(output_dir / p.name)
         return output_dir
 
-    monkeypatch.setitem(
-        sys.modules, "cutlight.inference", types.SimpleNamespace(translate_folder=translate_folder)
-    )
-    assert ev.main(["--translate", "m.ckpt", "--input", str(src_dir), "--real", str(real_dir), "--json",
+    monkeypatch.setattr(evaluate_cli, "translate_folder", translate_folder)
+    assert evaluate_cli.main(["--translate", "m.ckpt", "--input", str(src_dir), "--real", str(real_dir), "--json",
                     "--batch-size", "4", "--no-antialias"]) == 0  # fmt: skip
     res = json.loads(capsys.readouterr().out)
     assert (res["n_fake"], res["n_real"]) == (5, 6) and calls[0][0] == "m.ckpt" and calls[0][3] == 4
-    assert ev.main(["--fake", str(src_dir), "--real", str(real_dir)]) == 0
+    assert evaluate_cli.main(["--fake", str(src_dir), "--real", str(real_dir)]) == 0
     assert "FID " in capsys.readouterr().out
-    assert ev.main(["--fake", str(tmp_path / "nope"), "--real", str(real_dir)]) == 1
+    assert evaluate_cli.main(["--fake", str(tmp_path / "nope"), "--real", str(real_dir)]) == 1
     assert "error: image folder" in capsys.readouterr().err
     for bad in (
         ["--real", "r"],
@@ -239,7 +236,7 @@ def test_cli_json_and_translate(tmp_path, monkeypatch, capsys):
         ["--real", "r", "--fake", "f", "--input", "i"],
     ):
         with pytest.raises(SystemExit):
-            ev.main(bad)
+            evaluate_cli.main(bad)
 
 
 def test_kid_is_reproducible_does_not_advance_the_callers_rng_and_clamps_its_subset():

@@ -26,6 +26,8 @@ def installed(tmp_path_factory) -> Path:
     for required in ("cutlight/conf/train.yaml", "cutlight/conf/model/resnet_9blocks.yaml",
                      "cutlight/conf/debug/tiny.yaml", "cutlight/lightning/base.py", "cutlight/py.typed"):
         assert required in names, required
+    packages = [p.relative_to(ROOT / "src").as_posix() for p in (ROOT / "src" / "cutlight").rglob("__init__.py")]
+    assert [p for p in packages if p not in names] == [], "packages missing from [tool.setuptools] packages"
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/")) or "reference" in n], names
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp / "site"),
                     str(wheel)], check=True, capture_output=True, timeout=600)
@@ -63,3 +65,13 @@ def test_another_hydra_app_composes_cutlight_groups(tmp_path):
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split()[-4:] == ["CUTModule", "10.0", "3", "1"], res.stdout
+
+
+@pytest.mark.slow
+def test_wheel_runs_every_command(installed, tmp_path):
+    """Each command of the package (``cutlight.cli``) starts from the installed wheel and prints its help."""
+    env = {"PYTHONPATH": str(installed)}
+    for name in ("translate", "evaluate", "export", "analyze", "report"):
+        res = subprocess.run([sys.executable, "-m", f"cutlight.cli.{name}", "--help"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0 and "usage:" in res.stdout, name + ": " + res.stderr[-2000:]

@@ -157,8 +157,8 @@ def test_nonfinite_loss_stops_with_term_step_and_last_good_checkpoint(tmp_path):
 def test_skip_policy_drops_isolated_bad_iterations_and_logs_the_count(tmp_path):
     import csv
 
+    from cutlight.cli.train import _summary
     from cutlight.lightning.resume import AppendingCSVLogger
-    from cutlight.train import _summary
 
     torch.manual_seed(0)
     trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0, log_every_n_steps=1,
@@ -222,8 +222,8 @@ def test_nonfinite_generator_gets_no_validation_numbers(tmp_path, caplog):
 def test_translating_with_a_generator_that_overflows_fails_instead_of_writing_black_images(tmp_path):
     from PIL import Image
 
+    from cutlight.inference import translate_folder
     from cutlight.networks import ResnetGenerator
-    from cutlight.translate import translate_folder
 
     torch.manual_seed(0)
     generator = ResnetGenerator(ngf=8, n_blocks=1).eval()
@@ -298,7 +298,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("override,message,when", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
 def test_bad_config_value_fails_before_training_naming_its_key(override, message, when, tmp_path, monkeypatch):
-    from cutlight import train as train_module
+    from cutlight.cli import train as train_module
 
     steps = []
     monkeypatch.setattr(train_module.pl.LightningModule, "on_train_batch_start",
@@ -315,7 +315,7 @@ def test_bad_config_value_fails_before_training_naming_its_key(override, message
 def test_missing_mandatory_value_is_reported_by_its_message_alone(tmp_path):
     from omegaconf.errors import MissingMandatoryValue
 
-    from cutlight.train import _expected_errors, train
+    from cutlight.cli.train import _expected_errors, train
     from test_config import compose_cfg
 
     cfg = compose_cfg(["debug=tiny", "data=folder", "model.val_metrics=false"], tmp_path)  # no data.root
@@ -389,7 +389,7 @@ def test_checkpoint_of_another_architecture_names_the_keys(real_checkpoint, tmp_
 
 
 def test_entrypoint_refuses_another_architecture_before_touching_the_run_folder(real_checkpoint, tmp_path):
-    from cutlight.train import train
+    from cutlight.cli.train import train
 
     cfg = compose(["model.generator.ngf=4", f"ckpt_path={real_checkpoint}"], tmp_path)
     with pytest.raises(CheckpointError, match="was written for another architecture"):

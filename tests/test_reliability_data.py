@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from cutlight.data import UnpairedDataModule, list_images, load_image
-from cutlight.data.checks import ImageCheckError, check_image, check_images
 from cutlight.data.folder import MAX_IMAGE_PIXELS, ImageFileError
+from cutlight.data.image_checks import ImageCheckError, check_image, check_images
 
 
 def _png(width: int, height: int, seed: int = 0) -> bytes:
@@ -191,7 +191,7 @@ def test_every_decode_error_names_the_file(tmp_path):
     assert MAX_IMAGE_PIXELS == Image.MAX_IMAGE_PIXELS  # the documented default is Pillow's
 
     # evaluate reads through the same loader
-    from cutlight.evaluate import read_image
+    from cutlight.inference.evaluation import read_image
 
     with pytest.raises(ValueError, match="bomb.png"):
         read_image(bomb)
@@ -204,14 +204,14 @@ def test_every_decode_error_names_the_file(tmp_path):
     with pytest.raises(ImageFileError, match="b.png' is too large"):
         SingleFolderDataset(folder, 32)[1]
     # ... and a bad file met in training (data.verify=none) stops the entrypoint with its message alone
-    from cutlight.train import _expected_errors
+    from cutlight.cli.train import _expected_errors
 
     assert ImageFileError in _expected_errors()
 
 
 def test_translate_names_unreadable_and_too_small_images(tmp_path):
+    from cutlight.inference import translate_folder
     from cutlight.networks import ResnetGenerator
-    from cutlight.translate import translate_folder
 
     src = tmp_path / "in"
     write(src / "bomb.png", bomb_png(100_000, 100_000))

@@ -1,7 +1,7 @@
-"""The sweep report (``cutlight.report``) and the per-run record (``cutlight.runs``).
+"""The sweep report (``cutlight.reports``) and the per-run record (``cutlight.cli.run_record``).
 
 Fast tests build sweep folders by hand (Hydra's layout: ``<job>/.hydra/overrides.yaml``, ``<job>/csv/metrics.csv``,
-``<job>/summary.json``); the slow test runs a real multirun with a failing job through ``python -m cutlight.train``.
+``<job>/summary.json``); the slow test runs a real multirun with a failing job through ``python -m cutlight.cli.train``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from cutlight.report import NotASweepError, collect_jobs, main, report, seed_table
-from cutlight.runs import SUMMARY_FILE, RunRecord, read_metrics_csv, summarize_metrics
+from cutlight.cli.report import main
+from cutlight.cli.run_record import RunRecord
+from cutlight.reports.jobs import NotASweepError, collect_jobs
+from cutlight.reports.records import SUMMARY_FILE, read_metrics_csv, summarize_metrics
+from cutlight.reports.sweep import seed_table
+from cutlight.reports.sweep import write_report as report
 from train_cli import TINY, job_dirs, output, run_module, run_train
 
 HEADER = ["epoch", "perf/peak_mem_mb", "perf/sec_per_iter", "step", "train/loss_g_gan", "train/loss_nce",
@@ -63,7 +67,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-# ------------------------------------------------------------------------------------------- cutlight.runs
+# ------------------------------------------------------------------------------------- cutlight.reports.records
 def test_summarize_metrics_final_best_and_pace(tmp_path):
     rows = metric_rows([50.0, 30.0, float("nan")], ious=[0.2, 0.5, 0.4])
     s = summarize_metrics(rows)
@@ -136,7 +140,7 @@ def test_run_record_only_on_rank_zero(tmp_path, monkeypatch):
     assert not (tmp_path / SUMMARY_FILE).exists()
 
 
-# ------------------------------------------------------------------------------------------- cutlight.report
+# -------------------------------------------------------------------------------------- cutlight.reports.sweep
 @pytest.fixture
 def sweep(tmp_path):
     """A sweep with one job in each situation the report must show."""
@@ -251,7 +255,7 @@ def test_wandb_report_run_offline(tmp_path):
         OmegaConf.save(OmegaConf.create({"logger": {"wandb": {"project": "proj", "entity": None, "group": None,
                                                                "offline": True, "save_dir": "${output_dir}"}}}),
                        job / ".hydra" / "config.yaml")
-    proc = run_module("cutlight.report", [str(sweep)], tmp_path, WANDB_MODE="offline")  # files complete at exit
+    proc = run_module("cutlight.cli.report", [str(sweep)], tmp_path, WANDB_MODE="offline")  # files complete at exit
     assert proc.returncode == 0 and "W&B: offline run" in proc.stdout, output(proc)
     runs = list((sweep / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, runs
@@ -289,7 +293,7 @@ def test_multirun_with_a_failing_job_then_report(tmp_path):
     assert "cutlight run finished" in log0 and "final: " in log0  # the end-of-run summary, in the log file too
     assert "unknown model.objective.gan_mode 'foo'" in log2 and "Traceback" in log2
 
-    proc = run_module("cutlight.report", [str(sweep)], tmp_path)
+    proc = run_module("cutlight.cli.report", [str(sweep)], tmp_path)
     assert proc.returncode == 0, output(proc)
     assert f"table:   {sweep / 'summary.md'}" in proc.stdout and str(sweep / "ablation.png") in proc.stdout
     rows = read_csv(sweep / "summary.csv")

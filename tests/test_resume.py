@@ -37,7 +37,7 @@ def env(tmp_path: Path, **extra) -> dict:
 
 
 def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cutlight.train", *RESUME_ARGS, *args]
+    return [sys.executable, "-m", "cutlight.cli.train", *RESUME_ARGS, *args]
 
 
 def csv_rows(path: Path) -> list[dict]:
@@ -264,8 +264,8 @@ def test_csv_logger_continues_and_drops_steps_trained_again(tmp_path):
 def test_checkpoint_carries_resume_state_and_wandb_id_is_continued(tmp_path):
     from omegaconf import OmegaConf
 
+    from cutlight.cli.train import _continue_wandb_run
     from cutlight.lightning.resume import AtomicCheckpoint
-    from cutlight.train import _continue_wandb_run
     from helpers import tiny_data, tiny_module, tiny_trainer
 
     logger = AppendingCSVLogger(tmp_path, name="csv", version="")
@@ -287,7 +287,7 @@ def test_checkpoint_carries_resume_state_and_wandb_id_is_continued(tmp_path):
 
 
 def test_image_grids_are_never_overwritten(tmp_path):
-    from cutlight.callbacks import ImageGrid
+    from cutlight.lightning.callbacks import ImageGrid
     from helpers import tiny_data, tiny_module, tiny_trainer
 
     for _ in range(2):  # the same steps twice, as a resumed run in the same folder would

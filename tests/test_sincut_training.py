@@ -19,8 +19,9 @@ from PIL import Image
 
 import cutlight
 from cutlight import CUTModule, SingleImageDataModule
-from cutlight.callbacks import FullImageTranslation, full_image_panel
 from cutlight.data.builtin_pair import HEIGHT, WIDTH
+from cutlight.lightning.callbacks import FullImageTranslation
+from cutlight.lightning.callbacks.drawing import full_image_panel
 from cutlight.networks import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
 from cutlight.objectives import SinCUTObjective
 from helpers import K_LAYER, K_NETWORK, assert_scaled_close, run_entrypoint, tiny_trainer

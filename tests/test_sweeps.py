@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from cutlight.report import report
-from cutlight.runs import SUMMARY_FILE
+from cutlight.reports.records import SUMMARY_FILE
+from cutlight.reports.sweep import write_report as report
 from train_cli import TINY, job_dirs, needs_plugin, output, run_train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -74,7 +74,7 @@ def test_slurm_launcher_makes_the_expected_sbatch_script(tmp_path, monkeypatch):
     params.pop("_target_"), params.pop("submitit_folder")
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    script = executor._executor._make_submission_file_text("python -m cutlight.train", "uid")
+    script = executor._executor._make_submission_file_text("python -m cutlight.cli.train", "uid")
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --time=600", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB", "#SBATCH --nodes=1"):
         assert line in script, script

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cutlight.cli.translate import main
 from cutlight.inference import build_generator, load_generator, read_generator, translate, translate_tensor
+from cutlight.inference.files import output_size, translate_folder
 from cutlight.networks import ResnetGenerator, resnet_generator_kwargs
-from cutlight.translate import main, output_size, translate_folder
 from helpers import K_NETWORK, assert_scaled_close
 
 
@@ -150,7 +151,7 @@ def test_cutlight_translate_is_the_function_before_and_after_the_cli_module_is_i
 
     gen, x = tiny_generator(), torch.rand(1, 3, 12, 12) * 2 - 1
     first = cutlight.translate(gen, x)
-    module = importlib.import_module("cutlight.translate")
+    module = importlib.import_module("cutlight.cli.translate")
     assert hasattr(module, "main")
     torch.testing.assert_close(cutlight.translate(gen, x), first, rtol=0, atol=0)
     assert cutlight.translate_folder is module.translate_folder
@@ -334,7 +335,7 @@ class _Links(html.parser.HTMLParser):
 
 
 def test_html_gallery_pages_link_only_existing_files(tmp_path, monkeypatch):
-    import cutlight.evaluate as ev
+    import cutlight.inference.evaluation as ev
     from helpers import TinyFeatureExtractor
 
     real_evaluator = ev.Evaluator

@@ -93,7 +93,7 @@ def multirun(tmp_path_factory) -> dict:
     sweep = tmp / "sweep"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb_dir"), "WANDB_SILENT": "true",
            "OMP_NUM_THREADS": "1", "CUTLIGHT_CACHE": str(tmp / "cache")}  # not an override: it would name the jobs
-    cmd = [sys.executable, "-m", "cutlight.train", "-m", *TINY_ARGS, "logger=wandb", "seed=0,1",
+    cmd = [sys.executable, "-m", "cutlight.cli.train", "-m", *TINY_ARGS, "logger=wandb", "seed=0,1",
            "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
            f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
@@ -195,7 +195,7 @@ def hydra_config(tmp_path):
 
 
 def test_name_wandb_run_single_run(hydra_config):
-    from cutlight.train import _name_wandb_run
+    from cutlight.cli.train import _name_wandb_run
 
     cfg = hydra_config("RUN", [])
     _name_wandb_run(cfg)
@@ -204,7 +204,7 @@ def test_name_wandb_run_single_run(hydra_config):
 
 
 def test_name_wandb_run_multirun_and_explicit_names(hydra_config):
-    from cutlight.train import _name_wandb_run
+    from cutlight.cli.train import _name_wandb_run
 
     cfg = hydra_config("MULTIRUN", [])
     _name_wandb_run(cfg)

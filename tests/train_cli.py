@@ -1,4 +1,4 @@
-"""Run ``python -m cutlight.train`` (and other entry points) in a subprocess for the sweep / report tests."""
+"""Run ``python -m cutlight.cli.train`` (and other entry points) in a subprocess for the sweep / report tests."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def run_module(module: str, args: list[str], tmp_path: Path, timeout: int = 600,
 
 
 def run_train(args: list[str], tmp_path: Path, **kw) -> subprocess.CompletedProcess:
-    return run_module("cutlight.train", args, tmp_path, **kw)
+    return run_module("cutlight.cli.train", args, tmp_path, **kw)
 
 
 def output(proc: subprocess.CompletedProcess) -> str:

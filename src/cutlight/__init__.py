@@ -1,7 +1,20 @@
 """cutlight: contrastive unpaired image-to-image translation (CUT, FastCUT) for PyTorch Lightning.
 
-The core (``cutlight.networks``, ``cutlight.losses``, ``cutlight.objectives``) is plain PyTorch; ``CUTModule`` and
-``UnpairedDataModule`` (which need Lightning) are imported lazily from the package root.
+Layers, each importing only the ones below it (checked by import-linter, ``[tool.importlinter]`` in pyproject.toml):
+
+```
+cli/          the commands train, translate, evaluate, export, analyze, report (Hydra: train only)
+lightning/    TranslationModule and the method modules, callbacks/ (one file each), run folders, resuming
+inference/    using a trained generator without the training config: loading, any-size translation, folders of
+              files, FID/KID of folders, the HTML gallery, export, the analysis figures
+reports/      what runs left on disk: metrics CSV, summary.json, sweep tables and figures (the curve plot)
+core          networks/, losses.py, objectives/, optim.py, data/, metrics/, and the helpers checks.py (argument
+              checks), specs.py (``_target_`` specs: the one dotted-path importer), checkpoint.py (reading
+              checkpoint files), viz.py (similarity maps, feature PCA)
+```
+
+The core is plain PyTorch (Lightning for the DataModules only); ``CUTModule``, the DataModules and the inference
+functions are imported lazily from the package root.
 """
 
 from .losses import PatchNCELoss, discriminator_loss, generator_loss, multilayer_patch_nce, patch_nce_loss
@@ -19,7 +32,7 @@ _LAZY = {
     "SingleImageDataModule": ("cutlight.data", "SingleImageDataModule"),
     "load_generator": ("cutlight.inference", "load_generator"),
     "translate": ("cutlight.inference", "translate"),
-    "translate_folder": ("cutlight.translate", "translate_folder"),
+    "translate_folder": ("cutlight.inference", "translate_folder"),
 }
 
 

@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from cutlight.checks import ConfigValueError, check_choice, check_int
 from cutlight.data.builtin import builtin_root, ensure_builtin_dataset
-from cutlight.data.checks import VERIFY_CHOICES, ImageCheckError, check_images, mixed_sizes
 from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.direction import check_direction, orient
 from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS, list_images
+from cutlight.data.image_checks import VERIFY_CHOICES, ImageCheckError, check_images, mixed_sizes
 from cutlight.data.resumable import ResumableLoader
 from cutlight.data.settings import check_channels, check_flag, check_path
 from cutlight.data.shapes import shapes_score
@@ -56,8 +56,8 @@ class UnpairedDataModule(pl.LightningDataModule):
     validation folders must exist.
 
     Files are checked in ``setup`` before any batch is loaded (``verify``: ``header`` reads each file's header and
-    last bytes, ``full`` decodes every image, ``none`` skips the check; see :mod:`cutlight.data.checks`): all bad
-    training, validation and test files are reported at once in one :class:`~cutlight.data.checks.ImageCheckError`.
+    last bytes, ``full`` decodes every image, ``none`` skips the check; see :mod:`cutlight.data.image_checks`): all bad
+    training, validation and test files are reported at once in one :class:`~cutlight.data.image_checks.ImageCheckError`.
     ``max_image_pixels`` refuses larger images (decompression bombs; Pillow's default limit, about 9459 x 9459;
     a larger value also raises Pillow's own limit for this process). With ``preprocess="none"`` and
     ``batch_size > 1`` the training images of each domain must share one size (after rounding down to multiples
@@ -220,7 +220,7 @@ class UnpairedDataModule(pl.LightningDataModule):
 
     def check_files(self, train: UnpairedImageDataset | None, evaluation: list[SingleFolderDataset]) -> None:
         """Check the files of ``train`` (also against the training crop) and of the ``evaluation`` datasets
-        (``verify``); raise one :class:`~cutlight.data.checks.ImageCheckError` naming every bad file."""
+        (``verify``); raise one :class:`~cutlight.data.image_checks.ImageCheckError` naming every bad file."""
         transform = self.train_transform
 
         def big_enough(width: int, height: int) -> str | None:

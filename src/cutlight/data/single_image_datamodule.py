@@ -4,7 +4,7 @@ Training batches are random zoomed patches of both images (:class:`~cutlight.dat
 validation and prediction use the whole images at their own resolution
 (:class:`~cutlight.data.single_image.FullImageDataset`): loader 0 holds the source image to translate, loader 1 the
 target image, as in :class:`~cutlight.data.UnpairedDataModule`. The pictures and PatchNCE terms of the full
-translation are made by the ``cutlight.callbacks.FullImageTranslation`` callback (through :meth:`full_images`);
+translation are made by the ``cutlight.lightning.callbacks.FullImageTranslation`` callback (through :meth:`full_images`);
 FID/KID on one image mean nothing, so the SinCUT configs turn them off (``model.val_metrics: false``).
 """
 

@@ -42,7 +42,6 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..build import build
 from ..checkpoint import CheckpointError, state_dict_mismatch
 from ..checks import ConfigValueError, check_input_size, check_int, check_settings
 from ..data.resumable import note_batch
@@ -51,6 +50,7 @@ from ..metrics import Evaluator
 from ..objectives import CUTObjective, Objective, build_networks
 from ..objectives.contract import optimizer_parameters
 from ..optim import apply_warmup, build_optimizers, check_adam_kwargs
+from ..specs import build
 from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
 from .rundir import batches_done, log_step, now, run_dir, write_test_results
 

@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 
-from ..build import locate
+from ..specs import locate
 
 INCEPTION_FEATURES = (64, 192, 768, 2048)
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..build import build, class_path
+from ..specs import build, class_path
 
 Nets = Mapping[str, nn.Module]  # role -> network
 Batch = Mapping[str, torch.Tensor]  # "A": (B, C_A, H, W), "B": (B, C_B, H, W) in [-1, 1]

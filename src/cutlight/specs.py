@@ -1,4 +1,5 @@
-"""Building objects from ``_target_`` specs without Hydra: what a checkpoint or a config names by class path.
+"""``_target_`` specs without Hydra: the one dotted-path importer (``locate``) and the builder of what a checkpoint
+or a config names by class path (``build``).
 
 A spec is a dict of constructor keywords that may carry ``"_target_": "package.module.Class"``; without it the
 default class is used. Checkpoints store such plain dicts, so they reload with importlib alone.

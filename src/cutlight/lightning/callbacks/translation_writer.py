@@ -9,10 +9,10 @@ The datamodule's ``predict_dataloader`` gives the source test images at their ow
 Under DDP Lightning shards the predict loader with its ``UnrepeatedDistributedSampler`` (each image on exactly one
 rank), and each rank writes its own images: no image is written twice, none is missed.
 
-Files follow ``cutlight-translate``'s rules (``cutlight.translate``): ``output_dir/<path relative to the input
+Files follow ``cutlight-translate``'s rules (``cutlight.inference.files``): ``output_dir/<path relative to the input
 folder>/<stem>.<ext>``; every output name is planned on every rank before anything is translated and two inputs
 that would write one file stop the run (``plan_outputs``); files are written under a temporary name and renamed
-(``_save``), so an interrupted run leaves no truncated image; existing outputs are skipped unless ``overwrite``.
+(``save_image``), so an interrupted run leaves no truncated image; existing outputs are skipped unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from ..inference import tensor_to_image
-from ..translate import FORMATS, TranslationReport, _save, plan_outputs
-from .rundir import run_dir
+from ...inference.files import FORMATS, TranslationReport, plan_outputs, save_image
+from ...inference.tensors import tensor_to_image
+from ..rundir import run_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class TranslationWriter(BasePredictionWriter):
                 self.report.skipped.append((src, dst))
                 continue
             try:
-                _save(tensor_to_image(image), dst, FORMATS[self.ext])
+                save_image(tensor_to_image(image), dst, FORMATS[self.ext])
                 self.report.written.append((src, dst))
             except OSError as err:
                 self.report.failed.append((src, f"cannot write '{dst}': {err}"))

@@ -1,4 +1,4 @@
-"""Hydra training entrypoint: ``python -m cutlight.train [group=option ...] [key=value ...]``.
+"""Hydra training entrypoint: ``python -m cutlight.cli.train [group=option ...] [key=value ...]`` (``cutlight-train``).
 
 Composes ``train.yaml`` of the package ``cutlight.conf`` (the repository's ``conf/``, shipped in the wheel; groups
 data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
@@ -37,11 +37,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
-from .checks import ConfigValueError, check_int
-from .lightning.rundir import RESULTS_CSV, RESULTS_MD
-from .runs import log_to_files
+from ..checks import ConfigValueError, check_int
+from ..lightning.rundir import RESULTS_CSV, RESULTS_MD
+from .run_record import log_to_files
 
-log = logging.getLogger("cutlight.train")
+log = logging.getLogger("cutlight.cli.train")  # not __name__: "__main__" under python -m
 
 
 def _instantiate(node: DictConfig, key: str, **kwargs):
@@ -68,7 +68,7 @@ def _instantiate_all(node: DictConfig | None, key: str) -> list:
 def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
     """The checkpoint a run resumes from (``resume`` / ``ckpt_path``), checked, and its content; ``(None, {})`` for a
     fresh start."""
-    from .lightning.resume import find_last_checkpoint, read_resume_checkpoint
+    from ..lightning.resume import find_last_checkpoint, read_resume_checkpoint
 
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
     if resume:
@@ -248,24 +248,9 @@ def _report_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], b
 
 def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
              tested: str | None = None) -> str:
-    from .callbacks import FullImageTranslation, ImageGrid, LossCurves, TranslationScore
-
+    """The end-of-run summary: the run's files and numbers, then what each callback reports (its ``summary()``:
+    label -> text), in the callbacks' order."""
     lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
-    grid = None
-    for cb in trainer.callbacks:
-        if isinstance(cb, ImageGrid) and cb.last_path:
-            grid = cb
-        if isinstance(cb, FullImageTranslation) and cb.last_path:
-            lines.append(f"  full image (source | translation | target): {cb.last_path}")
-        if isinstance(cb, LossCurves) and cb.path:
-            lines.append(f"  loss curves:        {cb.path}")
-        if isinstance(cb, TranslationScore) and cb.history:
-            first, last = cb.history[0], cb.history[-1]
-            lines.append("  built-in score, validation images (before training -> end): " + ", ".join(
-                f"{k} {first[k]:.3f} -> {last[k]:.3f}" for k in ("content_iou", "style", "score")))
-            if tested and cb.test_scores:
-                lines.append("  built-in score, test images, tested weights: " + ", ".join(
-                    f"{k} {cb.test_scores[k]:.3f}" for k in ("content_iou", "style", "score")))
     for logger in trainer.loggers:
         if logger.log_dir and (Path(logger.log_dir) / "metrics.csv").exists():
             lines.append(f"  metrics CSV:        {Path(logger.log_dir) / 'metrics.csv'}")
@@ -289,26 +274,22 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
         lines.append("  test: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
         if (out / RESULTS_MD).exists():
             lines.append(f"  test results table: {out / RESULTS_MD} (and {RESULTS_CSV})")
-    if grid is not None:  # last: the picture to open first
-        lines.append(f"  image grids:        {grid.last_path.parent}")
-        if grid.progress_path:
-            lines.append(f"  progress (the translation at every grid step): {grid.progress_path}")
-        lines.append("=" * 72)
-        lines.append(f"final image grid ({' | '.join(grid.columns)}): {grid.last_path}")
-    else:
-        lines.append("=" * 72)
+    for cb in trainer.callbacks:
+        if callable(getattr(cb, "summary", None)):
+            lines += [f"  {label + ':':<19} {text}" for label, text in cb.summary().items()]
+    lines.append("=" * 72)
     return "\n".join(lines)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix (bad value, bad file, diverged run): reported by their message alone
-    (Hydra still marks the job failed, and ``cutlight.runs.RunRecord`` records the error)."""
+    (Hydra still marks the job failed, and ``cutlight.cli.run_record.RunRecord`` records the error)."""
     from omegaconf.errors import MissingMandatoryValue  # e.g. data=folder without data.root: names the key
 
-    from .checkpoint import CheckpointError
-    from .data.checks import ImageCheckError
-    from .data.folder import ImageFileError
-    from .lightning.reliability import NonFiniteError
+    from ..checkpoint import CheckpointError
+    from ..data.folder import ImageFileError
+    from ..data.image_checks import ImageCheckError
+    from ..lightning.reliability import NonFiniteError
 
     return (ConfigValueError, MissingMandatoryValue, ImageCheckError, ImageFileError, CheckpointError,
             NonFiniteError, FileNotFoundError, NotADirectoryError)

@@ -1,48 +1,41 @@
-"""Using a trained generator, without the training config.
+"""Loading a trained generator (and the PatchNCE heads) from a file, without the training config.
 
 ```
 load_generator(path)          a ready (eval-mode) generator from a cutlight Lightning checkpoint (CUT, or CycleGAN
                               with ``direction``), a cutlight safetensors export, or a bare generator state dict
                               such as the reference implementation's ``latest_net_G.pth`` (layout read from keys)
 read_generator(path)          the same, unbuilt: class path, constructor kwargs, state dict, what was found
-translate(generator, images)  a tensor batch or PIL images of any size -> outputs of the inputs' sizes
-translate_folder(ckpt, ...)   files / folders / globs -> image files (defined in cutlight.translate, with the CLI)
+build_generator(spec)         construct a ``read_generator`` result and load its weights strictly
+load_sampler(path, generator) the MLP heads (``sampler.*``) of a CUT checkpoint and their ``nce_layers``
 ```
 
-Any size: inputs are reflect-padded at the bottom and right up to the generator's ``size_multiple`` (4 for the
-ResNet generator), translated, and cropped back, so an H x W input gives an H x W output. (Instance norm makes
-every output pixel depend on the whole input, padding included: the padded path equals a plain ``generator(x)``
-exactly when H and W are already multiples.)
+Which network of a Lightning checkpoint is read is decided in one place each: :func:`_from_lightning` (the
+generator: ``generator.*``, or ``gen_a.*`` / ``gen_b.*`` by ``direction``) and :func:`load_sampler`
+(``sampler.*``).
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
+import json
 import logging
 import os
-from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from .checkpoint import nonfinite_entries, read_checkpoint, state_dict_mismatch
-from .checks import smallest_input_size
-from .networks import resnet_generator_kwargs, strip_prefix
+from ..checkpoint import nonfinite_entries, read_checkpoint, state_dict_mismatch
+from ..networks import PatchSampler, load_network_weights, resnet_generator_kwargs, strip_prefix
+from ..objectives import CUTObjective
+from ..specs import locate
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "cutlight.networks.ResnetGenerator"
 DIRECTIONS = {"AtoB": "gen_a", "BtoA": "gen_b"}  # CycleGAN checkpoints: which network translates which way
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-
-
-# ----------------------------------------------------------------------------------------------- loading
+PAPER_LAYERS = list(inspect.signature(CUTObjective).parameters["nce_layers"].default)
 
 
 @dataclass
@@ -65,10 +58,9 @@ def resolve_target(target: str, where: str = "") -> type[nn.Module]:
 
     Only ``nn.Module`` subclasses are accepted: a checkpoint cannot make the loader call an arbitrary function.
     """
-    module_name, _, attr = target.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), attr) if module_name else None
-    except (ImportError, AttributeError) as err:
+        cls = locate(target) if "." in target else None
+    except ImportError as err:
         raise ValueError(f"cannot import generator class {target!r}{where}: {err}") from err
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ValueError(f"generator _target_ {target!r}{where} is not an importable torch.nn.Module subclass")
@@ -84,14 +76,12 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         from safetensors import safe_open
     except ImportError as err:
         raise ImportError(f"reading '{path}' needs safetensors: pip install 'cutlight[export]'") from err
-    import json
-
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
     if "cutlight_generator" not in meta:
         raise ValueError(f"'{path}' is a safetensors file without cutlight's 'cutlight_generator' metadata "
-                         "(written by `python -m cutlight.export --format safetensors`)")
+                         "(written by `python -m cutlight.cli.export --format safetensors`)")
     return json.loads(meta["cutlight_generator"]), state
 
 
@@ -197,7 +187,7 @@ def load_generator(
           ``_target_`` names the class; default ``cutlight.networks.ResnetGenerator``), weights ``generator.*``
           (``_orig_mod.`` from ``torch.compile`` removed); CycleGAN checkpoints hold ``gen_a.*`` (A to B) and
           ``gen_b.*`` (B to A): ``direction="AtoB"`` / ``"BtoA"`` picks one;
-        * a ``.safetensors`` file written by ``cutlight.export`` (constructor kwargs in its metadata);
+        * a ``.safetensors`` file written by ``cutlight.inference.export`` (constructor kwargs in its metadata);
         * a bare state dict (with or without ``module.``): the reference implementation's ``latest_net_G.pth``
           (CUT, FastCUT) or ``latest_net_G_A.pth`` / ``latest_net_G_B.pth`` (CycleGAN), or cutlight's own
           ``generator.state_dict()``; the architecture is read from the keys (see
@@ -215,130 +205,20 @@ def load_generator(
     return generator.to(device or "cpu").eval()
 
 
-# ------------------------------------------------------------------------------------------- translation
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad (B, C, H, W) at the bottom and right to multiples of ``multiple`` (replicate when the image is
-    too small to reflect). Returns (B, C, H', W')."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if not (pad_h or pad_w):
-        return x
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-
-
-def _device(generator: nn.Module) -> torch.device:
-    param = next(iter(generator.parameters()), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def _autocast(device: torch.device, precision: str | None):
-    if precision not in (None, *PRECISIONS):
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS.get(precision or "fp32")
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-@torch.no_grad()
-def translate_tensor(generator: nn.Module, x: torch.Tensor, precision: str | None = None) -> torch.Tensor:
-    """(B, input_nc, H, W) in [-1, 1], any H and W -> float32 (B, output_nc, H, W) on ``x``'s device.
-
-    Padded to ``generator.size_multiple`` and cropped back; runs on the generator's device, optionally under
-    autocast (``precision`` "bf16" / "fp16"). The generator is used as it is (call ``.eval()`` first).
-    Raises ``ValueError`` when the output holds NaN or infinity (such images would be written black).
-    """
-    if x.dim() != 4:
-        raise ValueError(f"expected a (B, C, H, W) image batch; got shape {tuple(x.shape)}")
-    h, w = x.shape[-2:]
-    device = _device(generator)
-    multiple = int(getattr(generator, "size_multiple", 1))
-    padded = pad_to_multiple(x.to(device, torch.float32), multiple)
-    try:
-        with _autocast(device, precision):
-            y = generator(padded)  # (B, output_nc, H', W')
-    except (RuntimeError, ValueError) as err:
-        smallest = smallest_input_size([(generator, padded.shape[1])], multiple, start=max(padded.shape[-2:]))
-        if min(padded.shape[-2:]) < smallest:  # too small, not another failure: say so
-            raise ValueError(f"image of {w}x{h} (WxH) is too small for this generator: it accepts at least "
-                             f"{smallest}x{smallest}") from err
-        raise
-    y = y[..., :h, :w].float()
-    if not bool(torch.isfinite(y).all()):  # NaN -> 0: black images that would pass for a translation
-        low = f" or precision fp32 (not {precision})" if precision in ("fp16", "bf16") else ""
-        raise ValueError("the generator produced non-finite values (NaN or infinity): its weights overflow, e.g. "
-                         f"from a run that diverged; use an earlier checkpoint{low}")
-    return y.to(x.device)
-
-
-def image_to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
-    """A PIL image of any mode -> (channels, H, W) float32 in [-1, 1], converted as ``load_image`` converts."""
-    from .data.folder import convert_channels
-    from .data.transforms import to_normalized_tensor
-
-    return to_normalized_tensor(channels)(convert_channels(image, channels))
-
-
-def tensor_to_image(y: torch.Tensor) -> Image.Image:
-    """(C, H, W) in [-1, 1] with C in 1, 3, 4 -> PIL ``L`` / ``RGB`` / ``RGBA`` (rounded by ``to_uint8``)."""
-    from .metrics import to_uint8
-
-    arr = to_uint8(y[None], rgb=False)[0].permute(1, 2, 0).cpu().numpy()  # (H, W, C) uint8
-    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-
-
-def translate(
-    generator: nn.Module,
-    images: torch.Tensor | Image.Image | Sequence[Image.Image],
-    batch_size: int = 8,
-    precision: str | None = None,
-) -> torch.Tensor | Image.Image | list[Image.Image]:
-    """Translate images of any size; every output has its input's size.
-
-    Args:
-        generator: e.g. from :func:`load_generator`; has ``input_nc`` and ``size_multiple``.
-        images: a float tensor (B, input_nc, H, W) or (input_nc, H, W) in [-1, 1]; or a PIL image or a list of
-            them, any modes and sizes (converted to ``input_nc`` channels like files are: see
-            :func:`cutlight.data.folder.convert_channels`).
-        batch_size: PIL images of equal size go through the generator together, at most this many at once.
-        precision: None / "fp32", "bf16" or "fp16" (autocast).
-    Returns:
-        A tensor of the input's shape with ``output_nc`` channels, or PIL images (``L``, ``RGB`` or ``RGBA`` for
-        1, 3, 4 output channels) in the input's order.
-    """
-    if isinstance(images, torch.Tensor):
-        if images.dim() == 3:
-            return translate_tensor(generator, images[None], precision)[0]
-        return translate_tensor(generator, images, precision)
-    if isinstance(images, Image.Image):
-        return translate(generator, [images], batch_size, precision)[0]
-    tensors = [image_to_tensor(img, generator.input_nc) for img in images]  # each (C, H, W)
-    out: list[Image.Image | None] = [None] * len(tensors)
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_size.setdefault(tuple(t.shape), []).append(i)
-    for indices in by_size.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            y = translate_tensor(generator, torch.stack([tensors[i] for i in chunk]), precision)
-            for i, yi in zip(chunk, y):
-                out[i] = tensor_to_image(yi)
-    return out
-
-
-def __getattr__(name: str):
-    # translate_folder (the folder pipeline) lives next to its CLI in cutlight.translate; importable from here too
-    if name == "translate_folder":
-        from .translate import translate_folder
-
-        return translate_folder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":  # the former CLI home: `python -m cutlight.inference ...` = `python -m cutlight.translate ...`
-    import sys
-
-    from .translate import main
-
-    sys.exit(main())
+def load_sampler(path: str | os.PathLike, generator: nn.Module) -> tuple[PatchSampler | None, list[int]]:
+    """The MLP heads of a ``CUTModule`` checkpoint (``sampler.*``, rebuilt from its ``hyper_parameters``) and their
+    ``nce_layers``; ``(None, paper layers)`` for a checkpoint without heads (a generator state dict)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(ckpt, dict) and "state_dict" in ckpt):
+        return None, PAPER_LAYERS
+    hparams = ckpt.get("hyper_parameters", {})
+    layers = [int(i) for i in (hparams.get("objective") or {}).get("nce_layers", PAPER_LAYERS)]
+    state = {k[len("sampler."):].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()
+             if k.startswith("sampler.")}
+    if not state:
+        return None, layers
+    sampler = PatchSampler(generator.feature_channels(layers), **(hparams.get("sampler") or {}))
+    load_network_weights(sampler, state)
+    return sampler.eval(), layers

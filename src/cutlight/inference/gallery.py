@@ -93,7 +93,7 @@ def write_gallery(
     Args:
         pairs: ``(input file, translated file)`` rows, in display order.
         info: key / value lines shown at the top (checkpoint, settings).
-        metrics: ``cutlight.evaluate.evaluate_folders`` result shown at the top of every page.
+        metrics: ``cutlight.inference.evaluate_folders`` result shown at the top of every page.
         per_page: rows per page (>= 1).
     """
     if per_page < 1:

@@ -6,7 +6,7 @@ works the same for offline sweeps (an offline run cannot be resumed before it is
 ``report/summary`` (a ``wandb.Table`` with the columns of ``summary.csv``), ``report/seeds`` when the sweep has a
 seed axis, and both figures. An offline sweep gets an offline report run under ``<sweep>/wandb/``, uploaded with
 the jobs' runs by ``wandb sync``. Each call of the report adds one such run. (W&B's service process writes the
-offline run file; it is complete once the reporting process has exited, as after ``python -m cutlight.report``.)
+offline run file; it is complete once the reporting process has exited, as after ``python -m cutlight.cli.report``.)
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from .runs import short_error
+from .records import short_error
 
 if TYPE_CHECKING:
-    from .report import Job
+    from .jobs import Job
 
 
 def sweep_wandb_settings(jobs: list[Job], sweep_dir: Path) -> dict[str, Any] | None:
@@ -41,7 +41,7 @@ def sweep_wandb_settings(jobs: list[Job], sweep_dir: Path) -> dict[str, Any] | N
         return {
             "project": wb.get("project") or "cutlight",
             "entity": wb.get("entity"),
-            # the jobs' group: set explicitly, else the sweep folder's name (cutlight.train._name_wandb_run)
+            # the jobs' group: set explicitly, else the sweep folder's name (cutlight.cli.train._name_wandb_run)
             "group": wb.get("group") or sweep_dir.name,
             "offline": bool(wb.get("offline")) or any(p.name.startswith("offline-run") for p in runs),
         }

@@ -1,9 +1,7 @@
-"""Translate image files with a trained generator: ``python -m cutlight.translate`` (``cutlight-translate``).
+"""Image files in, image files out: the inputs, the output plan, atomic writes and the folder translation.
 
-    cutlight-translate --ckpt CKPT --input PATH [PATH ...] --output DIR [--direction AtoB|BtoA]
-                       [--size N | --short-side N] [--ext png] [--overwrite] [--keep-suffix]
-                       [--batch-size 8] [--device cuda] [--precision fp32|bf16|fp16]
-                       [--html] [--real DIR] [--generator KEY=VALUE ...]
+``translate_folder`` is what ``cutlight-translate`` (``python -m cutlight.cli.translate``) runs; the options named
+below are that command's (``translate_folder`` takes them as keyword arguments).
 
 Inputs: each PATH is an image file, a folder (searched recursively) or a glob pattern (quote it; ``**`` recurses).
 Images are read by ``cutlight.data.load_image`` with the generator's ``input_nc`` channels (EXIF orientation,
@@ -20,21 +18,15 @@ before anything is written, naming them; ``--keep-suffix`` names outputs ``x.jpg
 Existing output files are skipped (counted), never overwritten, unless ``--overwrite``; files are written under a
 temporary name and renamed, so an interrupted run leaves no truncated image and can simply be rerun. Files under
 DIR are never taken as inputs. An image that cannot be read or translated is reported with its reason; the rest
-are translated. Exit status: 0 when every image was written or skipped, 1 when any failed or on an error.
-
-``--html`` writes ``index.html`` (and ``page2.html``, ...) into DIR: input | translation per row, linking to the
-full images; with ``--real DIR`` FID/KID of DIR's images against the real ones (``cutlight.evaluate``) at the top.
+are translated (``TranslationReport`` lists what was written, skipped and failed).
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import glob
 import logging
 import os
 import sys
-import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,17 +37,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data.folder import is_image_file, list_images, load_image
-from .data.transforms import resize, to_normalized_tensor
-from .inference import (
-    DIRECTIONS,
-    PRECISIONS,
-    build_generator,
-    load_generator,
-    read_generator,
-    tensor_to_image,
-    translate_tensor,
-)
+from ..data.folder import is_image_file, list_images, load_image
+from ..data.transforms import resize, to_normalized_tensor
+from .loading import load_generator
+from .tensors import batches_by_size, tensor_to_image, translate_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +192,9 @@ def _prefetch(fn: Callable, items: Iterable, workers: int) -> Iterator[tuple[obj
             yield item, fut.result()
 
 
-def _save(image, dst: Path, fmt: str) -> None:
-    """Write via a temporary name and rename (no truncated file if interrupted)."""
+def save_image(image, dst: Path, fmt: str) -> None:
+    """Write a PIL image as ``fmt`` (a value of :data:`FORMATS`) via a temporary name and rename (no truncated file
+    if interrupted)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.partial")
     image.save(tmp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
@@ -287,168 +273,41 @@ def translate_folder(
         return to_tensor(resize(image, *output_size(*image.size, size, short_side)))  # (C, H, W)
 
     with tqdm(total=len(todo), unit="img", desc="translating", disable=not progress, file=sys.stderr) as bar:
-        batches = _Batches(generator, batch_size, precision, FORMATS[ext], report, bar)
-        for (src, dst), result in _prefetch(load, todo, workers):
-            if isinstance(result, Exception):
-                report.failed.append((src, str(result)))
-                bar.update(1)
-            else:
-                batches.add(src, dst, result)
-        batches.flush_all()
+
+        def loaded() -> Iterator[tuple[tuple[Path, Path], torch.Tensor]]:
+            for pair, result in _prefetch(load, todo, workers):
+                if isinstance(result, Exception):
+                    _failed(report, bar, pair[0], str(result))
+                else:
+                    yield pair, result
+
+        for batch in batches_by_size(loaded(), batch_size, max_waiting=4 * batch_size):  # bounds the memory held
+            _translate_batch(generator, batch, precision, FORMATS[ext], report, bar)
     return report
 
 
-class _Batches:
-    """Collects loaded images by size; translates and writes each group when it holds ``batch_size`` images (or
-    when too many images of different sizes are waiting). A batch that fails is retried image by image, so each
-    failure has its own reason (and a batch too large for the device memory still gets through)."""
+def _failed(report: TranslationReport, bar, src: Path, reason: str) -> None:
+    report.failed.append((src, reason))
+    bar.update(1)
 
-    def __init__(self, generator, batch_size: int, precision, fmt: str, report: TranslationReport, bar) -> None:
-        self.generator, self.batch_size, self.precision, self.fmt = generator, batch_size, precision, fmt
-        self.report, self.bar = report, bar
-        self.groups: dict[tuple[int, ...], list[tuple[Path, Path, torch.Tensor]]] = {}
 
-    def add(self, src: Path, dst: Path, image: torch.Tensor) -> None:
-        key = tuple(image.shape)  # (C, H, W)
-        self.groups.setdefault(key, []).append((src, dst, image))
-        if len(self.groups[key]) >= self.batch_size:
-            self._run(self.groups.pop(key))
-        elif sum(map(len, self.groups.values())) > 4 * self.batch_size:  # many sizes: bound the memory held
-            self._run(self.groups.pop(max(self.groups, key=lambda k: len(self.groups[k]))))
-
-    def flush_all(self) -> None:
-        for key in list(self.groups):
-            self._run(self.groups.pop(key))
-
-    def _run(self, batch: list[tuple[Path, Path, torch.Tensor]]) -> None:
-        try:
-            y = translate_tensor(self.generator, torch.stack([t for _, _, t in batch]), self.precision)  # (B, C', H, W)
-        except (RuntimeError, ValueError) as err:
-            if len(batch) > 1:
-                for item in batch:
-                    self._run([item])
-                return
-            self.report.failed.append((batch[0][0], f"translation failed: {err}"))
-            self.bar.update(1)
+def _translate_batch(generator: nn.Module, batch: list[tuple[tuple[Path, Path], torch.Tensor]], precision,
+                     fmt: str, report: TranslationReport, bar) -> None:
+    """Translate one batch of equal-size images and write each. A batch that fails is retried image by image, so
+    each failure has its own reason (and a batch too large for the device memory still gets through)."""
+    try:
+        y = translate_tensor(generator, torch.stack([t for _, t in batch]), precision)  # (B, C', H, W)
+    except (RuntimeError, ValueError) as err:
+        if len(batch) > 1:
+            for item in batch:
+                _translate_batch(generator, [item], precision, fmt, report, bar)
             return
-        for (src, dst, _), yi in zip(batch, y):
-            try:
-                _save(tensor_to_image(yi), dst, self.fmt)
-                self.report.written.append((src, dst))
-            except OSError as err:
-                self.report.failed.append((src, f"cannot write '{dst}': {err}"))
-        self.bar.update(len(batch))
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def parse_kwarg(text: str) -> tuple[str, object]:
-    """``"KEY=VALUE"`` -> (key, Python literal or, failing that, the string): ``ngf=32`` -> ("ngf", 32)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value  # a plain string, e.g. norm=none
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cutlight-translate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="cutlight .ckpt, .safetensors export, or generator state dict "
-                                                 "(e.g. the reference latest_net_G.pth)")
-    p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or quoted glob pattern(s)")
-    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
-    sizes = p.add_mutually_exclusive_group()
-    sizes.add_argument("--size", type=int, metavar="N", help="resize so that the longer side is N (aspect kept)")
-    sizes.add_argument("--short-side", type=int, metavar="N", help="resize so that the shorter side is N (aspect kept)")
-    p.add_argument("--ext", default="png", choices=sorted(FORMATS), help="output format (default png)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--keep-suffix", action="store_true", help="name outputs x.jpg.png (never collide)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (0: none)")
-    p.add_argument("--generator", type=parse_kwarg, action="append", default=[], metavar="KEY=VALUE",
-                   help="generator constructor argument (overrides the checkpoint; e.g. norm=none)")
-    p.add_argument("--html", action="store_true", help="write index.html (+ page2.html, ...) into --output")
-    p.add_argument("--per-page", type=int, default=50, help="rows per HTML page")
-    p.add_argument("--real", metavar="DIR", help="folder of real target images: FID/KID of the outputs (on the HTML page)")
-    p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
-                   help="FID/KID Inception resize: antialiased (default) or --no-antialias, the original FID resize "
-                        "that published numbers use")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _metrics(output: Path, real: str, device: str, antialias: bool) -> tuple[dict | None, str | None]:
-    from .evaluate import evaluate_folders
-
-    try:
-        return {**evaluate_folders(output, real, antialias=antialias, device=device), "antialias": antialias}, None
-    except (OSError, ValueError, RuntimeError) as err:
-        return None, str(err)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (``cutlight-translate``); returns the exit status."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    overrides = dict(args.generator)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        spec = read_generator(args.ckpt, args.direction, **overrides)
-        print(f"generator: {spec.source}", file=sys.stderr)
-        generator = build_generator(spec).to(device).eval()
-        report = translate_folder(
-            generator, args.input, args.output, batch_size=args.batch_size, size=args.size,
-            short_side=args.short_side, ext=args.ext, overwrite=args.overwrite, keep_suffix=args.keep_suffix,
-            precision=args.precision, workers=args.workers, progress=not args.quiet,
-        )
-    except (OSError, ValueError, RuntimeError, ImportError) as err:
-        print(f"cutlight-translate: error: {err}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    status = 1 if report.failed else 0
-    metrics, metrics_error = None, None
-    if args.real:
-        metrics, metrics_error = _metrics(report.output_dir, args.real, device, args.antialias)
-        if metrics is not None:
-            print(f"FID {metrics['fid']:.4f}  KID {metrics['kid_mean']:.6f} +- {metrics['kid_std']:.6f}  "
-                  f"(n_fake={metrics['n_fake']}, n_real={metrics['n_real']}, antialias={args.antialias})")
-        else:
-            print(f"cutlight-translate: FID/KID not computed: {metrics_error}", file=sys.stderr)
-            status = 1
-    if args.html:
-        from .gallery import write_gallery
-
-        info = {"checkpoint": spec.source, "inputs": " ".join(args.input),
-                "size": f"longer side {args.size}" if args.size else
-                f"shorter side {args.short_side}" if args.short_side else "input size kept",
-                "failed": str(len(report.failed))}
-        if metrics_error:
-            info["FID/KID"] = f"not computed: {metrics_error}"
-        pages = write_gallery(report.output_dir, report.pairs, title=f"{Path(args.ckpt).name}: translations",
-                              info=info, metrics=metrics, real_dir=args.real, per_page=args.per_page)
-        print(f"HTML: {pages[0]} ({len(pages)} page(s))")
-    return status
-
-
-class _CallableModule(types.ModuleType):
-    """``cutlight.translate`` is both this module (``python -m cutlight.translate``) and, as the package's lazy
-    export, the in-memory ``cutlight.inference.translate``: once this module is imported it replaces that
-    attribute of the package, so calling it forwards to the function."""
-
-    def __call__(self, *args, **kwargs):
-        from .inference import translate
-
-        return translate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-if __name__ == "__main__":
-    sys.exit(main())
+        _failed(report, bar, batch[0][0][0], f"translation failed: {err}")
+        return
+    for ((src, dst), _), yi in zip(batch, y):
+        try:
+            save_image(tensor_to_image(yi), dst, fmt)
+            report.written.append((src, dst))
+        except OSError as err:
+            report.failed.append((src, f"cannot write '{dst}': {err}"))
+    bar.update(len(batch))

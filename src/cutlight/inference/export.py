@@ -1,7 +1,4 @@
-"""Export a trained generator: ``python -m cutlight.export`` (``cutlight-export``).
-
-    cutlight-export --ckpt CKPT --format torchscript|onnx|safetensors --output FILE
-                    [--direction AtoB|BtoA] [--generator KEY=VALUE ...] [--overwrite] [--no-verify]
+"""Exporting a trained generator (``cutlight-export``, ``python -m cutlight.cli.export``).
 
 * ``torchscript``: ``torch.jit.trace`` of the generator; load with ``torch.jit.load(FILE)``.
 * ``onnx``: ``torch.onnx.export`` (the torch.export-based exporter, opset 18); needs ``onnx`` and ``onnxscript``
@@ -24,19 +21,17 @@ installed).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import __version__
+from .. import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +98,7 @@ def _export_safetensors(generator: nn.Module, path: Path, config: dict | None) -
         raise ImportError("safetensors export needs safetensors: pip install 'cutlight[export]'") from err
     if not config:
         raise ValueError("safetensors export needs the generator's constructor arguments (config=...), e.g. "
-                         "read_generator(ckpt).config(); `python -m cutlight.export` passes them")
+                         "read_generator(ckpt).config(); `python -m cutlight.cli.export` passes them")
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     save_file(state, str(path), metadata={"cutlight_generator": json.dumps(config), "format": "pt"})
 
@@ -147,7 +142,7 @@ def load_export(path: str | os.PathLike, fmt: str):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: torch.from_numpy(session.run(None, {"input": x.detach().cpu().numpy()})[0])
     if fmt == "safetensors":
-        from .inference import load_generator
+        from .loading import load_generator
 
         return load_generator(path)
     raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -164,60 +159,3 @@ def verify_export(path: str | os.PathLike, fmt: str, generator: nn.Module, sizes
         x = torch.rand(b, generator.input_nc, h, w) * 2 - 1
         diffs.append(float((run(x) - reference(x)).abs().max()))
     return diffs
-
-
-def _parser() -> argparse.ArgumentParser:
-    from .inference import DIRECTIONS
-    from .translate import parse_kwarg
-
-    p = argparse.ArgumentParser(prog="cutlight-export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="cutlight .ckpt, .safetensors export or generator state dict")
-    p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
-    p.add_argument("--output", required=True, help="file to write")
-    p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
-    p.add_argument("--generator", type=parse_kwarg, action="append", default=[], metavar="KEY=VALUE",
-                   help="generator constructor argument (overrides the checkpoint)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check against eager")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (``cutlight-export``); returns the exit status."""
-    from .inference import build_generator, read_generator
-
-    args = _parser().parse_args(argv)
-    try:
-        if args.format not in FORMATS:
-            raise ValueError(f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}")
-        spec = read_generator(args.ckpt, args.direction, **dict(args.generator))
-        print(f"generator: {spec.source}", file=sys.stderr)
-        generator = build_generator(spec).eval()
-        path = export_generator(generator, args.output, args.format, spec.config(), args.overwrite)
-        print(f"wrote {args.format} export to {path}")
-        if args.verify and not (args.format == "onnx" and _missing("onnxruntime")):
-            diffs = verify_export(path, args.format, generator)
-            sizes = ", ".join(f"{b}x{h}x{w}: {d:.2e}" for (b, h, w), d in zip(VERIFY_SIZES, diffs))
-            print(f"max |export - eager| per input size (B x H x W): {sizes}")
-            if max(diffs) > 1e-4:
-                print("cutlight-export: error: the export differs from the eager generator by more than 1e-4",
-                      file=sys.stderr)
-                return 1
-    except (OSError, ValueError, RuntimeError, ImportError) as err:
-        print(f"cutlight-export: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _missing(module: str) -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        logger.warning("%s is not installed: export not verified", module)
-        return True
-    return False
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,36 +1,20 @@
-"""The record of one training run: final and best metrics from its CSV log, and ``<run>/summary.json``.
+"""What a finished (or running) training run left on disk: its CSV log's final and best metrics and its
+``<run>/summary.json``.
 
-``RunRecord`` is a Hydra callback (``hydra.callbacks.run_record`` in ``conf/train.yaml``) around every job of
-``python -m cutlight.train``, single runs and multiruns alike, whatever the launcher (basic, joblib, submitit):
-
-* job start: ``summary.json`` says ``"state": "running"``, so a job that is killed (time limit, out of memory)
-  is told apart from one that finished;
-* job end: ``"finished"`` or ``"failed"`` with the error (its traceback also goes to the run's log file, which
-  Hydra otherwise leaves without it; the console gets one line, as Hydra prints the error itself), the wall time
-  and the final and best metrics read from ``metrics.csv``.
-
-``cutlight.report`` reads these files for a whole sweep. Nothing here needs Lightning.
+``summary.json`` is written by ``cutlight.cli.run_record.RunRecord`` (a Hydra callback around every job of
+``python -m cutlight.cli.train``); the sweep report (``cutlight.reports.sweep``) reads these files for a whole
+sweep. Nothing here needs Lightning or Hydra.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import os
 import statistics
-import time
-import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
-
-log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 # validation metrics summarised per run, and which way is better (min: FID, KID; max: the built-in score terms)
@@ -135,62 +119,3 @@ def write_summary(run_dir: str | os.PathLike, summary: dict[str, Any]) -> Path:
 def short_error(exc: BaseException) -> str:
     """``Type: message`` on one line (Hydra's instantiation errors span several)."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def _is_rank_zero() -> bool:
-    """False in the other processes of a multi-process job (DDP children, SLURM tasks > 0), which also run the
-    Hydra job: only rank 0 keeps the record."""
-    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def log_to_files(record: logging.LogRecord) -> None:
-    """Hand ``record`` to the root logger's file handlers only (Hydra's ``<run>/train.log``), not to the console."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
-class RunRecord(Callback):
-    """Hydra callback keeping ``<run>/summary.json`` (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._start: float | None = None
-        self._started: str | None = None
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not _is_rank_zero():
-            return
-        self._start, self._started = time.time(), _now()
-        hc = config.hydra
-        write_summary(hc.runtime.output_dir, {
-            "state": "running", "started": self._started,
-            "job_num": OmegaConf.select(hc, "job.num", default=None, throw_on_missing=False),
-            "overrides": OmegaConf.to_container(hc.overrides.task),
-        })
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if not _is_rank_zero():
-            return
-        out = Path(config.hydra.runtime.output_dir)
-        summary = read_summary(out) or {}
-        summary.update(state="finished", ended=_now(),
-                       wall_s=round(time.time() - self._start, 2) if self._start is not None else None)
-        if job_return.status == JobStatus.FAILED:
-            exc = job_return._return_value  # ``return_value`` re-raises the job's exception
-            summary.update(state="failed", error=short_error(exc),
-                           traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-            log.error("run failed: %s", summary["error"])  # Hydra prints the error; the traceback: log file only
-            log_to_files(log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback of the failure:", None,
-                                        (type(exc), exc, exc.__traceback__)))
-        else:
-            value = job_return.return_value
-            summary["optimized_metric"] = value if isinstance(value, (int, float)) else None
-        try:
-            summary["metrics"] = run_metrics(out)
-        except Exception as e:  # a broken CSV must not hide the job's own state
-            summary["metrics"], summary["metrics_error"] = None, short_error(e)
-        write_summary(out, summary)

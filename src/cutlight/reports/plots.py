@@ -1,10 +1,14 @@
-"""The sweep report's figures (matplotlib, Agg backend).
+"""The figures of runs and sweeps, drawn on ``matplotlib.figure.Figure`` objects and saved (no pyplot, no backend
+switch: the library never changes a notebook's backend).
 
 * ``ablation.png``: each run a point, final FID (lower is better) against content preservation: ``val/content_iou``
   on the built-in data (higher is better), else KID. With a ``seed`` axis, each configuration is its mean over
   seeds with standard-deviation bars, its seeds as faint dots.
 * ``curves.png``: every run overlaid, ``train/loss_nce``, ``train/loss_g_gan`` and ``val/fid`` against training
   batches (the paper's identity-loss stability study); training losses as moving averages.
+
+The curves are drawn by ``cutlight.reports.curves.curves_figure``, as the training callback's
+``plots/loss_curves.png`` is.
 """
 
 from __future__ import annotations
@@ -14,22 +18,17 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .runs import find_metrics_csv, read_metrics_csv
+import matplotlib
+from matplotlib.figure import Figure
+
+from .curves import curves_figure
+from .records import find_metrics_csv, read_metrics_csv
 
 if TYPE_CHECKING:
-    from .report import Job
+    from .jobs import Job
 
 CURVE_KEYS = ("train/loss_nce", "train/loss_g_gan", "val/fid")
 MAX_LEGEND = 20
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _config_label(label: str) -> str:
@@ -44,8 +43,7 @@ def _short(label: str) -> str:
 
 
 def _colours(configs: list[str]) -> dict[str, tuple]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if len(configs) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(configs) <= 10 else "tab20"]
     return {c: cmap(i % cmap.N) for i, c in enumerate(configs)}
 
 
@@ -54,7 +52,7 @@ def _finite(x) -> bool:
 
 
 def plot_ablation(jobs: list[Job], labels: list[str], path: Path) -> None:
-    plt = _pyplot()
+    """``ablation.png`` (see the module docstring)."""
     use_iou = any("val/content_iou" in j.metrics.get("final", {}) for j in jobs)
     y_key, y_name = ("val/content_iou", "content IoU (higher is better)") if use_iou else \
         ("val/kid", "KID (lower is better)")
@@ -64,7 +62,8 @@ def plot_ablation(jobs: list[Job], labels: list[str], path: Path) -> None:
     configs = list(dict.fromkeys(p[0] for p in points))
     colours = _colours(configs)
     seeded = any("seed=" in p[1] for p in points)
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.subplots()
     for config in configs:
         xs = [p[2] for p in points if p[0] == config]
         ys = [p[3] for p in points if p[0] == config]
@@ -89,18 +88,6 @@ def plot_ablation(jobs: list[Job], labels: list[str], path: Path) -> None:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-
-
-def _moving_average(values: list[float], window: int) -> list[float]:
-    if window <= 1 or len(values) < window:
-        return values
-    out, total = [], sum(values[:window])
-    out.append(total / window)
-    for i in range(window, len(values)):
-        total += values[i] - values[i - window]
-        out.append(total / window)
-    return [*([math.nan] * (window - 1)), *out]
 
 
 def load_curves(job: Job) -> dict[str, tuple[list[float], list[float]]]:
@@ -118,38 +105,22 @@ def load_curves(job: Job) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def plot_curves(jobs: list[Job], labels: list[str], path: Path) -> None:
-    plt = _pyplot()
-    runs = [(lab, curves) for j, lab in zip(jobs, labels) if (curves := load_curves(j))]
-    configs = list(dict.fromkeys(_config_label(lab) for lab, _ in runs))
+    """``curves.png`` (see the module docstring): ``CURVE_KEYS`` of every job, one colour per configuration."""
+    found = [(lab, curves) for j, lab in zip(jobs, labels) if (curves := load_curves(j))]
+    configs = list(dict.fromkeys(_config_label(lab) for lab, _ in found))
     colours = _colours(configs)
-    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(5.0 * len(CURVE_KEYS), 4.0), squeeze=False)
-    shown: set[str] = set()
-    for lab, curves in runs:
+    runs, shown = [], set()
+    for lab, curves in found:
         config = _config_label(lab)
-        for ax, key in zip(axes[0], CURVE_KEYS):
-            if key not in curves:
-                continue
-            steps, values = curves[key]
-            legend = _short(config) if config not in shown else None
-            shown.add(config)
-            if key.startswith("train/"):
-                window = max(1, len(values) // 30)
-                ax.plot(steps, _moving_average(values, window), lw=1.2, color=colours[config], label=legend)
-            else:
-                ax.plot(steps, values, "o-", lw=1.2, ms=3, color=colours[config], label=legend)
-    for ax, key in zip(axes[0], CURVE_KEYS):
-        values = [v for _, curves in runs if key in curves for v in curves[key][1] if math.isfinite(v)]
-        if key.startswith("train/") and values and min(values) > 0 and max(values) > 10 * min(values):
-            ax.set_yscale("log")  # e.g. FastCUT's NCE term, weighted by lambda_nce 10, next to CUT's
-        ax.set_title(key + (" (moving average)" if key.startswith("train/") else ""))
-        ax.set_xlabel("training batches")
-        ax.grid(alpha=0.3)
+        runs.append((_short(config) if config not in shown else None, colours[config], curves))
+        shown.add(config)
+    fig = curves_figure(runs, CURVE_KEYS, cols=len(CURVE_KEYS))
+    axes = fig.axes
     if not runs:
-        axes[0][0].text(0.5, 0.5, "no run with a metrics CSV", ha="center", va="center",
-                        transform=axes[0][0].transAxes)
+        axes[0].text(0.5, 0.5, "no run with a metrics CSV", ha="center", va="center", transform=axes[0].transAxes)
     if configs and len(configs) <= MAX_LEGEND:
         handles, names = [], []
-        for ax in axes[0]:
+        for ax in axes:
             for h, n in zip(*ax.get_legend_handles_labels()):
                 if n not in names:
                     handles.append(h)
@@ -159,4 +130,3 @@ def plot_curves(jobs: list[Job], labels: list[str], path: Path) -> None:
     else:
         fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)

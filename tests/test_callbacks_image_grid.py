@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cutlight.callbacks import ImageGrid, labelled_grid
+from cutlight.lightning.callbacks import ImageGrid
+from cutlight.lightning.callbacks.drawing import labelled_grid
 from helpers import tiny_data, tiny_module, tiny_trainer
 
 
@@ -42,3 +43,28 @@ def test_image_grid_writes_fixed_images_each_step_and_progress(tmp_path):
     assert not np.array_equal(column(first, 1), column(last, 1))
     progress = np.asarray(Image.open(grid.progress_path))
     assert progress.shape[1] == 4 + 5 * (32 + 4)  # input, steps 0, 2, 4, target at half the tile scale
+
+
+def test_image_grid_called_directly_writes_each_step_once_and_summarises(tmp_path):
+    from types import SimpleNamespace
+
+    from fake_trainer import FakeModule, fake_trainer
+
+    torch.manual_seed(0)
+    images = [{"image": torch.rand(3, 8, 8) * 2 - 1} for _ in range(3)]
+    grid, module = ImageGrid(every_n_steps=2, num_images=2, tile_size=16, dirpath=str(tmp_path)), FakeModule()
+    trainer = fake_trainer(SimpleNamespace(val_dataset_a=images, val_dataset_b=images[::-1]), batches=0)
+    assert grid.summary() == {}
+    grid.on_train_start(trainer, module)
+    for step in (1, 2, 3, 4):
+        trainer.fit_loop.total_batch_idx = step - 1
+        grid.on_train_batch_end(trainer, module, None, None, step - 1)
+    grid.on_train_end(trainer, module)  # step 4 again: already written, only the progress picture is new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.png", "step_000000.png", "step_000002.png",
+                                                          "step_000004.png"]
+    assert grid.columns == ["input A", "translation G(A)", "target domain B"] and module.training
+    assert grid.summary() == {
+        "image grids": str(tmp_path),
+        "progress (the translation at every grid step)": str(tmp_path / "progress.png"),
+        "final image grid (input A | translation G(A) | target domain B)": str(tmp_path / "step_000004.png"),
+    }

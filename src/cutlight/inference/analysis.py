@@ -1,6 +1,7 @@
 """The paper's analysis figures for one image and a trained checkpoint.
 
-``python -m cutlight.analyze --ckpt CKPT --input IMAGE [--output DIR]`` (or ``cutlight-analyze``) writes:
+``analyze(ckpt, image)`` (the command: ``python -m cutlight.cli.analyze --ckpt CKPT --input IMAGE [--output DIR]``,
+or ``cutlight-analyze``) writes:
 
 * ``similarity.png``: the learned similarity (paper, Fig. 6): query points on the output G(x); for each, the
   cosine similarity through the encoder and the MLP heads to every patch of the input x, as a heat map over x
@@ -10,50 +11,28 @@
 
 The generator and the MLP heads (``sampler.*``) come from a ``CUTModule`` checkpoint, rebuilt from its
 ``hyper_parameters`` (no training config needed). A plain generator state dict (``latest_net_G.pth``) has no heads:
-then only ``pca.png`` is written.
+then only ``pca.png`` is written. Figures are drawn on ``matplotlib.figure.Figure`` objects and saved (no pyplot
+state, no backend switch: a notebook calling this keeps its own).
 """
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import os
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
-from .inference import load_generator
-from .networks import PatchSampler, ResnetGenerator, load_network_weights
-from .objectives import CUTObjective
-from .viz import feature_pca, similarity_map
-
-PAPER_LAYERS = list(inspect.signature(CUTObjective).parameters["nce_layers"].default)
-
-
-def load_sampler(path: str | os.PathLike, generator: ResnetGenerator) -> tuple[PatchSampler | None, list[int]]:
-    """The MLP heads of a ``CUTModule`` checkpoint and their ``nce_layers``; ``(None, paper layers)`` for a
-    checkpoint without heads (a generator state dict)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not (isinstance(ckpt, dict) and "state_dict" in ckpt):
-        return None, PAPER_LAYERS
-    hparams = ckpt.get("hyper_parameters", {})
-    layers = [int(i) for i in (hparams.get("objective") or {}).get("nce_layers", PAPER_LAYERS)]
-    state = {k[len("sampler."):].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()
-             if k.startswith("sampler.")}
-    if not state:
-        return None, layers
-    sampler = PatchSampler(generator.feature_channels(layers), **(hparams.get("sampler") or {}))
-    load_network_weights(sampler, state)
-    return sampler.eval(), layers
+from ..viz import feature_pca, similarity_map
+from .loading import load_generator, load_sampler
 
 
 def load_image_tensor(path: str | os.PathLike, channels: int, size: int | None = None) -> torch.Tensor:
     """(1, C, H, W) in [-1, 1]: resized to ``size`` x ``size``, else kept at its size rounded down to a multiple
     of 4 (the generator downsamples twice)."""
-    from .data import load_image
-    from .data.transforms import resize, to_normalized_tensor
+    from ..data import load_image
+    from ..data.transforms import resize, to_normalized_tensor
 
     path = Path(path)
     if not path.is_file():
@@ -72,21 +51,12 @@ def _show(x: torch.Tensor):
     return ((x.detach().float().cpu().permute(1, 2, 0) + 1) / 2).clamp(0, 1).squeeze(-1)  # (H, W[, C])
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 @torch.no_grad()
 def plot_similarity(generator, sampler, layers, real_a, fake_b, layer, queries, path: Path) -> Path:
     """``similarity.png`` for pixel ``queries`` [(row, col)] on ``layer`` (one of ``layers``)."""
-    plt = _pyplot()
     height, width = real_a.shape[-2:]
-    fig, axes = plt.subplots(2, len(queries) + 1, figsize=(2.6 * (len(queries) + 1), 5.4), squeeze=False)
+    fig = Figure(figsize=(2.6 * (len(queries) + 1), 5.4))
+    axes = fig.subplots(2, len(queries) + 1, squeeze=False)
     axes[0, 0].imshow(_show(real_a[0]), cmap="gray")
     axes[0, 0].set_title("input x", fontsize=9)
     axes[1, 0].imshow(_show(fake_b[0]), cmap="gray")
@@ -114,16 +84,15 @@ def plot_similarity(generator, sampler, layers, real_a, fake_b, layer, queries, 
                  "cyan o most similar input patch", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 @torch.no_grad()
 def plot_pca(generator, real_a, fake_b, layers, path: Path) -> Path:
     """``pca.png``: per layer, the features of x (top) and G(x) (bottom), jointly projected to RGB."""
-    plt = _pyplot()
     feats_a, feats_b = generator.encode(real_a, layers), generator.encode(fake_b, layers)
-    fig, axes = plt.subplots(2, len(layers) + 1, figsize=(2.4 * (len(layers) + 1), 5.0), squeeze=False)
+    fig = Figure(figsize=(2.4 * (len(layers) + 1), 5.0))
+    axes = fig.subplots(2, len(layers) + 1, squeeze=False)
     axes[0, 0].imshow(_show(real_a[0]), cmap="gray")
     axes[0, 0].set_title("input x", fontsize=9)
     axes[1, 0].imshow(_show(fake_b[0]), cmap="gray")
@@ -138,7 +107,6 @@ def plot_pca(generator, real_a, fake_b, layers, path: Path) -> Path:
     fig.suptitle("PCA of encoder features (3 components as RGB, fitted on x and G(x) together)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -181,42 +149,3 @@ def analyze(ckpt: str | os.PathLike, image: str | os.PathLike, output: str | os.
     pca_layers = pca_layers or [i for i, c in zip(layers, generator.feature_channels(layers)) if c > 3]
     written["pca"] = plot_pca(generator, real_a, fake_b, pca_layers or layers, out / "pca.png")
     return written
-
-
-def _query(text: str) -> tuple[int, int]:
-    try:
-        row, col = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ROW,COL in pixels, got {text!r}") from None
-    return row, col
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cutlight-analyze",
-        description="The paper's learned-similarity and feature-PCA figures for one image and a checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="CUTModule checkpoint (.ckpt); a generator .pth gives PCA only")
-    parser.add_argument("--input", required=True, help="an image of the source domain")
-    parser.add_argument("--output", default=None, help="folder for the figures (default: <run>/analysis/<image>)")
-    parser.add_argument("--size", type=int, default=None, help="resize the image to size x size first")
-    parser.add_argument("--layer", type=int, default=None, help="nce layer of the similarity maps (default: deepest)")
-    parser.add_argument("--query", type=_query, action="append", default=None, metavar="ROW,COL",
-                        help="query point in pixels (repeat for several; default: one per quadrant)")
-    parser.add_argument("--pca-layers", type=int, nargs="+", default=None, help="encoder layers for pca.png")
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
-    try:
-        written = analyze(args.ckpt, args.input, args.output, args.size, args.layer, args.query, args.pca_layers,
-                          args.device)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"cutlight-analyze: error: {e}", file=sys.stderr)
-        return 2
-    if "similarity" not in written:
-        print(f"{args.ckpt} has no MLP heads (sampler.*): no similarity figure (it needs a CUTModule checkpoint)")
-    for name, path in written.items():
-        print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

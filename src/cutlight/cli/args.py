@@ -1,0 +1,17 @@
+"""Argument types shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+
+
+def parse_kwarg(text: str) -> tuple[str, object]:
+    """``"KEY=VALUE"`` -> (key, Python literal or, failing that, the string): ``ngf=32`` -> ("ngf", 32)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a plain string, e.g. norm=none
