@@ -321,6 +321,64 @@ def test_file_glob_and_output_inside_input(tmp_path):
         translate_folder(gen, src, tmp_path / "o3", ext="gif", progress=False)
 
 
+class _CountingGenerator(torch.nn.Module):
+    """A generator that counts the images it translates (the output checks must come before any)."""
+
+    input_nc = output_nc = 3
+    size_multiple = 4
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return x
+
+
+def test_a_glob_with_dotdot_cannot_write_outside_the_output_folder(tmp_path, capsys):
+    write_image(tmp_path / "in" / "sub" / "a.png", 8, 8)
+    write_image(tmp_path / "secret" / "b.png", 8, 8)
+    gen, out = _CountingGenerator(), tmp_path / "in" / "out"
+    escaping = str(tmp_path / "in" / "*" / ".." / ".." / "secret" / "*.png")  # fixed part: in/
+    with pytest.raises(ValueError, match=r"input '.*b\.png' would be written outside the output folder .*'\.\./secret"):
+        translate_folder(gen, escaping, out, progress=False)
+    assert gen.images == 0 and not out.exists() and sorted(p.name for p in (tmp_path / "secret").iterdir()) == ["b.png"]
+    ckpt = tmp_path / "g.pth"
+    torch.save(tiny_generator().state_dict(), ckpt)
+    assert main(["--ckpt", str(ckpt), "--input", escaping, "--output", str(out), "--quiet"]) == 1
+    assert "would be written outside the output folder" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "in" / "secret").exists()
+    inside = str(tmp_path / "in" / "*" / ".." / "sub" / "*.png")  # climbs and comes back: stays inside
+    report = translate_folder(gen, inside, out, progress=False)
+    assert [d.relative_to(out).as_posix() for _, d in report.written] == ["sub/a.png"]
+
+
+def test_an_output_that_is_a_file_or_not_writable_is_refused_before_translating(tmp_path, capsys):
+    write_image(tmp_path / "in" / "a.png", 8, 8)
+    gen = _CountingGenerator()
+    (tmp_path / "file").write_text("keep me")
+    for bad, reason in ((tmp_path / "file", "is a file, not a folder"),
+                        (tmp_path / "file" / "sub", "cannot write into the output folder")):
+        with pytest.raises(ValueError, match=reason):
+            translate_folder(gen, tmp_path / "in", bad, progress=False)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes into a 0o555 folder: take a folder the kernel refuses instead
+        read_only = Path("/sys/cutlight-test-output")
+    try:
+        with pytest.raises(ValueError, match="cannot write into the output folder .*nothing was translated"):
+            translate_folder(gen, tmp_path / "in", read_only, progress=False)
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert gen.images == 0 and (tmp_path / "file").read_text() == "keep me"
+    ckpt = tmp_path / "g.pth"
+    torch.save(tiny_generator().state_dict(), ckpt)
+    assert main(["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "file")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 class _Links(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
