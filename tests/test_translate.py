@@ -421,6 +421,8 @@ def test_html_gallery_pages_link_only_existing_files(tmp_path, monkeypatch):
             images.add(target)
         assert "FID" in parser.text and any("KID" in t for t in parser.text)
         assert any("original FID" in t for t in parser.text)  # --no-antialias is shown
+        assert any("n/a (one subset)" in t for t in parser.text)  # 5 against 5 images: KID has no spread
+        assert any("fewer than 50 on a side" in t for t in parser.text)  # and the sample-size caveat
     translated = {p.resolve() for p in out.glob("*.png")}
     assert len(translated) == 5 and translated <= images
     assert {p.resolve() for p in src.glob("im*.png")} <= images

@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 from ..inference import evaluate_folders, translate_folder
+from ..inference.evaluation import scores_line
 from ..specs import trusting_code
 from .args import add_trust_code
 
@@ -66,11 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:  # bad folders/files/weights: message, no traceback
         print(f"cutlight-evaluate: error: {err}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"FID {result['fid']:.4f}  KID {result['kid_mean']:.6f} +- {result['kid_std']:.6f}  "
-              f"(n_fake={result['n_fake']}, n_real={result['n_real']}, antialias={args.antialias})")  # fmt: skip
+    for note in result["warnings"]:
+        print(f"cutlight-evaluate: warning: {note}", file=sys.stderr)
+    print(json.dumps(result) if args.json else scores_line(result, args.antialias))
     return 0
 
 

@@ -30,6 +30,7 @@ from ..inference import (
     translate_folder,
 )
 from ..inference import files as _files
+from ..inference.evaluation import scores_line
 from ..inference.gallery import write_gallery
 from ..specs import trusting_code
 from .args import add_trust_code, parse_kwarg
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.real:
         metrics, metrics_error = _metrics(report.output_dir, args.real, device, args.antialias)
         if metrics is not None:
-            print(f"FID {metrics['fid']:.4f}  KID {metrics['kid_mean']:.6f} +- {metrics['kid_std']:.6f}  "
-                  f"(n_fake={metrics['n_fake']}, n_real={metrics['n_real']}, antialias={args.antialias})")
+            for note in metrics["warnings"]:
+                print(f"cutlight-translate: warning: {note}", file=sys.stderr)
+            print(scores_line(metrics, args.antialias))
         else:
             print(f"cutlight-translate: FID/KID not computed: {metrics_error}", file=sys.stderr)
             status = 1

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from .evaluation import kid_text
+
 _SHOWN = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")  # formats browsers display in <img>
 
 _STYLE = """
@@ -70,9 +72,10 @@ def _nav(page: int, pages: int) -> str:
 
 def _metrics_table(metrics: Mapping, real_dir: str | os.PathLike | None) -> str:
     rows = [("FID", f"{metrics['fid']:.4f}"),
-            ("KID", f"{metrics['kid_mean']:.6f} &plusmn; {metrics['kid_std']:.6f}"),
+            ("KID", kid_text(metrics).replace("+-", "&plusmn;")),
             ("images", f"{metrics['n_fake']} translated vs {metrics['n_real']} real"
                        + (f" ({html.escape(str(real_dir))})" if real_dir else ""))]
+    rows += [("caveat", html.escape(note)) for note in metrics.get("warnings", [])]
     if "antialias" in metrics:
         rows.append(("resize", "antialiased" if metrics["antialias"] else "original FID (non-antialiased)"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
