@@ -24,7 +24,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,10 +117,24 @@ def check_target(path: str) -> None:
         raise _refusal(path, f"module {top!r} would be imported from the working directory {os.getcwd()}")
 
 
-def check_specs(tree: Any, where: str) -> None:
+def spec_targets(tree: Any) -> set[str]:
+    """Every ``_target_`` string of a nested config."""
+    found, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            found.update(str(v) for k, v in node.items() if k == "_target_" and isinstance(v, str))
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return found
+
+
+def check_specs(tree: Any, where: str, allowed: Collection[str] = ()) -> None:
     """Check every ``_target_`` of a nested config (a checkpoint's hyperparameters, a saved config) with
     :func:`check_target` before anything of it is built or imported; ``where`` names the source in the message.
-    Also refuses the keys with which Lightning itself imports a dotted path (``_instantiator``)."""
+    ``allowed``: names trusted anyway (the training command: those of the config the user typed). Also refuses the
+    keys with which Lightning itself imports a dotted path (``_instantiator``)."""
     if code_trusted():
         return
     stack: list[tuple[str, Any]] = [("", tree)]
@@ -129,7 +143,7 @@ def check_specs(tree: Any, where: str) -> None:
         if isinstance(node, Mapping):
             for k, v in node.items():
                 name = f"{key}.{k}" if key else str(k)
-                if k == "_target_" or k in LIGHTNING_IMPORT_KEYS:
+                if k in LIGHTNING_IMPORT_KEYS or (k == "_target_" and v not in allowed):
                     try:
                         check_target(v)
                     except UntrustedCodeError as err:

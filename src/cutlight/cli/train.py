@@ -41,7 +41,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ..checks import ConfigValueError, check_int
 from ..lightning.rundir import RESULTS_CSV, RESULTS_MD
-from ..specs import UntrustedCodeError, check_specs, trusting_code
+from ..specs import UntrustedCodeError, check_specs, spec_targets, trusting_code
 from .run_record import log_to_files
 
 log = logging.getLogger("cutlight.cli.train")  # not __name__: "__main__" under python -m
@@ -200,8 +200,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, ckpt = _resume_checkpoint(cfg, out)  # a bad resume= / ckpt_path= fails before anything is written
-    with trusting_code(True if cfg.get("trust_code") else None):  # what the checkpoint names: cutlight.specs rule
-        check_specs({k: ckpt.get(k) for k in ("hyper_parameters", "cutlight_networks")}, f"checkpoint '{ckpt_path}'")
+    with trusting_code(True if cfg.get("trust_code") else None):  # what the checkpoint names: cutlight.specs rule,
+        typed = spec_targets(OmegaConf.to_container(cfg.model, resolve=True))  # or what the user typed again
+        check_specs({k: ckpt.get(k) for k in ("hyper_parameters", "cutlight_networks")}, f"checkpoint '{ckpt_path}'",
+                    allowed=typed)
     datamodule = _instantiate(cfg.data, "data")
     with trusting_code():  # the config the user typed is the user's own code
         model = _instantiate(cfg.model, "model")
