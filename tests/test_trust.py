@@ -27,7 +27,15 @@ from cutlight.cli import export as export_cli
 from cutlight.cli import translate as translate_cli
 from cutlight.inference import translate_folder
 from cutlight.networks import ResnetGenerator
-from cutlight.specs import TRUSTED_MODULES_ENV, UntrustedCodeError, locate, set_trust_code, trusting_code
+from cutlight.specs import (
+    TRUSTED_MODULES_ENV,
+    UntrustedCodeError,
+    check_specs,
+    locate,
+    set_trust_code,
+    spec_targets,
+    trusting_code,
+)
 
 MESSAGE = "refusing to import _target_"
 SIDEFX = '''
@@ -178,6 +186,16 @@ def test_allowlisted_modules_give_only_their_own_classes(hostile):
     with pytest.raises(UntrustedCodeError, match="it is not in cutlight's allowlist"):
         locate("cutlight.checkpoint.torch")
     assert locate("cutlight.networks.ResnetGenerator") is ResnetGenerator
+
+
+def test_check_specs_walks_the_whole_tree_and_takes_the_names_the_user_typed(hostile):
+    tree = {"generator": {"ngf": 8}, "val_metrics": {"extractor": [{"_target_": "mypkg.Extractor"}]}}
+    with pytest.raises(UntrustedCodeError, match=r"^here, val_metrics.extractor\[0\]._target_: refusing to import "
+                                                 r"_target_ 'mypkg.Extractor'"):
+        check_specs(tree, "here")
+    check_specs(tree, "here", allowed=spec_targets({"extractor": {"_target_": "mypkg.Extractor"}}))  # typed again
+    with trusting_code():
+        check_specs(tree, "here")
 
 
 def test_trust_code_and_trusted_prefixes_allow_a_users_own_classes(hostile, monkeypatch):
