@@ -166,9 +166,9 @@ def test_safetensors_metadata_naming_code_is_refused(hostile, capsys, entry, tar
 
 def test_load_from_checkpoint_refuses_extractors_and_lightning_instantiators(hostile):
     ckpt = lightning_ckpt(hostile / "x.ckpt", {"val_metrics": {"extractor": {"_target_": "sidefx_nets.Extractor"}}})
-    assert "val_metrics.extractor._target_" in _raises(lambda: CUTModule.load_from_checkpoint(ckpt))
+    assert "hyper_parameters.val_metrics.extractor._target_" in _raises(lambda: CUTModule.load_from_checkpoint(ckpt))
     ckpt = lightning_ckpt(hostile / "y.ckpt", {"_instantiator": "helpers.Generator"})  # Lightning imports it itself
-    assert "_instantiator: refusing to import _target_ 'helpers.Generator'" in _raises(
+    assert "hyper_parameters._instantiator: refusing to import _target_ 'helpers.Generator'" in _raises(
         lambda: CUTModule.load_from_checkpoint(ckpt))
     assert markers(hostile) == []
 

@@ -312,7 +312,7 @@ class TranslationModule(pl.LightningModule):
                                           "path, or trust_code=True for a source you trust")
                 ckpt = read_checkpoint(checkpoint_path)  # weights_only: tensors and plain containers
                 if isinstance(ckpt, dict):
-                    check_specs(ckpt.get("hyper_parameters") or {}, f"checkpoint '{checkpoint_path}'")
+                    check_specs({"hyper_parameters": ckpt.get("hyper_parameters")}, f"checkpoint '{checkpoint_path}'")
                 hparams_file = kwargs.get("hparams_file")
                 if hparams_file is not None:
                     import yaml
