@@ -39,6 +39,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ..checks import ConfigValueError, check_int
 from ..lightning.rundir import RESULTS_CSV, RESULTS_MD
+from .run_name import run_name  # also registers the ${cutlight.run_name:...} resolver of conf/train.yaml
 from .run_record import log_to_files
 
 log = logging.getLogger("cutlight.cli.train")  # not __name__: "__main__" under python -m
@@ -158,8 +159,8 @@ def _name_wandb_run(cfg: DictConfig) -> None:
         wb = cfg.logger.wandb
         if hc.mode == RunMode.MULTIRUN:
             wb.group = wb.group or Path(hc.sweep.dir).name
-            wb.name = wb.name or (hc.job.override_dirname or f"job{hc.job.num}")
-        wb.name = wb.name or f"{hc.job.override_dirname or 'defaults'} {datetime.now():%Y-%m-%d %H:%M:%S}"
+            wb.name = wb.name or (run_name(hc.job.override_dirname) or f"job{hc.job.num}")
+        wb.name = wb.name or f"{run_name(hc.job.override_dirname) or 'defaults'} {datetime.now():%Y-%m-%d %H:%M:%S}"
     if hc.mode == RunMode.MULTIRUN:
         import wandb
 
@@ -213,10 +214,24 @@ def _check_accelerator(cfg: DictConfig) -> None:
                                "trainer=cpu)")
 
 
+def _check_logger_packages(cfg: DictConfig) -> None:
+    """``logger=tensorboard`` needs tensorboard (or tensorboardX), which only the ``tensorboard`` and ``dev`` extras
+    install: say which extra, before anything is built (Lightning's error names neither)."""
+    import importlib.util
+
+    node = (cfg.get("logger") or {}).get("tensorboard")
+    if not node or "TensorBoardLogger" not in str(node.get("_target_", "")):
+        return
+    if not any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX")):
+        raise ConfigValueError("logger", "tensorboard", "an installed TensorBoard: pip install 'cutlight[tensorboard]' "
+                               "(or pip install tensorboard); logger=csv and logger=wandb need nothing more")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train from a composed config; returns the final callback metrics as floats (with ``test/*`` after a test)."""
     _quiet()
     _check_accelerator(cfg)
+    _check_logger_packages(cfg)
     threads = check_int("torch_threads", cfg.get("torch_threads"), low=1, optional=True)
     if threads:
         torch.set_num_threads(threads)

@@ -57,7 +57,7 @@ def checkpoint_batches(ckpt: dict) -> int | None:
     :func:`batches_done` gives and checkpoint names carry (``global_step`` counts optimizer steps); None when the
     checkpoint does not say."""
     try:
-        return int(ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"])
+        return int(ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["ready"])  # as batches_done
     except (KeyError, TypeError, ValueError):
         return None
 
