@@ -175,3 +175,15 @@ def test_tested_weights_named_when_the_monitoring_checkpoint_kept_nothing(tmp_pa
                      "computed during training)")
     ckpt, words = _test_checkpoint(SimpleNamespace(callbacks=[]))
     assert ckpt is None and "no checkpoint monitors a val/ metric" in words
+
+
+# ------------------------------------------------------------------ 27.9: model=cyclegan alone brings its objective
+def test_model_cyclegan_alone_brings_its_objective(tmp_path):
+    from hydra.utils import instantiate
+
+    from cutlight import CycleGANModule
+    from cutlight.objectives import CycleGANObjective
+
+    cfg = cfg_of(["model=cyclegan", "debug=tiny", f"data.cache_dir={tmp_path}"])
+    module = instantiate(cfg.model)
+    assert isinstance(module, CycleGANModule) and isinstance(module.objective, CycleGANObjective)
