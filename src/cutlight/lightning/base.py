@@ -437,8 +437,9 @@ class TranslationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ test
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """As ``validation_step``, on the test loaders (0: source images, 1: real target images)."""
-        self.validation_step(batch, batch_idx, dataloader_idx)
+        """As ``validation_step``, on the test batches: source images (``batch["side"]`` 0, or loader 0) and real
+        target images (side 1, or loader 1). cutlight's data modules give one loader with ``side`` (one result)."""
+        self.validation_step(batch, batch_idx, int(batch.get("side", dataloader_idx)))
 
     def on_test_epoch_start(self) -> None:
         if self.evaluator is not None:
