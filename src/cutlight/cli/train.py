@@ -9,7 +9,8 @@ weights), and
 prints where the run's outputs are (also into the run's log file). This is the only module that sees a DictConfig.
 
 Runs are named after what differs from the defaults: a run's folder is ``outputs/<date>/<overrides>/<time>``
-(``<overrides>`` = Hydra's ``override_dirname``: the experiment and the command-line overrides, without paths),
+(``<overrides>`` = Hydra's ``override_dirname``: the experiment and the command-line overrides, without the data
+folders, other path-like values cut to their last part by ``run_name``: one folder level),
 which names it in TensorBoard and the CSV files; its W&B run is named ``<overrides> <date> <time>``.
 
 Bad values fail before training with their config key (``model.optimizer.lr='abc' is invalid: expected ...``).
