@@ -416,6 +416,8 @@ def test_html_gallery_pages_link_only_existing_files(tmp_path, monkeypatch):
         parser = _Links()
         parser.feed((out / page).read_text(encoding="utf-8"))
         for link in parser.links:
+            if link.startswith("data:image/jpeg;base64,"):  # an embedded thumbnail (inputs, real images)
+                continue
             target = (out / unquote(link)).resolve()
             assert target.is_file(), f"{page}: {link} does not resolve"
             images.add(target)
@@ -426,6 +428,37 @@ def test_html_gallery_pages_link_only_existing_files(tmp_path, monkeypatch):
     translated = {p.resolve() for p in out.glob("*.png")}
     assert len(translated) == 5 and translated <= images
     assert {p.resolve() for p in src.glob("im*.png")} <= images
+
+
+def test_html_gallery_survives_a_move_shows_real_images_and_num_test_limits(tmp_path):
+    """Issue 27.13: inputs were linked as ../../in/..., so moving the output folder lost the input column; the
+    authors' page also shows a real B column, and their --num_test had no equivalent."""
+    import shutil
+
+    src, real = tmp_path / "in", tmp_path / "real"
+    for i in range(4):
+        write_image(src / f"im{i}.png", 24, 20, seed=i)
+    for i in range(2):
+        write_image(real / f"r{i}.png", 24, 20, seed=10 + i)
+    torch.save(tiny_generator().state_dict(), tmp_path / "G.pth")
+    out = tmp_path / "out"
+    assert main(["--ckpt", str(tmp_path / "G.pth"), "--input", str(src), "--output", str(out), "--quiet", "--html",
+                 "--num-test", "3", "--real", str(real), "--device", "cpu"]) in (0, 1)  # FID of 3 images may fail
+    assert sorted(p.name for p in out.glob("*.png")) == ["im0.png", "im1.png", "im2.png"]  # the first 3, sorted
+    moved = tmp_path / "elsewhere" / "gallery"
+    shutil.move(out, moved)
+    shutil.rmtree(src)  # the inputs are gone too: their thumbnails are in the page
+    parser = _Links()
+    page = (moved / "index.html").read_text(encoding="utf-8")
+    parser.feed(page)
+    images = [link for link in parser.links if link.startswith("data:image/jpeg;base64,")]
+    assert len(images) == 3 + 2  # 3 inputs, 2 real images (the third row has none)
+    shown = [link for link in parser.links if not link.startswith("data:") and link.endswith(".png")
+             and not link.startswith(".")]
+    assert shown and all((moved / unquote(link)).is_file() for link in shown)  # translations: inside the folder
+    assert "real target image" in page
+    with pytest.raises(ValueError, match="max_images must be an integer >= 1 or None, got 0"):
+        translate_folder(tiny_generator(), str(real), str(tmp_path / "x"), max_images=0)
 
 
 # ------------------------------------------------------------------------------------------- channels

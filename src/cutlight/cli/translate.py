@@ -3,11 +3,13 @@
     cutlight-translate --ckpt CKPT --input PATH [PATH ...] --output DIR [--direction AtoB|BtoA]
                        [--size N | --short-side N] [--ext png] [--overwrite] [--keep-suffix]
                        [--batch-size 8] [--device cuda] [--precision fp32|bf16|fp16]
-                       [--html] [--real DIR] [--generator KEY=VALUE ...] [--trust-code]
+                       [--num-test N] [--html] [--real DIR] [--generator KEY=VALUE ...] [--trust-code]
 
 Exit status: 0 when every image was written or skipped, 1 when any failed or on an error.
+``--num-test N`` translates the first N inputs (sorted), as the reference implementation's ``--num_test``.
 ``--html`` writes ``index.html`` (and ``page2.html``, ...) into DIR: input | translation per row, linking to the
-full images; with ``--real DIR`` FID/KID of DIR's images against the real ones (``cutlight-evaluate``) at the top.
+full images (inputs shown by thumbnails embedded in the page: moving DIR keeps them); with ``--real DIR`` a real
+image column and FID/KID of DIR's images against the real ones (``cutlight-evaluate``) at the top.
 How inputs are found, resized and named: below (``cutlight.inference.files``).
 """
 
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default="png", choices=sorted(FORMATS), help="output format (default png)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--keep-suffix", action="store_true", help="name outputs x.jpg.png (never collide)")
+    p.add_argument("--num-test", type=int, metavar="N", help="translate only the first N inputs (sorted; the "
+                                                              "reference implementation's --num_test)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
@@ -75,6 +79,18 @@ def _metrics(output: Path, real: str, device: str, antialias: bool) -> tuple[dic
         return None, str(err)
 
 
+def _real_images(real: str | None) -> list[Path] | None:
+    """The real target images of ``--real`` for the page's third column (None without it, or when unreadable)."""
+    if not real:
+        return None
+    from ..data.folder import list_images
+
+    try:
+        return list_images(real)
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (``cutlight-translate``); returns the exit status."""
     args = _parser().parse_args(argv)
@@ -89,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         report = translate_folder(
             generator, args.input, args.output, batch_size=args.batch_size, size=args.size,
             short_side=args.short_side, ext=args.ext, overwrite=args.overwrite, keep_suffix=args.keep_suffix,
-            precision=args.precision, workers=args.workers, progress=not args.quiet,
+            precision=args.precision, workers=args.workers, progress=not args.quiet, max_images=args.num_test,
         )
     except (OSError, ValueError, RuntimeError, ImportError) as err:
         print(f"cutlight-translate: error: {err}", file=sys.stderr)
@@ -113,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 "failed": str(len(report.failed))}
         if metrics_error:
             info["FID/KID"] = f"not computed: {metrics_error}"
+        reals = _real_images(args.real)
         pages = write_gallery(report.output_dir, report.pairs, title=f"{Path(args.ckpt).name}: translations",
-                              info=info, metrics=metrics, real_dir=args.real, per_page=args.per_page)
+                              info=info, metrics=metrics, real_dir=args.real, per_page=args.per_page, reals=reals)
         print(f"HTML: {pages[0]} ({len(pages)} page(s))")
     return status
 

@@ -239,6 +239,7 @@ def translate_folder(
     workers: int = 2,
     progress: bool = True,
     generator_kwargs: dict | None = None,
+    max_images: int | None = None,
     trust_code: bool | None = None,
 ) -> TranslationReport:
     """Translate image files (see the module docstring for naming, sizes and what is skipped).
@@ -257,6 +258,8 @@ def translate_folder(
         direction: "AtoB" / "BtoA" for CycleGAN checkpoints.
         workers: threads decoding images ahead of the generator (0: in the main thread).
         generator_kwargs: override / supply constructor arguments (a bare state dict's architecture).
+        max_images: translate only the first that many inputs, in their sorted order (the reference
+            implementation's ``--num_test``); None: all.
         trust_code: let the checkpoint name any generator class (see :func:`cutlight.inference.load_generator`).
     Returns:
         :class:`TranslationReport` (path-like: the output folder).
@@ -271,6 +274,8 @@ def translate_folder(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     output_size(1, 1, size, short_side)  # validates size / short_side
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"max_images must be an integer >= 1 or None, got {max_images!r}")
     if output_dir is None:
         single = Path(inputs) if isinstance(inputs, (str, os.PathLike)) else None
         if single is None or not single.is_dir():
@@ -286,7 +291,7 @@ def translate_folder(
     if out_nc == 4 and FORMATS[ext] == "JPEG":
         raise ValueError(f"the generator outputs 4 channels (RGBA); {ext} has no alpha: use png, webp or tif")
 
-    plan = plan_outputs(resolve_inputs(inputs, exclude=output_dir), output_dir, ext, keep_suffix)
+    plan = plan_outputs(resolve_inputs(inputs, exclude=output_dir), output_dir, ext, keep_suffix)[:max_images]
     check_output_dir(output_dir)
     report = TranslationReport(output_dir, planned=plan)
     todo = []

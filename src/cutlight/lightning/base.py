@@ -321,6 +321,19 @@ class TranslationModule(pl.LightningModule):
                         check_specs(yaml.safe_load(f) or {}, f"hparams_file '{hparams_file}'")
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
+    def check_instances_given(self, checkpoint: dict) -> None:
+        """Raise ``CheckpointError`` when ``checkpoint`` was trained with a network passed as an ``nn.Module``
+        instance (its constructor is not in the checkpoint) and this module built that role from its default spec
+        instead: ``load_from_checkpoint`` needs the instance again (otherwise a raw ``Missing key(s)``)."""
+        saved = (checkpoint.get("cutlight_networks") or {}).get("configs") or {}
+        missing = [role for role, config in saved.items()
+                   if config is None and (self.network_configs or {}).get(role) is not None]
+        if missing:
+            given = ", ".join(f"{role}=<the same {role}>" for role in missing)
+            raise CheckpointError(f"this checkpoint was trained with {', '.join(missing)} passed as an nn.Module "
+                                  f"instance, which checkpoints do not store: pass {given} again, e.g. "
+                                  f"{type(self).__name__}.load_from_checkpoint(path, {missing[0]}=MyNet(...))")
+
     def check_checkpoint(self, checkpoint: dict, path: object) -> None:
         """Raise ``CheckpointError`` naming ``path`` and the keys and shapes that differ when the weights of
         ``checkpoint`` do not fit this module (another architecture or method)."""
@@ -330,6 +343,7 @@ class TranslationModule(pl.LightningModule):
                                   f"({type(self).__name__} with these hyperparameters does not fit it): {mismatch}")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.check_instances_given(checkpoint)
         if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
             self.check_checkpoint(checkpoint, self._trainer.ckpt_path)
         self._resume = checkpoint.get("cutlight")
@@ -451,8 +465,9 @@ class TranslationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ test
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """As ``validation_step``, on the test loaders (0: source images, 1: real target images)."""
-        self.validation_step(batch, batch_idx, dataloader_idx)
+        """As ``validation_step``, on the test batches: source images (``batch["side"]`` 0, or loader 0) and real
+        target images (side 1, or loader 1). cutlight's data modules give one loader with ``side`` (one result)."""
+        self.validation_step(batch, batch_idx, int(batch.get("side", dataloader_idx)))
 
     def on_test_epoch_start(self) -> None:
         if self.evaluator is not None:
