@@ -69,7 +69,7 @@ def test_generator_only_weights_give_pca_only(image, tmp_path, capsys):
     argv = ["--ckpt", str(pth), "--input", str(image), "--output", str(tmp_path / "g"), "--device", "cpu"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "has no MLP heads (sampler.*): no similarity figure" in out
+    assert "has no MLP heads for its generator: no similarity figure" in out
     assert (tmp_path / "g" / "pca.png").is_file() and not (tmp_path / "g" / "similarity.png").exists()
 
 

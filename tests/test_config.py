@@ -63,7 +63,7 @@ def test_every_yaml_composes_and_instantiates(group, option, tmp_path):
     OmegaConf.resolve(cfg)
     instantiate(cfg.data)
     model = instantiate(cfg.model)
-    assert type(model.generator) is get_class(cfg.model.generator.get("_target_", "cutlight.ResnetGenerator"))
+    assert type(model.translator) is get_class(cfg.model.generator.get("_target_", "cutlight.ResnetGenerator"))
     for node in list((cfg.get("callbacks") or {}).values()) + list((cfg.get("logger") or {}).values()):
         if node is not None and node.get("_target_", "").endswith("WandbLogger"):
             sig = inspect.signature(get_class(node._target_))
@@ -173,3 +173,12 @@ def test_multirun_sweeps_objective_presets(tmp_path):
     assert len(runs) == 2 and "objective=cut," in runs[0] and "objective=fastcut," in runs[1], runs
     fast = OmegaConf.load(sweep / runs[1] / "config_resolved.yaml")
     assert fast.model.objective.flip_equivariance is True
+
+
+def test_the_renamed_loss_group_says_its_new_name(tmp_path):
+    from cutlight.cli.train import renamed_group_error
+
+    assert "loss= is now objective= (write objective=fastcut" in renamed_group_error(["debug=tiny", "loss=fastcut"])
+    assert renamed_group_error(["objective=cut", "model.objective.lambda_nce=2"]) is None
+    res = run_entrypoint(["-m", "loss=cut,fastcut"], tmp_path, timeout=120)
+    assert res.returncode == 2 and "the config group loss= is now objective= (write objective=cut,fastcut" in res.stderr

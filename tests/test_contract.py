@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from cutlight import CUTModule, CycleGANModule, TranslationModule, load_generator
+from cutlight.checkpoint import checkpoint_roles, role_state_dict
 from cutlight.checks import ConfigValueError
 from cutlight.networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from cutlight.objectives import (
@@ -145,6 +146,9 @@ def test_checkpoints_written_before_the_contract_load(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(module(x), gen.eval()(x))
     torch.testing.assert_close(load_generator(tmp_path / "cut.ckpt")(x), gen(x))
+    roles = checkpoint_roles(torch.load(tmp_path / "cut.ckpt", weights_only=True))  # read from the old layout
+    assert roles["translators"] == {"AtoB": "generator"} and roles["heads"] == {"sampler": "generator"}
+    assert roles["nce_layers"] == layers and roles["configs"]["generator"] == GEN
 
     g_kw, d_kw = {**ORIGINAL_GENERATOR, **GEN}, {**ORIGINAL_DISCRIMINATOR, **DISC}  # CycleGANModule saved these
     nets = {"gen_a": ResnetGenerator(**g_kw), "gen_b": ResnetGenerator(**g_kw),
@@ -163,6 +167,11 @@ def test_checkpoints_written_before_the_contract_load(tmp_path):
             torch.testing.assert_close(module(x), nets["gen_a"].eval()(x))
     torch.testing.assert_close(load_generator(tmp_path / "cyclegan.ckpt", direction="BtoA")(x),
                                nets["gen_b"].eval()(x))
+    old = torch.load(tmp_path / "cyclegan.ckpt", weights_only=True)
+    roles = checkpoint_roles(old)
+    assert roles["translators"] == {"AtoB": "gen_a", "BtoA": "gen_b"}
+    assert roles["configs"]["gen_b"] == {**g_kw, "input_nc": 3, "output_nc": 3}  # G_B: the channels swapped
+    assert role_state_dict(old, "gen_b").keys() == nets["gen_b"].state_dict().keys()
 
 
 def test_a_new_method_needs_only_its_objective():

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from cutlight import TranslationModule
+from cutlight import TranslationModule, load_generator
+from cutlight.checkpoint import checkpoint_roles
+from cutlight.inference import load_sampler
 from cutlight.objectives import DCLGANObjective
 from helpers import TINY_DATA, run_entrypoint
 from reference.cut_reference import RefDiscriminator, RefGenerator, RefSampler, ref_patch_nce
@@ -210,6 +212,21 @@ def test_dclgan_trains_through_the_entrypoint(tmp_path):
                           "model.generator.n_blocks=2", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["cutlight_networks"]["translators"] == {"AtoB": "gen_a", "BtoA": "gen_b"}
+    saved = checkpoint_roles(ckpt)  # what the checkpoint says about its networks
+    assert saved["translators"] == {"AtoB": "gen_a", "BtoA": "gen_b"}
+    assert saved["heads"] == {"head_a": "gen_a", "head_b": "gen_b"} and saved["nce_layers"] == [4, 8, 12]
+    assert saved["configs"]["gen_b"]["input_nc"] == 3 and saved["configs"]["head_a"]["in_channels"][0] == 16
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"  # inference, export and analysis load by role
+    module = TranslationModule.load_from_checkpoint(path)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        for direction, role in (("AtoB", "gen_a"), ("BtoA", "gen_b")):
+            torch.testing.assert_close(load_generator(path, direction=direction)(x), getattr(module, role).eval()(x))
+    for direction, head in (("AtoB", module.head_a), ("BtoA", module.head_b)):
+        sampler, layers = load_sampler(path, load_generator(path, direction=direction), direction)
+        assert layers == [4, 8, 12] and all(torch.equal(a, b) for a, b in zip(sampler.state_dict().values(),
+                                                                             head.state_dict().values()))
+    with pytest.raises(ValueError, match="holds two generators"):
+        load_generator(path)
     assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"gen_a", "gen_b", "disc_a", "disc_b", "head_a",
                                                              "head_b", "objective"}  # objective: its image pools

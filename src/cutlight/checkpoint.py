@@ -96,3 +96,40 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str
     if shapes:
         parts.append(f"different shapes: {some(shapes)}")
     return "; ".join(parts) or None
+
+
+def checkpoint_roles(ckpt: Mapping[str, object]) -> dict:
+    """What a cutlight Lightning checkpoint says about its networks (its ``cutlight_networks`` entry):
+    ``translators`` (direction ``AtoB`` / ``BtoA`` -> role), ``heads`` (MLP-head role -> the generator role whose
+    features it projects), ``nce_layers`` and ``configs`` (role -> constructor keywords, ``_target_`` included).
+
+    Checkpoints written before the method contract have no such entry; it is read from their layout instead:
+    ``generator.*`` (+ ``sampler.*``) is CUTModule's, ``gen_a.*`` / ``gen_b.*`` CycleGANModule's (G_B gets the
+    generator keywords with the channel counts swapped).
+    """
+    saved = ckpt.get("cutlight_networks")
+    if isinstance(saved, Mapping):
+        return {"translators": dict(saved.get("translators") or {}), "heads": dict(saved.get("heads") or {}),
+                "nce_layers": list(saved.get("nce_layers") or []), "configs": dict(saved.get("configs") or {})}
+    weights = ckpt.get("state_dict") or {}
+    prefixes = {str(k).split(".", 1)[0] for k in weights}
+    hparams = ckpt.get("hyper_parameters") or {}
+    gen = dict(hparams.get("generator") or {})
+    layers = list((hparams.get("objective") or {}).get("nce_layers") or [])
+    if "generator" in prefixes:
+        heads = {"sampler": "generator"} if "sampler" in prefixes else {}
+        return {"translators": {"AtoB": "generator"}, "heads": heads, "nce_layers": layers,
+                "configs": {"generator": gen, "sampler": dict(hparams.get("sampler") or {})}}
+    if {"gen_a", "gen_b"} & prefixes:
+        swapped = {**gen, "input_nc": gen.get("output_nc", 3), "output_nc": gen.get("input_nc", 3)}
+        return {"translators": {"AtoB": "gen_a", "BtoA": "gen_b"}, "heads": {}, "nce_layers": [],
+                "configs": {"gen_a": gen, "gen_b": swapped}}
+    return {"translators": {}, "heads": {}, "nce_layers": [], "configs": {}}
+
+
+def role_state_dict(ckpt: Mapping[str, object], role: str) -> dict[str, torch.Tensor]:
+    """The weights of network ``role`` in a Lightning checkpoint, its prefix (and ``torch.compile``'s
+    ``_orig_mod.``) removed."""
+    prefix = role + "."
+    return {k[len(prefix):].replace("_orig_mod.", ""): v for k, v in (ckpt.get("state_dict") or {}).items()
+            if k.startswith(prefix)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..inference import DIRECTIONS
 from ..inference.analysis import analyze
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cutlight-analyze",
         description="The paper's learned-similarity and feature-PCA figures for one image and a checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="CUTModule checkpoint (.ckpt); a generator .pth gives PCA only")
+    parser.add_argument("--ckpt", required=True, help="training checkpoint (.ckpt); a generator .pth gives PCA only")
     parser.add_argument("--input", required=True, help="an image of the source domain")
     parser.add_argument("--output", default=None, help="folder for the figures (default: <run>/analysis/<image>)")
     parser.add_argument("--size", type=int, default=None, help="resize the image to size x size first")
@@ -35,15 +36,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="query point in pixels (repeat for several; default: one per quadrant)")
     parser.add_argument("--pca-layers", type=int, nargs="+", default=None, help="encoder layers for pca.png")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--direction", choices=list(DIRECTIONS), default=None,
+                        help="checkpoints with two generators (CycleGAN, DCLGAN): which one")
     args = parser.parse_args(argv)
     try:
         written = analyze(args.ckpt, args.input, args.output, args.size, args.layer, args.query, args.pca_layers,
-                          args.device)
+                          args.device, args.direction)
     except (FileNotFoundError, ValueError) as e:
         print(f"cutlight-analyze: error: {e}", file=sys.stderr)
         return 2
     if "similarity" not in written:
-        print(f"{args.ckpt} has no MLP heads (sampler.*): no similarity figure (it needs a CUTModule checkpoint)")
+        print(f"{args.ckpt} has no MLP heads for its generator: no similarity figure (it needs a checkpoint of a "
+              "contrastive method: CUT, FastCUT, SinCUT, DCLGAN, ...)")
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

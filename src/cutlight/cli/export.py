@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="cutlight .ckpt, .safetensors export or generator state dict")
     p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     p.add_argument("--output", required=True, help="file to write")
-    p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
+    p.add_argument("--direction", choices=list(DIRECTIONS), help="checkpoints with two generators (CycleGAN, DCLGAN): which one")
     p.add_argument("--generator", type=parse_kwarg, action="append", default=[], metavar="KEY=VALUE",
                    help="generator constructor argument (overrides the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -20,11 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", help="the multirun folder (hydra.sweep.dir), e.g. multirun/<date>_<time>")
     parser.add_argument("--wandb", choices=["auto", "on", "off"], default="auto",
                         help="log the table and figures to a W&B 'report' run (auto: when the jobs logged to W&B)")
+    parser.add_argument("--baseline", default=None,
+                        help="the configuration (its overrides other than seed, e.g. 'ablation=cut') every other "
+                             "one is compared with seed by seed; default: ablation=cut when the sweep has it")
     parser.add_argument("--quiet", action="store_true", help="print only where the files are")
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.sweep_dir, wandb=args.wandb, quiet=args.quiet)
-    except (FileNotFoundError, NotASweepError) as e:
+        path = write_report(args.sweep_dir, wandb=args.wandb, quiet=args.quiet, baseline=args.baseline)
+    except (FileNotFoundError, NotASweepError, ValueError) as e:
         print(f"cutlight-report: error: {e}", file=sys.stderr)
         return 2
     sweep = path.parent
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep report: {sweep}\n  table:   {sweep / 'summary.md'} ({path.name})")
     if (sweep / "seeds.csv").exists():
         print(f"  seeds:   {sweep / 'seeds.csv'}")
-    print(f"  figures: {sweep / 'ablation.png'}, {sweep / 'curves.png'}")
+    print(f"  figures: {sweep / 'ablation.png'}, {sweep / 'curves.png'}"
+          + (f", {sweep / 'comparison.png'}" if (sweep / "comparison.png").exists() else ""))
     return 0
 
 

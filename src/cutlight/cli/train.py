@@ -1,7 +1,8 @@
 """Hydra training entrypoint: ``python -m cutlight.cli.train [group=option ...] [key=value ...]`` (``cutlight-train``).
 
 Composes ``train.yaml`` of the package ``cutlight.conf`` (the repository's ``conf/``, shipped in the wheel; groups
-data/, model/, loss/, trainer/, logger/, callbacks/, experiment/, debug/),
+data/, objective/, model/, trainer/, logger/, callbacks/, experiment/, debug/; ``loss=`` is refused with the
+group's new name, objective=),
 instantiates the datamodule, the CUTModule, callbacks and loggers from their ``_target_`` nodes, trains, optionally
 tests (``test_after_fit=true``: the best checkpoint when a callback keeps one by a ``val/`` metric, else the final
 weights), and
@@ -424,7 +425,7 @@ def _end_interrupted(cfg: DictConfig, err: BaseException) -> SystemExit:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except _expected_errors() as err:  # the message says it all: no traceback through Lightning's loops
@@ -432,6 +433,29 @@ def main(cfg: DictConfig) -> float | None:
     except (TrainingInterrupted, KeyboardInterrupt, SystemExit) as err:
         raise _end_interrupted(cfg, err) from None
     return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+RENAMED_GROUPS = {"loss": "objective"}  # the config groups renamed in 0.2 (loss= was an alias of nothing)
+
+
+def renamed_group_error(argv: list[str]) -> str | None:
+    """The message for a command-line override of a renamed config group (``loss=cut``), or None."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in RENAMED_GROUPS:
+            new = RENAMED_GROUPS[key]
+            return (f"cutlight-train: error: the config group {key}= is now {new}= (write {new}={value}; in configs: "
+                    f"'- override /{new}: ...', and the node is still model.objective)")
+    return None
+
+
+def main() -> float | None:
+    """``cutlight-train``: Hydra's command line, after refusing renamed config groups with their new name."""
+    message = renamed_group_error(sys.argv[1:])
+    if message:
+        print(message, file=sys.stderr)
+        raise SystemExit(2)
+    return _hydra_main()
 
 
 if __name__ == "__main__":

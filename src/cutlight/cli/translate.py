@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                                                  "(e.g. the reference latest_net_G.pth)")
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or quoted glob pattern(s)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--direction", choices=list(DIRECTIONS), help="CycleGAN checkpoints: gen_a (AtoB) or gen_b")
+    p.add_argument("--direction", choices=list(DIRECTIONS), help="checkpoints with two generators (CycleGAN, DCLGAN): which one")
     sizes = p.add_mutually_exclusive_group()
     sizes.add_argument("--size", type=int, metavar="N", help="resize so that the longer side is N (aspect kept)")
     sizes.add_argument("--short-side", type=int, metavar="N", help="resize so that the shorter side is N (aspect kept)")

@@ -9,8 +9,9 @@ or ``cutlight-analyze``) writes:
 * ``pca.png``: the encoder's features of x and of G(x) at each layer, projected jointly onto their first three
   principal components and shown as RGB (what the contrastive loss keeps from input to output).
 
-The generator and the MLP heads (``sampler.*``) come from a ``CUTModule`` checkpoint, rebuilt from its
-``hyper_parameters`` (no training config needed). A plain generator state dict (``latest_net_G.pth``) has no heads:
+The generator and the MLP heads that project its features come from a checkpoint of any method, by role (CUT's
+``generator`` and ``sampler``; a two-generator method's by ``direction``, e.g. DCLGAN's ``gen_a`` and
+``head_a``), rebuilt from what the checkpoint says (no training config needed). A plain generator state dict (``latest_net_G.pth``) has no heads:
 then only ``pca.png`` is written. Figures are drawn on ``matplotlib.figure.Figure`` objects and saved (no pyplot
 state, no backend switch: a notebook calling this keeps its own).
 """
@@ -118,18 +119,20 @@ def default_output(ckpt: Path, image: Path) -> Path:
 
 def analyze(ckpt: str | os.PathLike, image: str | os.PathLike, output: str | os.PathLike | None = None,
             size: int | None = None, layer: int | None = None, queries: list[tuple[int, int]] | None = None,
-            pca_layers: list[int] | None = None, device: str | None = None) -> dict[str, Path]:
+            pca_layers: list[int] | None = None, device: str | None = None,
+            direction: str | None = None) -> dict[str, Path]:
     """Write ``similarity.png`` (when the checkpoint has MLP heads) and ``pca.png``; returns their paths.
 
     Args:
         layer: the ``nce_layers`` entry for the similarity maps (default: the deepest).
         queries: (row, col) pixel positions on the (resized) image (default: one per quadrant).
         pca_layers: encoder layers for the PCA figure (default: the ``nce_layers`` with more than 3 channels).
+        direction: ``AtoB`` or ``BtoA``, for checkpoints with two generators.
     """
     ckpt, image = Path(ckpt), Path(image)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    generator = load_generator(ckpt, device)
-    sampler, layers = load_sampler(ckpt, generator)
+    generator = load_generator(ckpt, device, direction=direction)
+    sampler, layers = load_sampler(ckpt, generator, direction or "AtoB")
     real_a = load_image_tensor(image, generator.input_nc, size).to(device)
     with torch.no_grad():
         fake_b = generator(real_a)

@@ -1,17 +1,18 @@
 """Loading a trained generator (and the PatchNCE heads) from a file, without the training config.
 
 ```
-load_generator(path)          a ready (eval-mode) generator from a cutlight Lightning checkpoint (CUT, or CycleGAN
-                              with ``direction``), a cutlight safetensors export, or a bare generator state dict
-                              such as the reference implementation's ``latest_net_G.pth`` (layout read from keys)
+load_generator(path)          a ready (eval-mode) generator from a cutlight Lightning checkpoint of any method (a
+                              two-generator one with ``direction``), a cutlight safetensors export, or a bare
+                              generator state dict such as the reference implementation's ``latest_net_G.pth``
 read_generator(path)          the same, unbuilt: class path, constructor kwargs, state dict, what was found
 build_generator(spec)         construct a ``read_generator`` result and load its weights strictly
-load_sampler(path, generator) the MLP heads (``sampler.*``) of a CUT checkpoint and their ``nce_layers``
+load_sampler(path, generator) the MLP heads of a checkpoint's generator and their ``nce_layers``
 ```
 
-Which network of a Lightning checkpoint is read is decided in one place each: :func:`_from_lightning` (the
-generator: ``generator.*``, or ``gen_a.*`` / ``gen_b.*`` by ``direction``) and :func:`load_sampler`
-(``sampler.*``).
+Lightning checkpoints are read by role: the checkpoint says which role translates A to B (and B to A) and which
+heads project which generator's features, with each role's constructor keywords (``cutlight_networks``, read by
+``cutlight.checkpoint.checkpoint_roles``, which also understands the CUT / CycleGAN layouts from before it). No
+network name is hard-coded here.
 """
 
 from __future__ import annotations
@@ -26,15 +27,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import nonfinite_entries, read_checkpoint, state_dict_mismatch
+from ..checkpoint import (
+    checkpoint_roles,
+    nonfinite_entries,
+    read_checkpoint,
+    role_state_dict,
+    state_dict_mismatch,
+)
 from ..networks import PatchSampler, load_network_weights, resnet_generator_kwargs, strip_prefix
 from ..objectives import CUTObjective
+from ..objectives.contract import DIRECTIONS
 from ..specs import locate
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "cutlight.networks.ResnetGenerator"
-DIRECTIONS = {"AtoB": "gen_a", "BtoA": "gen_b"}  # CycleGAN checkpoints: which network translates which way
 PAPER_LAYERS = list(inspect.signature(CUTObjective).parameters["nce_layers"].default)
 
 
@@ -86,30 +93,29 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
 
 
 def _from_lightning(path: Path, ckpt: dict, direction: str | None) -> tuple[dict, dict, str]:
-    """(generator config, state dict, description) from a Lightning checkpoint's ``state_dict``."""
-    weights = ckpt["state_dict"]
-    prefixes = {k.split(".", 1)[0] for k in weights}
-    if "generator" in prefixes:
-        if direction == "BtoA":
-            raise ValueError(f"'{path}' holds one generator, which translates A to B; "
-                             "direction 'BtoA' needs a CycleGAN checkpoint (networks gen_a and gen_b)")
-        name = "generator"
-    elif {"gen_a", "gen_b"} & prefixes:
-        if direction is None:
-            raise ValueError(f"'{path}' holds two generators (gen_a: A to B, gen_b: B to A); "
-                             "choose one with direction='AtoB' or 'BtoA' (CLI: --direction)")
-        name = DIRECTIONS[direction]
-        if name not in prefixes:
-            raise ValueError(f"'{path}' has no '{name}.*' weights for direction {direction!r}")
-    else:
-        raise ValueError(f"'{path}' is a Lightning checkpoint without generator weights: expected 'generator.*' "
-                         f"(CUT) or 'gen_a.*' / 'gen_b.*' (CycleGAN) in its state_dict; found prefixes "
-                         f"{sorted(prefixes)}")
-    state = {k[len(name) + 1:].replace("_orig_mod.", ""): v for k, v in weights.items() if k.startswith(name + ".")}
-    config = dict((ckpt.get("hyper_parameters") or {}).get("generator") or {})
-    if name == "gen_b":  # G_B translates B to A: the shared generator settings with the channel counts swapped
-        config["input_nc"], config["output_nc"] = config.get("output_nc", 3), config.get("input_nc", 3)
-    return config, state, f"cutlight Lightning checkpoint '{path}' ({name})"
+    """(generator config, state dict, description) of the role that translates ``direction`` (None: the only one,
+    or an error naming the choice) in a Lightning checkpoint."""
+    translators = checkpoint_roles(ckpt)["translators"]
+    roles = ", ".join(f"{r}: {d[0]} to {d[-1]}" for d, r in translators.items())
+    if not translators:
+        prefixes = sorted({k.split(".", 1)[0] for k in ckpt["state_dict"]})
+        raise ValueError(f"'{path}' is a Lightning checkpoint without generator weights: expected a "
+                         f"'cutlight_networks' entry or 'generator.*' (CUT) or 'gen_a.*' / 'gen_b.*' (CycleGAN) in "
+                         f"its state_dict; found prefixes {prefixes}")
+    if direction is None:
+        if len(translators) > 1:
+            raise ValueError(f"'{path}' holds two generators ({roles}); choose one with "
+                             "direction='AtoB' or 'BtoA' (CLI: --direction)")
+        direction = next(iter(translators))
+    if direction not in translators:
+        raise ValueError(f"'{path}' holds one generator, which translates A to B ({roles}); direction "
+                         f"{direction!r} needs a checkpoint of a two-generator method (CycleGAN, DCLGAN, ...)")
+    role = translators[direction]
+    state = role_state_dict(ckpt, role)
+    if not state:
+        raise ValueError(f"'{path}' has no '{role}.*' weights for direction {direction!r}")
+    config = dict(checkpoint_roles(ckpt)["configs"].get(role) or {})
+    return config, state, f"cutlight Lightning checkpoint '{path}' ({role})"
 
 
 def _from_state_dict(path: Path, state: dict, overrides: dict) -> tuple[dict, dict, str]:
@@ -183,10 +189,11 @@ def load_generator(
     """A ready (eval-mode) generator from a checkpoint file.
 
     Accepted files:
-        * a cutlight Lightning checkpoint: constructor kwargs from ``hyper_parameters["generator"]`` (its
-          ``_target_`` names the class; default ``cutlight.networks.ResnetGenerator``), weights ``generator.*``
-          (``_orig_mod.`` from ``torch.compile`` removed); CycleGAN checkpoints hold ``gen_a.*`` (A to B) and
-          ``gen_b.*`` (B to A): ``direction="AtoB"`` / ``"BtoA"`` picks one;
+        * a cutlight Lightning checkpoint of any method: the role that translates ``direction`` (the checkpoint
+          says which: CUT's ``generator``, CycleGAN's and DCLGAN's ``gen_a`` for A to B and ``gen_b`` for B to A;
+          ``direction`` None: the only generator, an error naming the choice where there are two), rebuilt from
+          the role's saved constructor kwargs (``_target_`` names the class), weights ``<role>.*``
+          (``_orig_mod.`` from ``torch.compile`` removed);
         * a ``.safetensors`` file written by ``cutlight.inference.export`` (constructor kwargs in its metadata);
         * a bare state dict (with or without ``module.``): the reference implementation's ``latest_net_G.pth``
           (CUT, FastCUT) or ``latest_net_G_A.pth`` / ``latest_net_G_B.pth`` (CycleGAN), or cutlight's own
@@ -207,18 +214,22 @@ def load_generator(
 
 
 
-def load_sampler(path: str | os.PathLike, generator: nn.Module) -> tuple[PatchSampler | None, list[int]]:
-    """The MLP heads of a ``CUTModule`` checkpoint (``sampler.*``, rebuilt from its ``hyper_parameters``) and their
-    ``nce_layers``; ``(None, paper layers)`` for a checkpoint without heads (a generator state dict)."""
+def load_sampler(path: str | os.PathLike, generator: nn.Module, direction: str = "AtoB"
+                 ) -> tuple[PatchSampler | None, list[int]]:
+    """The MLP heads that project the features of the checkpoint's ``direction`` generator (e.g. CUT's
+    ``sampler``, DCLGAN's ``head_a`` for A to B), rebuilt from the checkpoint, and their ``nce_layers``;
+    ``(None, layers)`` for a checkpoint without such heads (e.g. a generator state dict: the paper's layers)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not (isinstance(ckpt, dict) and "state_dict" in ckpt):
         return None, PAPER_LAYERS
-    hparams = ckpt.get("hyper_parameters", {})
-    layers = [int(i) for i in (hparams.get("objective") or {}).get("nce_layers", PAPER_LAYERS)]
-    state = {k[len("sampler."):].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()
-             if k.startswith("sampler.")}
+    roles = checkpoint_roles(ckpt)
+    layers = [int(i) for i in roles["nce_layers"] or PAPER_LAYERS]
+    generator_role = roles["translators"].get(direction)
+    heads = [head for head, gen in roles["heads"].items() if gen == generator_role]
+    state = role_state_dict(ckpt, heads[0]) if heads else {}
     if not state:
         return None, layers
-    sampler = PatchSampler(generator.feature_channels(layers), **(hparams.get("sampler") or {}))
+    config = {k: v for k, v in (roles["configs"].get(heads[0]) or {}).items() if k not in ("_target_", "in_channels")}
+    sampler = PatchSampler(generator.feature_channels(layers), **config)
     load_network_weights(sampler, state)
     return sampler.eval(), layers

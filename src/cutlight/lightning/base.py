@@ -165,6 +165,9 @@ class TranslationModule(pl.LightningModule):
                 check_settings("optimizer", check_adam_kwargs, {**plain(optimizer or {}), **plain(group.settings)})
         nets, self.network_configs = build_networks(self.objective, specs)
         for role, net in nets.items():
+            if not role.isidentifier() or hasattr(type(self), role) or role == "objective":
+                raise ValueError(f"{type(self.objective).__name__} names a network {role!r}, which is not a free "
+                                 f"attribute name of {type(self).__name__}; rename the role")
             self.add_module(role, net)
         self.role_names = tuple(nets)
         self.finish_networks(*nets.values())
@@ -287,8 +290,13 @@ class TranslationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cutlight"] = resume_state(self, self.guard)
-        checkpoint["cutlight_networks"] = {"translators": dict(self.objective.translators()),
-                                           "configs": plain(self.network_configs)}
+        roles = self.objective.roles()
+        checkpoint["cutlight_networks"] = {
+            "translators": dict(self.objective.translators()),  # direction -> role
+            "heads": {r: role.features_of for r, role in roles.items() if role.features_of},  # head -> generator
+            "nce_layers": plain(getattr(self.objective, "nce_layers", [])),
+            "configs": plain(self.network_configs),  # role -> constructor keywords with _target_ (None: instance)
+        }
 
     def check_checkpoint(self, checkpoint: dict, path: object) -> None:
         """Raise ``CheckpointError`` naming ``path`` and the keys and shapes that differ when the weights of

@@ -5,8 +5,8 @@ A method is an ``Objective`` (an ``nn.Module``: its own state, e.g. image pools,
 * ``roles()``: its networks by role, in build order, each a ``Role``: which model node (``generator``,
   ``discriminator``, ``sampler``) gives its keywords, the class built when that node names no ``_target_``, default
   keywords under the node's, the direction a generator translates (``BtoA`` swaps the channel counts), the domain
-  a discriminator judges (its ``input_nc``), and keywords computed from the networks built before it (the MLP heads'
-  ``in_channels`` from a generator's feature channels);
+  a discriminator judges (its ``input_nc``), the generator whose features MLP heads project (their
+  ``in_channels`` at the objective's ``nce_layers``), and keywords computed from the networks built before it;
 * ``optimizers()``: which roles each optimizer trains, in order, with Adam keywords of its own where the method
   needs them (they override the module's ``optimizer`` settings for that optimizer only);
 * ``translators()``: which role translates A to B (and B to A where one does): what validation, prediction,
@@ -51,7 +51,9 @@ class Role:
         translates: for generators, ``AtoB`` (the node's ``input_nc`` -> ``output_nc``) or ``BtoA`` (swapped).
         judges: for discriminators of two-domain methods, ``A`` or ``B``: the domain whose images it scores, which
             sets its ``input_nc`` (None: the node's ``input_nc`` as given).
-        extra: keywords computed from the networks built before this one (e.g. heads' ``in_channels``).
+        features_of: for MLP heads, the generator role (built before) whose features at the objective's
+            ``nce_layers`` it projects: sets ``in_channels``; checkpoints record it (analysis loads heads by it).
+        extra: other keywords computed from the networks built before this one.
     """
 
     kind: str | None
@@ -59,6 +61,7 @@ class Role:
     base: Mapping[str, Any] = field(default_factory=dict)
     translates: str | None = None
     judges: str | None = None
+    features_of: str | None = None
     extra: Callable[[Nets], dict] | None = None
 
     def __post_init__(self):
@@ -152,6 +155,8 @@ def build_networks(
         if role.judges is not None:
             kwargs["input_nc"] = in_nc if role.judges == "A" else out_nc
         extra = role.extra(nets) if role.extra is not None else {}
+        if role.features_of is not None:
+            extra["in_channels"] = nets[role.features_of].feature_channels(objective.nce_layers)
         net = build(kwargs, role.default, role.kind or name, **extra)
         nets[name] = net
         configs[name] = {**{k: v for k, v in kwargs.items() if k != "_target_"}, **extra,

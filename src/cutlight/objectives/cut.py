@@ -104,8 +104,7 @@ class CUTObjective(Objective):
         return {
             "generator": Role("generator", ResnetGenerator, translates="AtoB"),
             "discriminator": Role("discriminator", PatchDiscriminator),
-            "sampler": Role("sampler", PatchSampler,
-                            extra=lambda nets: {"in_channels": nets["generator"].feature_channels(self.nce_layers)}),
+            "sampler": Role("sampler", PatchSampler, features_of="generator"),
         }
 
     def optimizers(self) -> dict[str, OptimizerGroup]:

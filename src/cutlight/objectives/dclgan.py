@@ -105,16 +105,13 @@ class DCLGANObjective(PooledObjective):
     # ------------------------------------------------------------------ the contract
     def roles(self) -> dict[str, Role]:
         """CUT's networks twice: G_A, G_B, D_A (judges B), D_B (judges A), H_A (on G_A's features), H_B."""
-        def heads_of(gen: str):
-            return lambda nets: {"in_channels": nets[gen].feature_channels(self.nce_layers)}
-
         return {
             "gen_a": Role("generator", ResnetGenerator, translates="AtoB"),
             "gen_b": Role("generator", ResnetGenerator, translates="BtoA"),
             "disc_a": Role("discriminator", PatchDiscriminator, judges="B"),
             "disc_b": Role("discriminator", PatchDiscriminator, judges="A"),
-            "head_a": Role("sampler", PatchSampler, extra=heads_of("gen_a")),
-            "head_b": Role("sampler", PatchSampler, extra=heads_of("gen_b")),
+            "head_a": Role("sampler", PatchSampler, features_of="gen_a"),
+            "head_b": Role("sampler", PatchSampler, features_of="gen_b"),
         }
 
     def optimizers(self) -> dict[str, OptimizerGroup]:

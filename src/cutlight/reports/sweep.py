@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from .intervals import comparison_figure, comparison_markdown, seed_comparison, write_comparison_csv
 from .jobs import STATES, Job, check_sweep_dir, collect_jobs, override_key
 from .records import VAL_METRICS
 
@@ -195,13 +196,16 @@ def optuna_notes(sweep_dir: Path) -> list[str]:
     return ["## Optuna", "", f"Best value {res.get('best_value')} with `{params}` (optimization_results.yaml)."]
 
 
-def write_report(sweep_dir: str | os.PathLike, wandb: str = "auto", quiet: bool = False) -> Path:
+def write_report(sweep_dir: str | os.PathLike, wandb: str = "auto", quiet: bool = False,
+                 baseline: str | None = None) -> Path:
     """Write ``summary.csv``, ``summary.md``, ``ablation.png``, ``curves.png`` (and ``seeds.csv``, the W&B report
     run) for a multirun folder; returns the path of ``summary.csv``.
 
     Args:
         wandb: ``auto`` logs to W&B when the jobs did, ``on`` always (project ``cutlight`` unless the jobs name
             one), ``off`` never.
+        baseline: the configuration the others are compared with, seed by seed (``comparison.csv``, the
+            "Over seeds" section, ``comparison.png``); default ``ablation=cut`` when the sweep has it.
     Raises:
         FileNotFoundError, NotASweepError: before anything is written.
     """
@@ -214,7 +218,15 @@ def write_report(sweep_dir: str | os.PathLike, wandb: str = "auto", quiet: bool 
     table, seeds = job_table(jobs), seed_table(jobs)
     labels = [" ".join(lab) for lab in varying_overrides(jobs)]
     figures = {"ablation": sweep / "ablation.png", "curves": sweep / "curves.png"}
-    extra = optuna_notes(sweep) + ["## Figures", "", "![ablation](ablation.png)", "", "![curves](curves.png)"]
+    rows, base, primary = seed_comparison(jobs, varying_overrides(jobs), baseline)
+    several_seeds = seeds is not None
+    comparison = comparison_markdown(rows, base, primary, several_seeds) if primary is not None else []
+    extra = comparison + [""] * bool(comparison) + optuna_notes(sweep) + [
+        "## Figures", "", "![ablation](ablation.png)", "", "![curves](curves.png)"]
+    if primary is not None:
+        extra += ["", "![comparison](comparison.png)"]
+        _replace(sweep / "comparison.csv", lambda p: write_comparison_csv(p, rows, primary), quiet)
+        _replace(sweep / "comparison.png", lambda p: comparison_figure(rows, base, primary, p), quiet)
     _replace(sweep / "summary.csv", lambda p: write_csv(p, *table), quiet)
     if seeds is not None:
         _replace(sweep / "seeds.csv", lambda p: write_csv(p, *seeds), quiet)
