@@ -139,13 +139,18 @@ def _check_devices(trainer: DictConfig) -> None:
     strategy = str(trainer.get("strategy") or "auto")
     if devices in (None, "auto", -1, "-1"):
         return
-    count = devices if isinstance(devices, int) and not isinstance(devices, bool) else None
-    if count is None:
+    if isinstance(devices, bool):
+        return  # Lightning's own message names it
+    if isinstance(devices, int):
+        count = devices
+    elif isinstance(devices, str) and "," not in devices:
         try:
-            count = len([d for d in str(devices).strip("[]").split(",") if d.strip()]) \
-                if isinstance(devices, str) and "," in devices else int(devices)
+            count = int(devices)
         except ValueError:
-            return  # Lightning's own message names it
+            return
+    else:  # a list of device indices: [0, 1] or "0,1"
+        items = devices.split(",") if isinstance(devices, str) else list(devices)
+        count = len([d for d in items if str(d).strip()])
     gpus = torch.cuda.device_count()
     on_cpu = accel == "cpu" or (accel == "auto" and gpus == 0)
     if on_cpu and count > 1 and strategy == "auto":
