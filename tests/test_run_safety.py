@@ -246,3 +246,17 @@ def test_refused_before_the_first_step(tmp_path, args, wanted):
     assert wanted in res.stderr, output(res)
     assert not _steps(run) and not list(run.rglob("*.ckpt"))  # nothing trained
     assert _state(run)["state"] == "failed"
+
+
+def test_training_problem_names_each_way_of_training_nothing():
+    from cutlight.lightning.reliability import NonFiniteGuard, training_problem
+
+    guard = NonFiniteGuard(policy="skip")
+    assert training_problem(guard, resumed=False).startswith("no training step ran")
+    assert training_problem(guard, resumed=True) is None  # a finished run resumed: nothing left to train
+    guard.checked, guard.applied = 5, 0
+    assert training_problem(guard, resumed=False).startswith("no optimizer update was applied: all 5")
+    guard.applied, guard.consecutive, guard.skipped = 3, 2, 2
+    assert training_problem(guard, resumed=False).startswith("the run ended skipping: its last 2")
+    guard.consecutive = 0
+    assert training_problem(guard, resumed=False) is None

@@ -17,6 +17,12 @@ Resuming (``resume=<run folder>``, ``ckpt_path=<file>`` or ``ckpt_path=last``) c
 (errors name the file and what is wrong with it) and continues the same run: in the run's own folder with
 ``resume`` (metrics appended, the same W&B run), or in a new folder that links to the old one (``resumed_from``)
 and continues its ``csv/metrics.csv``.
+
+Stops and refusals (issue 28): one training process per run folder (``cutlight.cli.run_lock``); Ctrl-C / SIGTERM
+save ``last.ckpt`` at the current step, print the summary, mark ``summary.json`` ``interrupted`` and exit 130 /
+143 (``cutlight.lightning.interrupt``); a fit that applied no update or ended skipping non-finite iterations
+fails (``NothingTrainedError``); ``seed``, the training length and ``trainer.devices`` are checked before anything
+is built (``_check_before_training``).
 """
 
 from __future__ import annotations

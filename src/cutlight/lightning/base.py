@@ -25,7 +25,8 @@ does the rest the same way for every method:
   infinity (hyperparameter ``nonfinite``: ``{"policy": "stop" | "skip", "max_skips": N}``; a non-finite generator
   never gets validation numbers logged); checkpoints carry the RNG states and the data position, so a run resumed
   from any checkpoint, also mid-epoch, continues exactly as it would have; the training crop is checked against
-  the networks before the first step (``data.crop_size``).
+  the networks before the first step (``data.crop_size``), and so is what validation needs
+  (``datamodule.num_eval_images``: FID/KID at least 2 images per side, grids one: ``ValidationDataError``).
 - checkpoints also say, under ``"cutlight_networks"``, which role translates A -> B (and B -> A) and each role's
   constructor keywords (``_target_`` included), so the generators load without the objective.
 
@@ -395,7 +396,7 @@ class TranslationModule(pl.LightningModule):
             (1, "validation and its image grids need at least one image per side")
         if min(n_a, n_b) >= need:
             return
-        key = "val" if split == "val" else "test"
+        key = "test" if split == "test" and getattr(dm, "test_explicit", False) else "val"  # as num_eval_images
         folders = [getattr(dm, f"{key}_dir_{side}", None) or getattr(dm, f"path_{side}", None) for side in "ab"]
         cap = getattr(dm, "max_val_images", None)
         fixes = [f"add images to the {split} folders"]
