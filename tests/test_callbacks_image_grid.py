@@ -68,3 +68,24 @@ def test_image_grid_called_directly_writes_each_step_once_and_summarises(tmp_pat
         "progress (the translation at every grid step)": str(tmp_path / "progress.png"),
         "final image grid (input A | translation G(A) | target domain B)": str(tmp_path / "step_000004.png"),
     }
+
+
+def test_image_grid_labels_the_users_domains_with_direction_b_to_a(tmp_path):
+    """Issue 27.6: with data.direction=BtoA the grids said ``input A | translation G(A) | target domain B`` while
+    the input column showed B images."""
+    from types import SimpleNamespace
+
+    from cutlight.lightning.callbacks.image_grid import oriented_labels
+    from fake_trainer import FakeModule, fake_trainer
+
+    images = [{"image": torch.rand(3, 8, 8) * 2 - 1} for _ in range(2)]
+    grid = ImageGrid(every_n_steps=2, num_images=2, tile_size=16, dirpath=str(tmp_path))
+    data = SimpleNamespace(val_dataset_a=images, val_dataset_b=images, direction="BtoA")
+    trainer = fake_trainer(data, batches=0)
+    grid.on_train_start(trainer, FakeModule())
+    assert grid.columns == ["input B", "translation G(B)", "target domain A"]
+    assert "final image grid (input B | translation G(B) | target domain A)" in grid.summary()
+    # CycleGAN's columns: the generators keep their names, the images say which domain they are
+    assert oriented_labels(["A", "G_A(A)", "G_B(G_A(A))", "B", "G_B(B)"], "BtoA") == [
+        "B", "G_A(B)", "G_B(G_A(B))", "A", "G_B(A)"]
+    assert oriented_labels(["input A", "translation G(A)"], "AtoB") == ["input A", "translation G(A)"]

@@ -292,7 +292,7 @@ def test_eval_loaders_use_lightnings_unrepeated_sampler_under_distributed(layout
     assert not isinstance(dm.val_dataloader()[0].sampler, DistributedSampler)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        samplers = [loader.sampler for loader in dm.val_dataloader() + dm.test_dataloader()]
+        samplers = [loader.sampler for loader in [*dm.val_dataloader(), dm.test_dataloader()]]
     finally:
         dist.destroy_process_group()
     assert all(isinstance(s, UnrepeatedDistributedSampler) for s in samplers)
@@ -327,8 +327,10 @@ def test_direction_btoa_swaps_domains_folders_and_channels(layout, tmp_path):
     assert batch["A"].shape[1] == 1 and batch["B"].shape[1] == 3
     assert [Path(p).parent.name for p in (dm.val_dataset_a.paths[0], dm.val_dataset_b.paths[0])] == ["testB", "testA"]
     assert dm.val_dataset_a[0]["image"].shape[0] == 1 and dm.val_dataset_b[0]["image"].shape[0] == 3
-    test_a, test_b = (loader.dataset for loader in dm.test_dataloader())
+    test_a, test_b = dm.test_dataloader().dataset.datasets
     assert (test_a.root.name, len(test_a), test_b.root.name, len(test_b)) == ("heldB", 3, "heldA", 2)
+    # one loader (issue 27.10: trainer.test printed two identical columns), batches never mixing the sides
+    assert [(b["side"], b["image"].shape[:2]) for b in dm.test_dataloader()] == [(0, (3, 1)), (1, (2, 3))]
     assert dm.predict_dataset.root.name == "heldB"  # the held-out source images
     with pytest.raises(ValueError, match="unknown direction 'AB'; expected one of AtoB, BtoA"):
         UnpairedDataModule(root=str(layout), direction="AB")

@@ -104,7 +104,7 @@ def test_test_stage_scores_writes_a_table_and_steps_count_batches(tmp_path):
     assert [(int(r["step"]), float(r["epoch"])) for r in val] == [(6, 0), (12, 1)]  # FID after 6 and 12 batches
     assert all(r["epoch"] != "" for r in train) and all(r.get("val/score") for r in val)
 
-    results = trainer.test(model, datamodule=dm, verbose=False)[0]
+    (results,) = trainer.test(model, datamodule=dm, verbose=False)  # one result (was one per loader: 27.10)
     assert {"test/fid", "test/kid", "test/kid_std", "test/score", "test/content_iou", "test/style"} <= set(results)
     assert results["test/fid"] == pytest.approx(float(trainer.callback_metrics["test/fid"]))
     assert results["test/fid"] == pytest.approx(float(val[-1]["val/fid"]), rel=1e-5)  # test split = validation's

@@ -239,6 +239,34 @@ def test_cli_json_and_translate(tmp_path, monkeypatch, capsys):
             evaluate_cli.main(bad)
 
 
+def test_fid_is_a_distance_small_samples_warn_and_one_kid_subset_has_no_spread(tmp_path, monkeypatch, capsys):
+    real_dir = _write_folder(tmp_path / "real", list(_images(8, 0)))
+    few = _write_folder(tmp_path / "few", list(_images(3, 1)))
+    real_evaluator = ev.Evaluator
+    monkeypatch.setattr(ev, "Evaluator", lambda extractor=None, **kw: real_evaluator(
+        extractor=TinyFeatureExtractor(), **kw))
+    assert evaluate_cli.main(["--fake", str(real_dir), "--real", str(real_dir)]) == 0  # the same folder twice
+    out, err = capsys.readouterr()
+    assert out.startswith("FID 0.0000  KID ") and "-0.0" not in out.split("KID")[0]
+    assert "+- n/a (one subset)" in out  # 8 against 8 with subsets of 8: every subset is every image
+    assert "warning: FID/KID from 8 translated and 8 real images: fewer than 50 on a side" in err
+    assert evaluate_cli.main(["--fake", str(few), "--real", str(real_dir), "--json"]) == 0  # the 3 vs 8
+    out, err = capsys.readouterr()
+    res = json.loads(out)
+    assert res["kid_subset_size"] == 3 and not res["kid_single_subset"] and res["kid_std"] > 0  # 8 reals: a spread
+    assert len(res["warnings"]) == 1 and "fewer than 50" in res["warnings"][0] and "fewer than 50" in err
+    assert "n/a" not in ev.kid_text(res) and ev.scores_line(res, True).startswith(f"FID {res['fid']:.4f}  KID ")
+    assert ev.caveats(ev.MIN_IMAGES, 200, False) == [] and len(ev.caveats(ev.MIN_IMAGES - 1, 200, True)) == 2
+
+
+def test_evaluator_clamps_round_off_below_zero_of_fid(monkeypatch):
+    e = _evaluator(kid=False)
+    for real in (True, False):
+        e.update(torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), real=real)
+    monkeypatch.setattr(e.fid, "compute", lambda: torch.tensor(-2e-4, dtype=torch.float64))
+    assert e.compute()["fid"].item() == 0.0
+
+
 def test_kid_is_reproducible_does_not_advance_the_callers_rng_and_clamps_its_subset():
     torch.manual_seed(0)
     e = _evaluator(fid=False)  # kid_subset_size 1000 is a maximum

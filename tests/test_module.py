@@ -258,12 +258,21 @@ def test_generator_instance_is_not_saved_and_is_passed_again(tmp_path):
     loaded = CUTModule.load_from_checkpoint(path, generator=PlainGenerator(width=4))
     for k, v in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
+    # without it (issue 27.9): was a raw "Missing key(s) in state_dict", now says what to pass
+    from cutlight.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"trained with generator passed as an nn.Module instance, which "
+                       r"checkpoints do not store: pass generator=<the same generator> again, e\.g\. "
+                       r"CUTModule\.load_from_checkpoint\(path, generator=MyNet\(\.\.\.\)\)"):
+        CUTModule.load_from_checkpoint(path)
 
 
 def test_bad_network_specs_name_the_network():
     with pytest.raises(TypeError, match="cannot build generator cutlight.networks.generator.ResnetGenerator"):
         tiny_module(generator={"ngf": 8, "n_blocks": 1, "bogus": 1})
-    with pytest.raises(ImportError, match="cannot import 'nowhere.Gen'"):
+    with pytest.raises(ImportError, match="cannot import 'cutlight.networks.NowhereGen'"):
+        tiny_module(generator={"_target_": "cutlight.networks.NowhereGen"})
+    with pytest.raises(ValueError, match="refusing to import _target_ 'nowhere.Gen': it is not in cutlight's allowlist"):
         tiny_module(generator={"_target_": "nowhere.Gen"})
 
 

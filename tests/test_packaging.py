@@ -1,6 +1,7 @@
 """The wheel is self-contained: it carries the configs (cutlight.conf), trains from outside the checkout, and
 another project's Hydra app composes cutlight's groups through pkg://cutlight.conf."""
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -75,3 +76,55 @@ def test_wheel_runs_every_command(installed, tmp_path):
         res = subprocess.run([sys.executable, "-m", f"cutlight.cli.{name}", "--help"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0 and "usage:" in res.stdout, name + ": " + res.stderr[-2000:]
+
+
+def readme_tiny_commands() -> list[str]:
+    """The README's command lines (``bash`` blocks, continuation lines joined) that run in seconds on a CPU: the
+    ``debug=tiny`` ones."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    lines = [line.split("  #", 1)[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.replace("\\\n", " ").splitlines()]
+    return [line for line in lines if "debug=tiny" in line and not line.startswith("#")]
+
+
+@pytest.mark.slow
+def test_readme_debug_commands_run_from_the_wheel_on_a_cpu(installed, tmp_path):
+    """Every README command block line with ``debug=tiny``, as written (only ``.venv/bin/python`` / ``python``
+    and ``/data/horse2zebra`` replaced), from the installed wheel outside the checkout, CPU only."""
+    import shlex
+
+    from PIL import Image
+
+    commands = readme_tiny_commands()
+    assert len(commands) >= 4, commands  # own data, a sweep, W&B offline, the wheel's smoke test
+    data = tmp_path / "h2z"
+    for sub, n in (("trainA", 4), ("trainB", 4), ("testA", 2), ("testB", 2)):
+        (data / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 40), (50 * i, 90 if sub.endswith("A") else 10, 30)).save(data / sub / f"{i}.png")
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(installed), "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
+            "CUDA_VISIBLE_DEVICES": ""}  # a CPU-only machine
+    for n, command in enumerate(commands):
+        words = shlex.split(command.replace("/data/horse2zebra", str(data)))
+        env = dict(base, WANDB_MODE="disabled")
+        while "=" in words[0] and not words[0].startswith("."):  # VAR=value prefixes
+            key, value = words.pop(0).split("=", 1)
+            env[key] = value
+        assert words[0] in (".venv/bin/python", "python") and words[1:3] == ["-m", "cutlight.cli.train"], command
+        if "hydra/launcher=submitit_local" in words:
+            import importlib.util
+
+            if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+                continue  # the sweep extra (pip install 'cutlight[sweep]') is not installed here
+        cwd = tmp_path / f"cmd{n}"
+        cwd.mkdir()
+        res = subprocess.run([sys.executable, *words[1:], "+trainer.enable_progress_bar=false"], cwd=cwd, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, f"{command}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+        summaries = [json.loads(p.read_text()) for p in cwd.rglob("summary.json")]  # each run's record
+        assert len(summaries) == (2 if "-m" in words[3:] else 1), command  # a multirun here: 2 jobs
+        for summary in summaries:  # finished, and validated (a val/fid)
+            assert summary["state"] == "finished" and "val/fid" in summary["metrics"]["final"], (command, summary)

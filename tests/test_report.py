@@ -307,3 +307,28 @@ def test_multirun_with_a_failing_job_then_report(tmp_path):
     assert "unknown model.objective.gan_mode 'foo'" in rows[2]["error"] and rows[2]["fid_final"] == ""
     for png in ("ablation.png", "curves.png"):
         assert (sweep / png).stat().st_size > 5000
+
+
+def test_curves_plot_the_unweighted_nce_and_name_a_64d_fid(tmp_path):
+    """Issue 27.7: curves.png plotted the weighted train/loss_nce (FastCUT's lambda 10 looked 10x worse than CUT),
+    and a debug=tiny FID on Inception's 64-d block was labelled like the standard one."""
+    from cutlight.reports.plots import curve_titles, load_curves
+
+    sweep = tmp_path / "sweep"
+    for num, (name, lam) in enumerate((("cut", 1.0), ("fastcut", 10.0))):
+        rows = [{**r, "train/loss_nce": lam * 2.0} if "train/loss_nce" in r else r for r in metric_rows([50, 40])]
+        job = make_job(sweep, num, [f"objective={name}"], rows)
+        OmegaConf.save(OmegaConf.create({"trainer": {"max_epochs": 2}, "model": {
+            "objective": {"lambda_nce": lam}, "val_metrics": {"feature": 64}}}), job / "config_resolved.yaml")
+    jobs = collect_jobs(sweep)
+    assert [(j.lambda_nce, j.fid_feature) for j in jobs] == [(1.0, 64), (10.0, 64)]
+    for job in jobs:  # the same unweighted loss for both methods
+        assert set(load_curves(job)["train/loss_nce"][1]) == {2.0}
+    titles = curve_titles(jobs)
+    assert titles["train/loss_nce"] == "PatchNCE, unweighted (train/loss_nce / lambda_nce)"
+    assert titles["val/fid"] == "val/fid on Inception's 64-d features (not the standard FID)"
+    report(sweep, wandb="off")
+    assert "FID and KID here are computed on Inception's 64-d features" in (sweep / "summary.md").read_text()
+    jobs[0].fid_feature = 2048
+    jobs[1].fid_feature = 2048
+    assert "val/fid" not in curve_titles(jobs)

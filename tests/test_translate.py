@@ -246,7 +246,7 @@ def test_checkpoints_that_are_neither_cutlight_nor_reference_name_the_file(tmp_p
         load_generator(tmp_path / "lit.ckpt")
     torch.save({"state_dict": {"generator.model.1.weight": torch.zeros(1)},
                 "hyper_parameters": {"generator": {"_target_": "os.system"}}}, tmp_path / "evil.ckpt")
-    with pytest.raises(ValueError, match="'os.system' .* is not an importable torch.nn.Module subclass"):
+    with pytest.raises(ValueError, match="refusing to import _target_ 'os.system'"):
         load_generator(tmp_path / "evil.ckpt")
     with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
         load_generator(tmp_path / "missing.ckpt")
@@ -321,6 +321,64 @@ def test_file_glob_and_output_inside_input(tmp_path):
         translate_folder(gen, src, tmp_path / "o3", ext="gif", progress=False)
 
 
+class _CountingGenerator(torch.nn.Module):
+    """A generator that counts the images it translates (the output checks must come before any)."""
+
+    input_nc = output_nc = 3
+    size_multiple = 4
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return x
+
+
+def test_a_glob_with_dotdot_cannot_write_outside_the_output_folder(tmp_path, capsys):
+    write_image(tmp_path / "in" / "sub" / "a.png", 8, 8)
+    write_image(tmp_path / "secret" / "b.png", 8, 8)
+    gen, out = _CountingGenerator(), tmp_path / "in" / "out"
+    escaping = str(tmp_path / "in" / "*" / ".." / ".." / "secret" / "*.png")  # fixed part: in/
+    with pytest.raises(ValueError, match=r"input '.*b\.png' would be written outside the output folder .*'\.\./secret"):
+        translate_folder(gen, escaping, out, progress=False)
+    assert gen.images == 0 and not out.exists() and sorted(p.name for p in (tmp_path / "secret").iterdir()) == ["b.png"]
+    ckpt = tmp_path / "g.pth"
+    torch.save(tiny_generator().state_dict(), ckpt)
+    assert main(["--ckpt", str(ckpt), "--input", escaping, "--output", str(out), "--quiet"]) == 1
+    assert "would be written outside the output folder" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "in" / "secret").exists()
+    inside = str(tmp_path / "in" / "*" / ".." / "sub" / "*.png")  # climbs and comes back: stays inside
+    report = translate_folder(gen, inside, out, progress=False)
+    assert [d.relative_to(out).as_posix() for _, d in report.written] == ["sub/a.png"]
+
+
+def test_an_output_that_is_a_file_or_not_writable_is_refused_before_translating(tmp_path, capsys):
+    write_image(tmp_path / "in" / "a.png", 8, 8)
+    gen = _CountingGenerator()
+    (tmp_path / "file").write_text("keep me")
+    for bad, reason in ((tmp_path / "file", "is a file, not a folder"),
+                        (tmp_path / "file" / "sub", "cannot write into the output folder")):
+        with pytest.raises(ValueError, match=reason):
+            translate_folder(gen, tmp_path / "in", bad, progress=False)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes into a 0o555 folder: take a folder the kernel refuses instead
+        read_only = Path("/sys/cutlight-test-output")
+    try:
+        with pytest.raises(ValueError, match="cannot write into the output folder .*nothing was translated"):
+            translate_folder(gen, tmp_path / "in", read_only, progress=False)
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert gen.images == 0 and (tmp_path / "file").read_text() == "keep me"
+    ckpt = tmp_path / "g.pth"
+    torch.save(tiny_generator().state_dict(), ckpt)
+    assert main(["--ckpt", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "file")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 class _Links(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
@@ -358,14 +416,49 @@ def test_html_gallery_pages_link_only_existing_files(tmp_path, monkeypatch):
         parser = _Links()
         parser.feed((out / page).read_text(encoding="utf-8"))
         for link in parser.links:
+            if link.startswith("data:image/jpeg;base64,"):  # an embedded thumbnail (inputs, real images)
+                continue
             target = (out / unquote(link)).resolve()
             assert target.is_file(), f"{page}: {link} does not resolve"
             images.add(target)
         assert "FID" in parser.text and any("KID" in t for t in parser.text)
         assert any("original FID" in t for t in parser.text)  # --no-antialias is shown
+        assert any("n/a (one subset)" in t for t in parser.text)  # 5 against 5 images: KID has no spread
+        assert any("fewer than 50 on a side" in t for t in parser.text)  # and the sample-size caveat
     translated = {p.resolve() for p in out.glob("*.png")}
     assert len(translated) == 5 and translated <= images
     assert {p.resolve() for p in src.glob("im*.png")} <= images
+
+
+def test_html_gallery_survives_a_move_shows_real_images_and_num_test_limits(tmp_path):
+    """Issue 27.13: inputs were linked as ../../in/..., so moving the output folder lost the input column; the
+    authors' page also shows a real B column, and their --num_test had no equivalent."""
+    import shutil
+
+    src, real = tmp_path / "in", tmp_path / "real"
+    for i in range(4):
+        write_image(src / f"im{i}.png", 24, 20, seed=i)
+    for i in range(2):
+        write_image(real / f"r{i}.png", 24, 20, seed=10 + i)
+    torch.save(tiny_generator().state_dict(), tmp_path / "G.pth")
+    out = tmp_path / "out"
+    assert main(["--ckpt", str(tmp_path / "G.pth"), "--input", str(src), "--output", str(out), "--quiet", "--html",
+                 "--num-test", "3", "--real", str(real), "--device", "cpu"]) in (0, 1)  # FID of 3 images may fail
+    assert sorted(p.name for p in out.glob("*.png")) == ["im0.png", "im1.png", "im2.png"]  # the first 3, sorted
+    moved = tmp_path / "elsewhere" / "gallery"
+    shutil.move(out, moved)
+    shutil.rmtree(src)  # the inputs are gone too: their thumbnails are in the page
+    parser = _Links()
+    page = (moved / "index.html").read_text(encoding="utf-8")
+    parser.feed(page)
+    images = [link for link in parser.links if link.startswith("data:image/jpeg;base64,")]
+    assert len(images) == 3 + 2  # 3 inputs, 2 real images (the third row has none)
+    shown = [link for link in parser.links if not link.startswith("data:") and link.endswith(".png")
+             and not link.startswith(".")]
+    assert shown and all((moved / unquote(link)).is_file() for link in shown)  # translations: inside the folder
+    assert "real target image" in page
+    with pytest.raises(ValueError, match="max_images must be an integer >= 1 or None, got 0"):
+        translate_folder(tiny_generator(), str(real), str(tmp_path / "x"), max_images=0)
 
 
 # ------------------------------------------------------------------------------------------- channels

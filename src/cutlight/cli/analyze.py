@@ -1,7 +1,7 @@
 """The paper's learned-similarity and feature-PCA figures: ``python -m cutlight.cli.analyze`` (``cutlight-analyze``).
 
     cutlight-analyze --ckpt CKPT --input IMAGE [--output DIR] [--size N] [--layer L] [--query ROW,COL ...]
-                     [--pca-layers L ...] [--device cpu|cuda]
+                     [--pca-layers L ...] [--device cpu|cuda] [--trust-code]
 
 What the figures show: ``cutlight.inference.analysis``.
 """
@@ -13,6 +13,8 @@ import sys
 
 from ..inference import DIRECTIONS
 from ..inference.analysis import analyze
+from ..specs import trusting_code
+from .args import add_trust_code
 
 
 def _query(text: str) -> tuple[int, int]:
@@ -38,10 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--direction", choices=list(DIRECTIONS), default=None,
                         help="checkpoints with two generators (CycleGAN, DCLGAN): which one")
+    add_trust_code(parser)
     args = parser.parse_args(argv)
     try:
-        written = analyze(args.ckpt, args.input, args.output, args.size, args.layer, args.query, args.pca_layers,
-                          args.device, args.direction)
+        with trusting_code(True if args.trust_code else None):
+            written = analyze(args.ckpt, args.input, args.output, args.size, args.layer, args.query, args.pca_layers,
+                              args.device, args.direction)
     except (FileNotFoundError, ValueError) as e:
         print(f"cutlight-analyze: error: {e}", file=sys.stderr)
         return 2

@@ -15,3 +15,11 @@ def parse_kwarg(text: str) -> tuple[str, object]:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return key, value  # a plain string, e.g. norm=none
+
+
+def add_trust_code(parser: argparse.ArgumentParser) -> None:
+    """``--trust-code``: let the checkpoint / export name classes outside cutlight's allowlist (``cutlight.specs``)."""
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let the checkpoint's _target_ names import any class (runs code from outside "
+                             "cutlight: only for files you trust; CUTLIGHT_TRUSTED_MODULES=mypkg.nets trusts "
+                             "your own modules only)")

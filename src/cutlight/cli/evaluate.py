@@ -2,7 +2,7 @@
 
     python -m cutlight.cli.evaluate --fake DIR --real DIR [--json] [--batch-size N] [--kid-subset-size N]
                                     [--no-antialias] [--device cpu|cuda]
-    python -m cutlight.cli.evaluate --translate CKPT --input DIR [--output DIR] --real DIR ...
+    python -m cutlight.cli.evaluate --translate CKPT --input DIR [--output DIR] [--trust-code] --real DIR ...
 
 How images are read and batched: ``cutlight.inference.evaluation``. ``--no-antialias`` selects the original FID
 resize, which is what matches published numbers.
@@ -16,6 +16,9 @@ import sys
 import tempfile
 
 from ..inference import evaluate_folders, translate_folder
+from ..inference.evaluation import scores_line
+from ..specs import trusting_code
+from .args import add_trust_code
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +36,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="antialiased resize (torchmetrics default); --no-antialias = original FID resize, matches papers")  # fmt: skip
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_trust_code(p)
     args = p.parse_args(argv)
     if (args.fake is None) == (args.translate is None):
         p.error("give exactly one of --fake DIR or --translate CKPT --input DIR")
@@ -58,15 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point (``cutlight-evaluate``); returns the exit code."""
     args = _parse(argv)
     try:
-        result = _run(args)
+        with trusting_code(True if args.trust_code else None):
+            result = _run(args)
     except (OSError, ValueError, RuntimeError) as err:  # bad folders/files/weights: message, no traceback
         print(f"cutlight-evaluate: error: {err}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"FID {result['fid']:.4f}  KID {result['kid_mean']:.6f} +- {result['kid_std']:.6f}  "
-              f"(n_fake={result['n_fake']}, n_real={result['n_real']}, antialias={args.antialias})")  # fmt: skip
+    for note in result["warnings"]:
+        print(f"cutlight-evaluate: warning: {note}", file=sys.stderr)
+    print(json.dumps(result) if args.json else scores_line(result, args.antialias))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Export a trained generator: ``python -m cutlight.cli.export`` (``cutlight-export``).
 
     cutlight-export --ckpt CKPT --format torchscript|onnx|safetensors --output FILE
-                    [--direction AtoB|BtoA] [--generator KEY=VALUE ...] [--overwrite] [--no-verify]
+                    [--direction AtoB|BtoA] [--generator KEY=VALUE ...] [--overwrite] [--no-verify] [--trust-code]
 
 The formats and what each file holds: below (``cutlight.inference.export``).
 """
@@ -16,7 +16,8 @@ import sys
 from ..inference import DIRECTIONS, build_generator, read_generator
 from ..inference import export as _export
 from ..inference.export import FORMATS, VERIFY_SIZES, export_generator, verify_export
-from .args import parse_kwarg
+from ..specs import trusting_code
+from .args import add_trust_code, parse_kwarg
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +34,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="generator constructor argument (overrides the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check against eager")
+    add_trust_code(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (``cutlight-export``); returns the exit status."""
     args = _parser().parse_args(argv)
+    with trusting_code(True if args.trust_code else None):
+        return _export_checkpoint(args)
+
+
+def _export_checkpoint(args: argparse.Namespace) -> int:
     try:
         if args.format not in FORMATS:
             raise ValueError(f"unknown export format {args.format!r}; expected one of {', '.join(FORMATS)}")

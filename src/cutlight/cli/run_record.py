@@ -4,7 +4,8 @@ It runs around every job of ``python -m cutlight.cli.train`` (``hydra.callbacks.
 ``conf/train.yaml``), single runs and multiruns alike, whatever the launcher (basic, joblib, submitit):
 
 * job start: ``summary.json`` says ``"state": "running"``, so a job that is killed (time limit, out of memory)
-  is told apart from one that finished;
+  is told apart from one that finished; a run continued in its own folder keeps its first ``started`` time and
+  lists each restart under ``resumed``;
 * job end: ``"finished"`` or ``"failed"`` with the error (its traceback also goes to the run's log file, which
   Hydra otherwise leaves without it; the console gets one line, as Hydra prints the error itself), the wall time
   and the final and best metrics read from ``metrics.csv`` (``cutlight.reports.records``);
@@ -81,11 +82,16 @@ class RunRecord(Callback):
         self._start, self._started = time.time(), _now()
         hc = config.hydra
         _STARTED[str(Path(hc.runtime.output_dir).resolve())] = self._start
-        write_summary(hc.runtime.output_dir, {
+        summary = {
             "state": "running", "started": self._started,
             "job_num": OmegaConf.select(hc, "job.num", default=None, throw_on_missing=False),
             "overrides": OmegaConf.to_container(hc.overrides.task),
-        })
+        }
+        earlier = read_summary(hc.runtime.output_dir) or {}
+        if earlier.get("started"):  # a run continued in its own folder (resume=, ckpt_path=last): the first start
+            summary["started"] = earlier["started"]  # stays; each restart is added to "resumed"
+            summary["resumed"] = [*earlier.get("resumed", []), self._started]
+        write_summary(hc.runtime.output_dir, summary)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not _is_rank_zero():

@@ -9,7 +9,8 @@ weights), and
 prints where the run's outputs are (also into the run's log file). This is the only module that sees a DictConfig.
 
 Runs are named after what differs from the defaults: a run's folder is ``outputs/<date>/<overrides>/<time>``
-(``<overrides>`` = Hydra's ``override_dirname``: the experiment and the command-line overrides, without paths),
+(``<overrides>`` = Hydra's ``override_dirname``: the experiment and the command-line overrides, without the data
+folders, other path-like values cut to their last part by ``run_name``: one folder level),
 which names it in TensorBoard and the CSV files; its W&B run is named ``<overrides> <date> <time>``.
 
 Bad values fail before training with their config key (``model.optimizer.lr='abc' is invalid: expected ...``).
@@ -49,6 +50,8 @@ from ..checks import ConfigValueError, check_int
 from ..lightning.interrupt import GracefulInterrupt, TrainingInterrupted
 from ..lightning.reliability import NothingTrainedError, training_problem
 from ..lightning.rundir import RESULTS_CSV, RESULTS_MD
+from ..specs import UntrustedCodeError, check_specs, spec_targets, trusting_code
+from .run_name import run_name  # also registers the ${cutlight.run_name:...} resolver of conf/train.yaml
 from .run_record import log_to_files
 
 log = logging.getLogger("cutlight.cli.train")  # not __name__: "__main__" under python -m
@@ -103,8 +106,18 @@ def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
     else:
         path = Path(ckpt_path).expanduser()
         ckpt = read_resume_checkpoint(path)
-    log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"), ckpt.get("global_step"))
+    log.info("resuming from %s (%s)", path, _checkpoint_position(ckpt))
     return str(path), ckpt
+
+
+def _checkpoint_position(ckpt: dict) -> str:
+    """``epoch 6, step 28``: where a checkpoint stands, its step counted in training batches as everywhere else
+    (checkpoint names, logs); Lightning's ``global_step`` counts optimizer steps (two per CUT iteration)."""
+    from ..lightning.rundir import checkpoint_batches
+
+    batches = checkpoint_batches(ckpt)
+    step = f"step {batches}" if batches is not None else f"optimizer step {ckpt.get('global_step')}"
+    return f"epoch {ckpt.get('epoch')}, {step}"
 
 
 def _remove_unfinished_saves(folder: Path) -> list[str]:
@@ -226,8 +239,8 @@ def _name_wandb_run(cfg: DictConfig) -> None:
         wb = cfg.logger.wandb
         if hc.mode == RunMode.MULTIRUN:
             wb.group = wb.group or Path(hc.sweep.dir).name
-            wb.name = wb.name or (hc.job.override_dirname or f"job{hc.job.num}")
-        wb.name = wb.name or f"{hc.job.override_dirname or 'defaults'} {datetime.now():%Y-%m-%d %H:%M:%S}"
+            wb.name = wb.name or (run_name(hc.job.override_dirname) or f"job{hc.job.num}")
+        wb.name = wb.name or f"{run_name(hc.job.override_dirname) or 'defaults'} {datetime.now():%Y-%m-%d %H:%M:%S}"
     if hc.mode == RunMode.MULTIRUN:
         import wandb
 
@@ -258,11 +271,40 @@ def _test_checkpoint(trainer: pl.Trainer) -> tuple[str | None, str]:
     else None, the weights in memory (those at the end of training)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint) and (cb.monitor or "").startswith("val/") and cb.best_model_path:
+    monitors = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)
+                and (cb.monitor or "").startswith("val/")]
+    for cb in monitors:
+        if cb.best_model_path:
             return cb.best_model_path, (f"best {cb.monitor} ({float(cb.best_model_score):.4g}) checkpoint "
                                         f"{cb.best_model_path}")
+    if monitors:
+        return None, (f"final weights (the checkpoint callback monitoring {monitors[0].monitor} kept none: "
+                      f"{monitors[0].monitor} was never computed during training)")
     return None, "final weights (no checkpoint monitors a val/ metric; callbacks=best_fid keeps the best val/fid one)"
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer (``trainer=gpu``, which the GPU experiments select) on a machine without CUDA: stopped before
+    anything is built, with the ways out (Lightning's own ``No supported gpu backend found!`` names neither)."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="") or "")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigValueError("trainer.accelerator", accelerator,
+                               "a device this machine has: no CUDA GPU found. Add trainer=cpu to train on the CPU "
+                               "(slow at the GPU experiments' sizes), or debug=tiny for a smoke test (it selects "
+                               "trainer=cpu)")
+
+
+def _check_logger_packages(cfg: DictConfig) -> None:
+    """``logger=tensorboard`` needs tensorboard (or tensorboardX), which only the ``tensorboard`` and ``dev`` extras
+    install: say which extra, before anything is built (Lightning's error names neither)."""
+    import importlib.util
+
+    node = (cfg.get("logger") or {}).get("tensorboard")
+    if not node or "TensorBoardLogger" not in str(node.get("_target_", "")):
+        return
+    if not any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX")):
+        raise ConfigValueError("logger", "tensorboard", "an installed TensorBoard: pip install 'cutlight[tensorboard]' "
+                               "(or pip install tensorboard); logger=csv and logger=wandb need nothing more")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -281,6 +323,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _train(cfg: DictConfig, interrupt: GracefulInterrupt) -> dict[str, float]:
+    _check_accelerator(cfg)
+    _check_logger_packages(cfg)
     _check_before_training(cfg)
     threads = check_int("torch_threads", cfg.get("torch_threads"), low=1, optional=True)
     if threads:
@@ -289,8 +333,13 @@ def _train(cfg: DictConfig, interrupt: GracefulInterrupt) -> dict[str, float]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, ckpt = _resume_checkpoint(cfg, out)  # a bad resume= / ckpt_path= fails before anything is written
+    with trusting_code(True if cfg.get("trust_code") else None):  # what the checkpoint names: cutlight.specs rule,
+        typed = spec_targets(OmegaConf.to_container(cfg.model, resolve=True))  # or what the user typed again
+        check_specs({k: ckpt.get(k) for k in ("hyper_parameters", "cutlight_networks")}, f"checkpoint '{ckpt_path}'",
+                    allowed=typed)
     datamodule = _instantiate(cfg.data, "data")
-    model = _instantiate(cfg.model, "model")
+    with trusting_code():  # the config the user typed is the user's own code
+        model = _instantiate(cfg.model, "model")
     if ckpt_path and hasattr(model, "check_checkpoint"):  # another architecture: refused before the folder is linked
         model.check_checkpoint(ckpt, ckpt_path)
     resumed = _continue_run(ckpt_path, ckpt, out) if ckpt_path else {}
@@ -382,6 +431,9 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
     shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "perf/"))}
     if shown:
         lines.append("  final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items())))
+    note = _fid_feature_note(trainer.lightning_module, metrics)
+    if note:
+        lines.append(f"  {note}")
     if tested:
         lines.append(f"  test of the {tested}")
         shown = {k: v for k, v in metrics.items() if k.startswith("test/")}
@@ -393,6 +445,17 @@ def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: 
             lines += [f"  {label + ':':<19} {text}" for label, text in cb.summary().items()]
     lines.append("=" * 72)
     return "\n".join(lines)
+
+
+def _fid_feature_note(model, metrics: dict[str, float]) -> str:
+    """A caveat for FID/KID computed on other Inception features than the standard 2048-d pool (``debug=tiny``:
+    the first block's 64), so that such a number is not read as a standard FID."""
+    settings = getattr(getattr(model, "hparams", None), "val_metrics", None)
+    feature = settings.get("feature", 2048) if isinstance(settings, dict) else 2048
+    if feature == 2048 or not any(k.endswith(("/fid", "/kid")) for k in metrics):
+        return ""
+    return (f"FID/KID above: on Inception's {feature}-d features (model.val_metrics.feature={feature}), not "
+            "comparable with the standard 2048-d FID")
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -409,7 +472,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigValueError, MissingMandatoryValue, ImageCheckError, ImageFileError, CheckpointError,
             NonFiniteError, NothingTrainedError, ValidationDataError, RunLockError, FileNotFoundError,
-            NotADirectoryError)
+            NotADirectoryError, UntrustedCodeError)
 
 
 def _end_interrupted(cfg: DictConfig, err: BaseException) -> SystemExit:

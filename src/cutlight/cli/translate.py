@@ -3,11 +3,13 @@
     cutlight-translate --ckpt CKPT --input PATH [PATH ...] --output DIR [--direction AtoB|BtoA]
                        [--size N | --short-side N] [--ext png] [--overwrite] [--keep-suffix]
                        [--batch-size 8] [--device cuda] [--precision fp32|bf16|fp16]
-                       [--html] [--real DIR] [--generator KEY=VALUE ...]
+                       [--num-test N] [--html] [--real DIR] [--generator KEY=VALUE ...] [--trust-code]
 
 Exit status: 0 when every image was written or skipped, 1 when any failed or on an error.
+``--num-test N`` translates the first N inputs (sorted), as the reference implementation's ``--num_test``.
 ``--html`` writes ``index.html`` (and ``page2.html``, ...) into DIR: input | translation per row, linking to the
-full images; with ``--real DIR`` FID/KID of DIR's images against the real ones (``cutlight-evaluate``) at the top.
+full images (inputs shown by thumbnails embedded in the page: moving DIR keeps them); with ``--real DIR`` a real
+image column and FID/KID of DIR's images against the real ones (``cutlight-evaluate``) at the top.
 How inputs are found, resized and named: below (``cutlight.inference.files``).
 """
 
@@ -30,8 +32,10 @@ from ..inference import (
     translate_folder,
 )
 from ..inference import files as _files
+from ..inference.evaluation import scores_line
 from ..inference.gallery import write_gallery
-from .args import parse_kwarg
+from ..specs import trusting_code
+from .args import add_trust_code, parse_kwarg
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default="png", choices=sorted(FORMATS), help="output format (default png)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--keep-suffix", action="store_true", help="name outputs x.jpg.png (never collide)")
+    p.add_argument("--num-test", type=int, metavar="N", help="translate only the first N inputs (sorted; the "
+                                                              "reference implementation's --num_test)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
@@ -62,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="FID/KID Inception resize: antialiased (default) or --no-antialias, the original FID resize "
                         "that published numbers use")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_trust_code(p)
     return p
 
 
@@ -72,6 +79,18 @@ def _metrics(output: Path, real: str, device: str, antialias: bool) -> tuple[dic
         return None, str(err)
 
 
+def _real_images(real: str | None) -> list[Path] | None:
+    """The real target images of ``--real`` for the page's third column (None without it, or when unreadable)."""
+    if not real:
+        return None
+    from ..data.folder import list_images
+
+    try:
+        return list_images(real)
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (``cutlight-translate``); returns the exit status."""
     args = _parser().parse_args(argv)
@@ -79,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(args.generator)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        spec = read_generator(args.ckpt, args.direction, **overrides)
-        print(f"generator: {spec.source}", file=sys.stderr)
-        generator = build_generator(spec).to(device).eval()
+        with trusting_code(True if args.trust_code else None):
+            spec = read_generator(args.ckpt, args.direction, **overrides)
+            print(f"generator: {spec.source}", file=sys.stderr)
+            generator = build_generator(spec).to(device).eval()
         report = translate_folder(
             generator, args.input, args.output, batch_size=args.batch_size, size=args.size,
             short_side=args.short_side, ext=args.ext, overwrite=args.overwrite, keep_suffix=args.keep_suffix,
-            precision=args.precision, workers=args.workers, progress=not args.quiet,
+            precision=args.precision, workers=args.workers, progress=not args.quiet, max_images=args.num_test,
         )
     except (OSError, ValueError, RuntimeError, ImportError) as err:
         print(f"cutlight-translate: error: {err}", file=sys.stderr)
@@ -96,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.real:
         metrics, metrics_error = _metrics(report.output_dir, args.real, device, args.antialias)
         if metrics is not None:
-            print(f"FID {metrics['fid']:.4f}  KID {metrics['kid_mean']:.6f} +- {metrics['kid_std']:.6f}  "
-                  f"(n_fake={metrics['n_fake']}, n_real={metrics['n_real']}, antialias={args.antialias})")
+            for note in metrics["warnings"]:
+                print(f"cutlight-translate: warning: {note}", file=sys.stderr)
+            print(scores_line(metrics, args.antialias))
         else:
             print(f"cutlight-translate: FID/KID not computed: {metrics_error}", file=sys.stderr)
             status = 1
@@ -108,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 "failed": str(len(report.failed))}
         if metrics_error:
             info["FID/KID"] = f"not computed: {metrics_error}"
+        reals = _real_images(args.real)
         pages = write_gallery(report.output_dir, report.pairs, title=f"{Path(args.ckpt).name}: translations",
-                              info=info, metrics=metrics, real_dir=args.real, per_page=args.per_page)
+                              info=info, metrics=metrics, real_dir=args.real, per_page=args.per_page, reals=reals)
         print(f"HTML: {pages[0]} ({len(pages)} page(s))")
     return status
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cutlight.checks import ConfigValueError, check_choice, check_int
 from cutlight.data.builtin import builtin_root, ensure_builtin_dataset
-from cutlight.data.datasets import SingleFolderDataset, UnpairedImageDataset
+from cutlight.data.datasets import SidedBatches, SingleFolderDataset, UnpairedImageDataset
 from cutlight.data.direction import check_direction, orient
 from cutlight.data.folder import CHANNEL_CHOICES, MAX_IMAGE_PIXELS, list_images
 from cutlight.data.image_checks import VERIFY_CHOICES, ImageCheckError, check_images, mixed_sizes
@@ -79,7 +79,8 @@ class UnpairedDataModule(pl.LightningDataModule):
     than processes raise ``ValueError``. :meth:`num_eval_images` says how many images each side of the validation
     or test split holds (without decoding them), for checks before the first step (FID/KID need 2 per side).
 
-    Test (``test_dataloader``): the same two loaders over the test split. Prediction (``predict_dataloader``): the
+    Test (``test_dataloader``): one loader over the test split, the source images' batches then the target's
+    (``"side"``: 0 or 1; one loader, so ``trainer.test`` returns one result). Prediction (``predict_dataloader``): the
     source test images (``test_dir_a``, else the validation source folder) at their own size, one per batch,
     ``{"image": (1, C, H, W), "path": [str], "index": (1,)}``; under DDP Lightning shards it without duplicates.
 
@@ -328,14 +329,17 @@ class UnpairedDataModule(pl.LightningDataModule):
             return []
         return [self._eval_loader(self.val_dataset_a), self._eval_loader(self.val_dataset_b)]
 
-    def test_dataloader(self) -> list[DataLoader]:
-        """``[source test images, target test images]``: the test split, or the validation images without one."""
+    def test_dataloader(self) -> DataLoader:
+        """One loader over the source test images' batches, then the target's (``{"image", ..., "side": 0 | 1}``,
+        see ``SidedBatches``; one loader: ``trainer.test`` gives one result, not one per side): the test split,
+        or the validation images without one."""
         if self.test_dataset_a is None:
             raise ValueError(
                 "no test images: give test_dir_a and test_dir_b, validation folders (val_dir_a, val_dir_b), or a "
                 f"root with testA/ and testB/ (root={self.hparams.root!r})"
             )
-        return [self._eval_loader(self.test_dataset_a), self._eval_loader(self.test_dataset_b)]
+        return self._eval_loader(SidedBatches(self.test_dataset_a, self.test_dataset_b, self.val_batch_size),
+                                 batch_size=None)
 
     def predict_dataloader(self) -> DataLoader:
         """The source test images at their own size with their paths, one per batch (sizes may differ)."""
@@ -347,17 +351,21 @@ class UnpairedDataModule(pl.LightningDataModule):
     def _loader_settings(self) -> dict:
         return loader_settings(self.trainer, self.num_workers, self.pin_memory)
 
-    def _eval_loader(self, dataset: SingleFolderDataset) -> DataLoader:
+    def _eval_loader(self, dataset: Dataset, batch_size: int | None = -1) -> DataLoader:
+        """``dataset`` in order, each item once over all processes; ``batch_size`` -1: ``val_batch_size``, None: the
+        items are batches (``SidedBatches``)."""
         sampler = None
         if dist.is_available() and dist.is_initialized():
             # Lightning's strided, non-padding shard (rank r: r, r + W, ...; every image once, so FID/KID count
             # each image once); a DistributedSampler, so Lightning keeps it instead of injecting a padding one
             world = dist.get_world_size()
             if len(dataset) < world:
-                raise ValueError(f"{len(dataset)} evaluation image(s) in '{dataset.root}' for {world} processes; "
-                                 "each process needs at least one")
+                what = (f"image(s) in '{dataset.root}'" if hasattr(dataset, "root") else "batch(es)")
+                raise ValueError(f"{len(dataset)} evaluation {what} for {world} processes; each process needs at "
+                                 "least one")
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
-        return DataLoader(dataset, batch_size=self.val_batch_size, shuffle=False, sampler=sampler, drop_last=False,
+        batch_size = self.val_batch_size if batch_size == -1 else batch_size
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, drop_last=False,
                           **self._loader_settings())
 
     @staticmethod

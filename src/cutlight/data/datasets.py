@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from cutlight.data.folder import MAX_IMAGE_PIXELS, list_images, load_image
 from cutlight.data.transforms import EvalTransform, TrainTransform
@@ -104,3 +104,25 @@ class SingleFolderDataset(Dataset):
         path = self.paths[index]
         image = self.transform(load_image(path, self.channels, self.max_image_pixels))  # (C, size, size)
         return {"image": image, "path": str(path), "index": index}
+
+
+class SidedBatches(Dataset):
+    """The batches of two evaluation datasets, the first's then the second's, as the items of one dataset:
+    item i is ``{"image": (B, C, H, W), ..., "side": 0 | 1}`` (0: the source images, 1: the target images), a
+    batch never mixing the two (their channels and sizes may differ). One loader (``DataLoader(batch_size=None)``)
+    instead of two, so that ``trainer.test`` reports one result column; under DDP a sampler shards the batches,
+    so every image is still seen once."""
+
+    def __init__(self, first: Dataset, second: Dataset, batch_size: int) -> None:
+        self.datasets = (first, second)
+        self.batches = [(side, range(start, min(start + batch_size, len(ds))))
+                        for side, ds in enumerate(self.datasets) for start in range(0, len(ds), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict:
+        side, indices = self.batches[index]
+        batch = default_collate([self.datasets[side][i] for i in indices])
+        batch["side"] = side
+        return batch

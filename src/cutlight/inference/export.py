@@ -7,8 +7,9 @@
   (key ``cutlight_generator``), so ``cutlight.load_generator(FILE)`` rebuilds the generator.
 
 TorchScript and ONNX take a float32 (B, input_nc, H, W) tensor in [-1, 1] and return (B, output_nc, H, W) in
-[-1, 1], with the batch size, H and W free (dynamic), H and W multiples of ``size_multiple`` (4; pad as
-``cutlight.inference.pad_to_multiple`` does for other sizes) and at least 2 * ``size_multiple``. Both store
+[-1, 1], the input's size, with the batch size, H and W free (dynamic) and H, W at least 2 * ``size_multiple``:
+like ``cutlight.translate``, the graph reflect-pads H and W to multiples of ``size_multiple`` (4) at the bottom and
+right, translates and crops back (:class:`PadCrop`), so a 250 x 187 input gives a 250 x 187 output. Both store
 ``input_nc``, ``output_nc``, ``size_multiple`` and the constructor arguments as JSON (TorchScript: extra file
 ``cutlight.json``; ONNX: metadata property ``cutlight``).
 
@@ -29,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
@@ -37,7 +39,26 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("torchscript", "onnx", "safetensors")
 ONNX_OPSET = 18
-VERIFY_SIZES = ((1, 64, 64), (2, 36, 92))  # (B, H, W) checked after export; the trace uses (2, 48, 80)
+# (B, H, W) checked after export (the last one not a multiple of 4: padded and cropped); the trace uses (2, 48, 80)
+VERIFY_SIZES = ((1, 64, 64), (2, 36, 92), (1, 47, 62))
+
+
+class PadCrop(nn.Module):
+    """``net`` on any H, W >= ``multiple``: reflect-pads (B, C, H, W) at the bottom and right to multiples of
+    ``multiple``, runs ``net`` and crops its (B, C', H', W') output back to (B, C', H, W), as ``cutlight.translate``
+    does. Written for the exporters: always one pad (of zero rows when none is needed), no branch on the size."""
+
+    def __init__(self, net: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]
+        pad_h = (self.multiple - h % self.multiple) % self.multiple
+        pad_w = (self.multiple - w % self.multiple) % self.multiple
+        y = self.net(F.pad(x, [0, pad_w, 0, pad_h], mode="reflect"))  # (B, C', H + pad_h, W + pad_w)
+        return y[:, :, :h, :w]
 
 
 def eager_generator(generator: nn.Module) -> nn.Module:
@@ -71,7 +92,9 @@ def _export_torchscript(net: nn.Module, example: torch.Tensor, path: Path, meta:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module="torch.nn.functional")
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
         traced = torch.jit.trace(net, example, check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={"cutlight.json": json.dumps(meta)})
+        # the size logic scripted around the traced layers (a trace would freeze the pad of the example's size)
+        scripted = torch.jit.script(PadCrop(traced, meta["size_multiple"]).eval())
+        torch.jit.save(scripted, str(path), _extra_files={"cutlight.json": json.dumps(meta)})
 
 
 def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
@@ -81,9 +104,10 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, meta: dict) 
     except ImportError as err:
         raise ImportError(f"ONNX export needs onnx and onnxscript: pip install 'cutlight[export]' ({err})") from err
     m = meta["size_multiple"]
-    height, width = Dim("h", min=2, max=8192), Dim("w", min=2, max=8192)  # H = m * h, W = m * w
-    dims = {0: Dim("batch", min=1, max=4096), 2: m * height if m > 1 else height, 3: m * width if m > 1 else width}
-    torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["output"], dynamo=True,
+    height, width = Dim("h", min=2 * m, max=8192), Dim("w", min=2 * m, max=8192)  # any size: padded, cropped back
+    dims = {0: Dim("batch", min=1, max=4096), 2: height, 3: width}
+    torch.onnx.export(PadCrop(net, m).eval(), (example,), str(path), input_names=["input"], output_names=["output"],
+                      dynamo=True,
                       external_data=False, opset_version=ONNX_OPSET, dynamic_shapes=(dims,), verbose=False)
     model = onnx.load(str(path))
     entry = model.metadata_props.add()
@@ -93,14 +117,16 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, meta: dict) 
 
 def _export_safetensors(generator: nn.Module, path: Path, config: dict | None) -> None:
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError as err:
         raise ImportError("safetensors export needs safetensors: pip install 'cutlight[export]'") from err
     if not config:
         raise ValueError("safetensors export needs the generator's constructor arguments (config=...), e.g. "
                          "read_generator(ckpt).config(); `python -m cutlight.cli.export` passes them")
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    save_file(state, str(path), metadata={"cutlight_generator": json.dumps(config), "format": "pt"})
+    # bytes written by Python, not safetensors' save_file (which creates the file with mode 0600): the same
+    # permissions (0666 less the umask) as the other formats' files
+    path.write_bytes(save(state, metadata={"cutlight_generator": json.dumps(config), "format": "pt"}))
 
 
 def export_generator(
@@ -143,19 +169,27 @@ def load_export(path: str | os.PathLike, fmt: str):
         return lambda x: torch.from_numpy(session.run(None, {"input": x.detach().cpu().numpy()})[0])
     if fmt == "safetensors":
         from .loading import load_generator
+        from .tensors import translate_tensor
 
-        return load_generator(path)
+        generator = load_generator(path)
+        return lambda x: translate_tensor(generator, x)  # any size, as the other formats
     raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 @torch.no_grad()
 def verify_export(path: str | os.PathLike, fmt: str, generator: nn.Module, sizes=VERIFY_SIZES) -> list[float]:
     """Max abs difference between the exported file and the eager generator (CPU, float32) per (B, H, W) size."""
+    from .tensors import translate_tensor
+
     run = load_export(path, fmt)
     reference = copy.deepcopy(generator).float().cpu().eval()
     torch.manual_seed(0)
     diffs = []
     for b, h, w in sizes:
         x = torch.rand(b, generator.input_nc, h, w) * 2 - 1
-        diffs.append(float((run(x) - reference(x)).abs().max()))
+        out, expected = run(x), translate_tensor(reference, x)  # any size: padded and cropped back
+        if out.shape != expected.shape:
+            raise ValueError(f"the {fmt} export returns {tuple(out.shape)} for a {tuple(x.shape)} input; "
+                             f"expected {tuple(expected.shape)}")
+        diffs.append(float((out - expected).abs().max()))
     return diffs

@@ -27,6 +27,7 @@ import glob
 import logging
 import os
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,11 @@ def plan_outputs(
     output_dir = Path(output_dir)
     plan, by_name = [], {}
     for src, rel in sources:
+        rel = Path(os.path.normpath(rel))  # a glob's "x/../y" stays inside output_dir; one that leaves it is refused
+        if rel.is_absolute() or rel.parts[:1] == ("..",):
+            raise ValueError(f"input '{src}' would be written outside the output folder '{output_dir}' (its name "
+                             f"relative to the input, '{rel}', leaves it: a glob pattern with '..'); nothing was "
+                             "written. Give the folder or a pattern without '..' that climbs above its fixed part")
         dst = output_dir / rel.parent / (f"{rel.name}.{ext}" if keep_suffix else f"{rel.stem}.{ext}")
         if dst.exists() and dst.resolve() == src.resolve():
             raise ValueError(f"output '{dst}' would overwrite its own input; choose another output folder")
@@ -166,6 +172,22 @@ def plan_outputs(
             "Use --keep-suffix (keep_suffix=True: outputs named like 'x.jpg.png'), or rename the inputs"
         )
     return plan
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """Create ``output_dir`` if needed and check that a file can be written into it (ValueError naming it when it is
+    a file, under a file, read-only or not writable), so that no image is translated only to fail its write."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output '{output_dir}' is a file, not a folder; give a folder (it is created if missing)")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".cutlight-write-check-", dir=output_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write into the output folder '{output_dir}' ({err.strerror or err}); nothing was "
+                         "translated. Choose a writable folder") from err
 
 
 def _prefetch(fn: Callable, items: Iterable, workers: int) -> Iterator[tuple[object, object]]:
@@ -217,6 +239,8 @@ def translate_folder(
     workers: int = 2,
     progress: bool = True,
     generator_kwargs: dict | None = None,
+    max_images: int | None = None,
+    trust_code: bool | None = None,
 ) -> TranslationReport:
     """Translate image files (see the module docstring for naming, sizes and what is skipped).
 
@@ -234,11 +258,15 @@ def translate_folder(
         direction: "AtoB" / "BtoA" for CycleGAN checkpoints.
         workers: threads decoding images ahead of the generator (0: in the main thread).
         generator_kwargs: override / supply constructor arguments (a bare state dict's architecture).
+        max_images: translate only the first that many inputs, in their sorted order (the reference
+            implementation's ``--num_test``); None: all.
+        trust_code: let the checkpoint name any generator class (see :func:`cutlight.inference.load_generator`).
     Returns:
         :class:`TranslationReport` (path-like: the output folder).
     Raises:
-        ValueError / FileNotFoundError before anything is written: bad arguments, no inputs, colliding names, an
-        unreadable checkpoint.
+        ValueError / FileNotFoundError before anything is translated: bad arguments, no inputs, colliding names,
+        an input whose output would land outside ``output_dir`` (a glob with ``..``), an output that is a file or
+        cannot be written to, an unreadable checkpoint.
     """
     ext = ext.lower().lstrip(".")
     if ext not in FORMATS:
@@ -246,6 +274,8 @@ def translate_folder(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     output_size(1, 1, size, short_side)  # validates size / short_side
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"max_images must be an integer >= 1 or None, got {max_images!r}")
     if output_dir is None:
         single = Path(inputs) if isinstance(inputs, (str, os.PathLike)) else None
         if single is None or not single.is_dir():
@@ -256,12 +286,13 @@ def translate_folder(
         generator = ckpt.to(device) if device is not None else ckpt
     else:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        generator = load_generator(ckpt, device, direction, **(generator_kwargs or {}))
+        generator = load_generator(ckpt, device, direction, trust_code, **(generator_kwargs or {}))
     in_nc, out_nc = generator.input_nc, generator.output_nc
     if out_nc == 4 and FORMATS[ext] == "JPEG":
         raise ValueError(f"the generator outputs 4 channels (RGBA); {ext} has no alpha: use png, webp or tif")
 
-    plan = plan_outputs(resolve_inputs(inputs, exclude=output_dir), output_dir, ext, keep_suffix)
+    plan = plan_outputs(resolve_inputs(inputs, exclude=output_dir), output_dir, ext, keep_suffix)[:max_images]
+    check_output_dir(output_dir)
     report = TranslationReport(output_dir, planned=plan)
     todo = []
     for pair in plan:

@@ -1,20 +1,27 @@
 """A static HTML gallery of translations: ``index.html``, ``page2.html``, ... (plain HTML and CSS, no JavaScript).
 
-Each row shows an input and its translation, scaled down by CSS, each linking to the full-size file. Links are
-relative to the page, so the output folder can be browsed locally or served as it is (inputs are linked where
-they are: keep the input folder at the same relative place). No thumbnail files are written, so the output
-folder holds only translations (an FID over it counts nothing else). Formats browsers do not show (TIFF) appear
-as text links.
+Each row shows an input, its translation and, with real target images given (``--real``), one of them (the
+i-th real image in sorted order beside the i-th input, as the reference implementation's test page does). The
+translations are linked relative to the page (they are in the output folder). Inputs and real images live
+elsewhere: their thumbnails (at most 256 px, JPEG) are embedded in the page as data URIs, so the pictures survive
+moving or copying the output folder (the link to the full-size file works while that file stays where it is). No
+thumbnail files are written, so the output folder holds only translations (an FID over it counts nothing else).
+Formats browsers do not show (TIFF) appear as text links.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
+
+from ..data.folder import load_image
+from .evaluation import kid_text
 
 _SHOWN = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")  # formats browsers display in <img>
 
@@ -43,10 +50,29 @@ def _href(target: Path, page_dir: Path) -> str:
     return quote(Path(rel).as_posix())
 
 
-def _cell(target: Path, page_dir: Path, label: str) -> str:
+THUMBNAIL = 256  # longer side of embedded thumbnails, in pixels
+
+
+def thumbnail_uri(path: Path, size: int = THUMBNAIL) -> str | None:
+    """A ``data:image/jpeg;base64,...`` URI of ``path`` scaled to at most ``size`` px (aspect kept); None when
+    the file cannot be read as an image."""
+    try:
+        image = load_image(path, 3)
+    except (OSError, ValueError):
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _cell(target: Path, page_dir: Path, label: str, embed: bool = False) -> str:
+    """A table cell showing ``target`` linked to its full-size file; ``embed``: its thumbnail inside the page
+    (a file outside the output folder), else the file itself scaled by CSS."""
     href = html.escape(_href(target, page_dir), quote=True)
-    if Path(target).suffix.lower() in _SHOWN:
-        inner = f'<img src="{href}" alt="{html.escape(label, quote=True)}" loading="lazy">'
+    src = thumbnail_uri(Path(target)) if embed else (href if Path(target).suffix.lower() in _SHOWN else None)
+    if src is not None:
+        inner = f'<img src="{src}" alt="{html.escape(label, quote=True)}" loading="lazy">'
     else:
         inner = html.escape(Path(target).name)
     return f'<td><a href="{href}">{inner}</a><div class="name">{html.escape(label)}</div></td>'
@@ -70,13 +96,20 @@ def _nav(page: int, pages: int) -> str:
 
 def _metrics_table(metrics: Mapping, real_dir: str | os.PathLike | None) -> str:
     rows = [("FID", f"{metrics['fid']:.4f}"),
-            ("KID", f"{metrics['kid_mean']:.6f} &plusmn; {metrics['kid_std']:.6f}"),
+            ("KID", kid_text(metrics).replace("+-", "&plusmn;")),
             ("images", f"{metrics['n_fake']} translated vs {metrics['n_real']} real"
                        + (f" ({html.escape(str(real_dir))})" if real_dir else ""))]
+    rows += [("caveat", html.escape(note)) for note in metrics.get("warnings", [])]
     if "antialias" in metrics:
         rows.append(("resize", "antialiased" if metrics["antialias"] else "original FID (non-antialiased)"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="metrics">{body}</table>'
+
+
+def _real_cell(reals: Sequence[Path] | None, index: int, page_dir: Path) -> str:
+    if reals is None:
+        return ""
+    return _cell(reals[index], page_dir, str(reals[index]), embed=True) if index < len(reals) else "<td></td>"
 
 
 def write_gallery(
@@ -87,6 +120,7 @@ def write_gallery(
     metrics: Mapping | None = None,
     real_dir: str | os.PathLike | None = None,
     per_page: int = 50,
+    reals: Sequence[Path] | None = None,
 ) -> list[Path]:
     """Write the gallery pages into ``output_dir``; returns their paths (``index.html`` first).
 
@@ -95,6 +129,7 @@ def write_gallery(
         info: key / value lines shown at the top (checkpoint, settings).
         metrics: ``cutlight.inference.evaluate_folders`` result shown at the top of every page.
         per_page: rows per page (>= 1).
+        reals: real target images: a third column, the i-th beside the i-th row (empty past the last one).
     """
     if per_page < 1:
         raise ValueError(f"per_page must be >= 1, got {per_page}")
@@ -112,11 +147,13 @@ def write_gallery(
         chunk = pairs[(page - 1) * per_page: page * per_page]
         first = (page - 1) * per_page
         rows = "".join(
-            f"<tr><td>{first + i + 1}</td>{_cell(src, out, str(src))}{_cell(dst, out, _label(dst, out))}</tr>"
+            f"<tr><td>{first + i + 1}</td>{_cell(src, out, str(src), embed=True)}"
+            f"{_cell(dst, out, _label(dst, out))}{_real_cell(reals, first + i, out)}</tr>"
             for i, (src, dst) in enumerate(chunk))
         nav = _nav(page, pages)
+        real_head = "<th>real target image</th>" if reals is not None else ""
         body = (f"{head}<p>{len(pairs)} image(s); page {page} of {pages}</p>{nav}"
-                f"<table><tr><th>#</th><th>input</th><th>translation</th></tr>{rows}</table>{nav}")
+                f"<table><tr><th>#</th><th>input</th><th>translation</th>{real_head}</tr>{rows}</table>{nav}")
         doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
                f"</title><style>{_STYLE}</style></head>\n<body>{body}</body></html>\n")
         path = out / page_name(page)

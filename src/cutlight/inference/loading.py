@@ -37,7 +37,7 @@ from ..checkpoint import (
 from ..networks import PatchSampler, load_network_weights, resnet_generator_kwargs, strip_prefix
 from ..objectives import CUTObjective
 from ..objectives.contract import DIRECTIONS
-from ..specs import locate
+from ..specs import UntrustedCodeError, check_specs, locate, trusting_code
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,13 @@ class GeneratorSpec:
 def resolve_target(target: str, where: str = "") -> type[nn.Module]:
     """Import the ``nn.Module`` subclass named by a dotted path (``"cutlight.networks.ResnetGenerator"``).
 
-    Only ``nn.Module`` subclasses are accepted: a checkpoint cannot make the loader call an arbitrary function.
+    Only ``nn.Module`` subclasses are accepted: a checkpoint cannot make the loader call an arbitrary function;
+    and unless code is trusted, only classes that ``cutlight.specs.locate`` allows (refused before import).
     """
     try:
         cls = locate(target) if "." in target else None
+    except UntrustedCodeError as err:
+        raise UntrustedCodeError(f"generator of {where.strip(' ()')}: {err}" if where else str(err)) from None
     except ImportError as err:
         raise ValueError(f"cannot import generator class {target!r}{where}: {err}") from err
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -95,6 +98,8 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
 def _from_lightning(path: Path, ckpt: dict, direction: str | None) -> tuple[dict, dict, str]:
     """(generator config, state dict, description) of the role that translates ``direction`` (None: the only one,
     or an error naming the choice) in a Lightning checkpoint."""
+    # every class the checkpoint names (generator, objective, extractor, ...) passes the trust rule, or none is used
+    check_specs({k: ckpt.get(k) for k in ("hyper_parameters", "cutlight_networks")}, f"checkpoint '{path}'")
     translators = checkpoint_roles(ckpt)["translators"]
     roles = ", ".join(f"{r}: {d[0]} to {d[-1]}" for d, r in translators.items())
     if not translators:
@@ -137,7 +142,9 @@ def _from_state_dict(path: Path, state: dict, overrides: dict) -> tuple[dict, di
 
 
 def read_generator(path: str | os.PathLike, direction: str | None = None, **generator_kwargs) -> GeneratorSpec:
-    """Read a generator checkpoint without building the network; see :func:`load_generator`."""
+    """Read a generator checkpoint without building the network; see :func:`load_generator`. The ``_target_``
+    names of the file are checked by the trust rule here (``cutlight.specs``; trusted in a ``trusting_code()``
+    block)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at '{path}'")
@@ -146,6 +153,7 @@ def read_generator(path: str | os.PathLike, direction: str | None = None, **gene
     if path.suffix == ".safetensors":
         config, state = _read_safetensors(path)
         source = f"cutlight safetensors export '{path}'"
+        check_specs(config, f"the metadata of '{path}'")
     else:
         ckpt = _torch_load(path)
         if not isinstance(ckpt, dict) or not all(isinstance(k, str) for k in ckpt):
@@ -184,6 +192,7 @@ def load_generator(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
     direction: str | None = None,
+    trust_code: bool | None = None,
     **generator_kwargs,
 ) -> nn.Module:
     """A ready (eval-mode) generator from a checkpoint file.
@@ -202,13 +211,19 @@ def load_generator(
 
     ``generator_kwargs`` override what the file says (e.g. ``norm="none"``, which a state dict cannot show).
 
+    ``trust_code``: the file's ``_target_`` may name any class (``True``: only for files you trust, importing it
+    runs its code); by default only cutlight's networks or ``CUTLIGHT_TRUSTED_MODULES`` (``None``: the
+    process-wide ``cutlight.specs.set_trust_code`` setting; see ``cutlight.specs``).
+
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is none of the above, or its weights do not fit (the message names the file).
+        cutlight.specs.UntrustedCodeError (a ValueError): the file names a class outside the allowlist.
     """
-    spec = read_generator(path, direction, **generator_kwargs)
-    logger.info("loading %s", spec.source)
-    generator = build_generator(spec)
+    with trusting_code(trust_code):
+        spec = read_generator(path, direction, **generator_kwargs)
+        logger.info("loading %s", spec.source)
+        generator = build_generator(spec)
     return generator.to(device or "cpu").eval()
 
 
@@ -219,7 +234,7 @@ def load_sampler(path: str | os.PathLike, generator: nn.Module, direction: str =
     """The MLP heads that project the features of the checkpoint's ``direction`` generator (e.g. CUT's
     ``sampler``, DCLGAN's ``head_a`` for A to B), rebuilt from the checkpoint, and their ``nce_layers``;
     ``(None, layers)`` for a checkpoint without such heads (e.g. a generator state dict: the paper's layers)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     if not (isinstance(ckpt, dict) and "state_dict" in ckpt):
         return None, PAPER_LAYERS
     roles = checkpoint_roles(ckpt)

@@ -37,13 +37,14 @@ parameter before the first step).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, state_dict_mismatch
+from ..checkpoint import CheckpointError, read_checkpoint, state_dict_mismatch
 from ..checks import ConfigValueError, check_input_size, check_int, check_settings
 from ..data.resumable import note_batch
 from ..inference import pad_to_multiple, translate_tensor
@@ -51,7 +52,7 @@ from ..metrics import Evaluator
 from ..objectives import CUTObjective, Objective, build_networks
 from ..objectives.contract import optimizer_parameters
 from ..optim import apply_warmup, build_optimizers, check_adam_kwargs
-from ..specs import build
+from ..specs import build, check_specs, code_trusted, trusting_code
 from .reliability import NonFiniteError, NonFiniteGuard, restore_resume_state, resume_loggers, resume_state
 from .rundir import batches_done, log_step, now, run_dir, write_test_results
 
@@ -142,6 +143,8 @@ class TranslationModule(pl.LightningModule):
         self._guard: NonFiniteGuard | None = None
         self._resume: dict | None = None  # checkpoint["cutlight"] of a resumed fit, applied at train start
         self._resumed_loggers = False
+        self._trust_code = code_trusted()  # the validation extractor, built later, is trusted as the networks were
+        check_specs(plain(val_metrics), "val_metrics")  # refused now, not when validation first runs
 
         check_settings("optimizer", check_adam_kwargs, plain(optimizer or {}))
         nonfinite = plain(nonfinite or {})
@@ -299,6 +302,43 @@ class TranslationModule(pl.LightningModule):
             "configs": plain(self.network_configs),  # role -> constructor keywords with _target_ (None: instance)
         }
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, trust_code: bool | None = None,
+                             **kwargs: Any) -> TranslationModule:
+        """Lightning's ``load_from_checkpoint`` (same arguments), with the checkpoint's hyperparameters (and an
+        ``hparams_file``) checked by the trust rule of ``cutlight.specs`` before anything is built or imported:
+        unless ``trust_code=True`` (or ``cutlight.specs.set_trust_code()``), every ``_target_`` must name a class
+        of cutlight's networks, objectives or feature extractors, or a module prefix of ``CUTLIGHT_TRUSTED_MODULES``
+        (raises ``cutlight.specs.UntrustedCodeError``, naming it). Keyword overrides are the caller's own."""
+        with trusting_code(trust_code):
+            if not code_trusted():
+                if not isinstance(checkpoint_path, (str, os.PathLike)) or not os.path.isfile(checkpoint_path):
+                    raise CheckpointError(f"cannot check {checkpoint_path!r} before loading it: pass a local file "
+                                          "path, or trust_code=True for a source you trust")
+                ckpt = read_checkpoint(checkpoint_path)  # weights_only: tensors and plain containers
+                if isinstance(ckpt, dict):
+                    check_specs({"hyper_parameters": ckpt.get("hyper_parameters")}, f"checkpoint '{checkpoint_path}'")
+                hparams_file = kwargs.get("hparams_file")
+                if hparams_file is not None:
+                    import yaml
+
+                    with open(hparams_file) as f:
+                        check_specs(yaml.safe_load(f) or {}, f"hparams_file '{hparams_file}'")
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def check_instances_given(self, checkpoint: dict) -> None:
+        """Raise ``CheckpointError`` when ``checkpoint`` was trained with a network passed as an ``nn.Module``
+        instance (its constructor is not in the checkpoint) and this module built that role from its default spec
+        instead: ``load_from_checkpoint`` needs the instance again (otherwise a raw ``Missing key(s)``)."""
+        saved = (checkpoint.get("cutlight_networks") or {}).get("configs") or {}
+        missing = [role for role, config in saved.items()
+                   if config is None and (self.network_configs or {}).get(role) is not None]
+        if missing:
+            given = ", ".join(f"{role}=<the same {role}>" for role in missing)
+            raise CheckpointError(f"this checkpoint was trained with {', '.join(missing)} passed as an nn.Module "
+                                  f"instance, which checkpoints do not store: pass {given} again, e.g. "
+                                  f"{type(self).__name__}.load_from_checkpoint(path, {missing[0]}=MyNet(...))")
+
     def check_checkpoint(self, checkpoint: dict, path: object) -> None:
         """Raise ``CheckpointError`` naming ``path`` and the keys and shapes that differ when the weights of
         ``checkpoint`` do not fit this module (another architecture or method)."""
@@ -308,6 +348,7 @@ class TranslationModule(pl.LightningModule):
                                   f"({type(self).__name__} with these hyperparameters does not fit it): {mismatch}")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.check_instances_given(checkpoint)
         if self._trainer is not None and self.strict_loading:  # trainer.fit / validate(ckpt_path=...)
             self.check_checkpoint(checkpoint, self._trainer.ckpt_path)
         self._resume = checkpoint.get("cutlight")
@@ -347,7 +388,8 @@ class TranslationModule(pl.LightningModule):
         if not settings.get("fid") and not settings.get("kid"):  # {fid: false, kid: false}: off, like false
             return
         try:
-            self.evaluator = Evaluator(**settings)
+            with trusting_code(self._trust_code):
+                self.evaluator = Evaluator(**settings)
         except RuntimeError as err:  # the standard Inception weights are not on this machine
             if settings.get("weights_path"):
                 raise
@@ -458,8 +500,9 @@ class TranslationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ test
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """As ``validation_step``, on the test loaders (0: source images, 1: real target images)."""
-        self.validation_step(batch, batch_idx, dataloader_idx)
+        """As ``validation_step``, on the test batches: source images (``batch["side"]`` 0, or loader 0) and real
+        target images (side 1, or loader 1). cutlight's data modules give one loader with ``side`` (one result)."""
+        self.validation_step(batch, batch_idx, int(batch.get("side", dataloader_idx)))
 
     def on_test_epoch_start(self) -> None:
         if self.evaluator is not None:

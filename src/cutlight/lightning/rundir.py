@@ -52,6 +52,16 @@ def batches_done(trainer: pl.Trainer) -> int:
     return trainer.fit_loop.total_batch_idx + 1
 
 
+def checkpoint_batches(ckpt: dict) -> int | None:
+    """Training batches completed when ``ckpt`` (a loaded Lightning checkpoint) was written, the count
+    :func:`batches_done` gives and checkpoint names carry (``global_step`` counts optimizer steps); None when the
+    checkpoint does not say."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["ready"])  # as batches_done
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def log_step(module: pl.LightningModule) -> None:
     """Log ``step`` = :func:`batches_done`: the x-axis of the metrics logged with it, and ``{step}`` of checkpoint
     names (see the module docstring); and ``epoch``, which Lightning adds to a row only when it picks the step

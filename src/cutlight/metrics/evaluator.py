@@ -118,7 +118,9 @@ class Evaluator:
             raise RuntimeError(f"FID/KID need >= 2 images per side; got {n_fake} translated, {n_real} real")
         out = {}
         if self.fid is not None:
-            out["fid"] = self.fid.compute()  # sum states, synced across ranks
+            # sum states, synced across ranks; FID is a distance: the round-off of the matrix square root can take
+            # it a little below 0 (e.g. -0.0002 for one folder against itself), which is 0
+            out["fid"] = self.fid.compute().clamp_min(0.0)
         if self.kid is not None:
             # one update per side and rank: torchmetrics gathers list states element by element, so every rank
             # must hold the same number of elements (ranks may have fed different numbers of batches)

@@ -13,6 +13,7 @@ import os
 import torch
 from torch import nn
 
+from ..checkpoint import read_checkpoint
 from ..specs import locate
 
 INCEPTION_FEATURES = (64, 192, 768, 2048)
@@ -68,10 +69,12 @@ def inception_extractor(
 
     if feature not in INCEPTION_FEATURES:
         raise ValueError(f"unknown Inception feature size {feature!r}; expected one of {INCEPTION_FEATURES}")
+    path = _weights_file(weights_path)
+    read_checkpoint(path)  # torch-fidelity loads it with weights_only=False: a pickle of more than tensors is refused
     net = NoTrainInceptionV3(
         name="inception-v3-compat",
         features_list=[str(feature)],
-        feature_extractor_weights_path=_weights_file(weights_path),
+        feature_extractor_weights_path=path,
         antialias=antialias,
     )
     net.num_features = feature

@@ -32,7 +32,7 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
 
 def curves_figure(runs: Sequence[tuple[str | None, tuple | None, dict[str, Series]]], keys: Sequence[str],
                   smooth: int | None = None, raw: bool = False, cols: int = 3,
-                  panel_size: tuple[float, float] = (5.0, 4.0)) -> Figure:
+                  panel_size: tuple[float, float] = (5.0, 4.0), titles: dict[str, str] | None = None) -> Figure:
     """Logged series against training batches, one panel per key (``cols`` per row), every run overlaid.
 
     Args:
@@ -40,6 +40,7 @@ def curves_figure(runs: Sequence[tuple[str | None, tuple | None, dict[str, Serie
         keys: the panels, in order; ``train/*`` keys are drawn as moving averages, the others as points.
         smooth: moving-average window in batches (None: a thirtieth of each series).
         raw: also draw the training values themselves, faintly, under their average (a single run's view).
+        titles: a panel's title instead of its key (e.g. what was done to the values).
     """
     rows = max(1, math.ceil(len(keys) / cols))
     fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows))
@@ -63,7 +64,7 @@ def curves_figure(runs: Sequence[tuple[str | None, tuple | None, dict[str, Serie
                 averaged = True
         if train and values_seen and min(values_seen) > 0 and max(values_seen) > 10 * min(values_seen):
             ax.set_yscale("log")  # e.g. FastCUT's NCE term, weighted by lambda_nce 10, next to CUT's
-        ax.set_title(key + (" (moving average)" if averaged else ""))
+        ax.set_title((titles or {}).get(key, key) + (" (moving average)" if averaged else ""))
         ax.set_xlabel("training batches")
         ax.grid(alpha=0.3)
     for ax in axes[len(keys):]:

@@ -37,6 +37,8 @@ class Job:
     path: Path | None = None
     wall_s: float | None = None
     max_epochs: int | None = None
+    lambda_nce: float | None = None  # model.objective.lambda_nce: train/loss_nce is weighted by it
+    fid_feature: int | None = None  # model.val_metrics.feature (2048: the standard FID; debug=tiny: 64)
     metrics: dict[str, Any] = field(default_factory=dict)  # cutlight.reports.records.summarize_metrics, {} when none
 
     @property
@@ -155,7 +157,21 @@ def read_job(job_dir: Path) -> Job:
     elif job.state == "finished" and "val/fid" not in job.metrics.get("final", {}):
         job.error = job.error or "no val/fid logged (model.val_metrics null, or no validation ran)"
     job.max_epochs = _max_epochs(job_dir)
+    job.lambda_nce, job.fid_feature = _curve_settings(job_dir)
     return job
+
+
+def _curve_settings(job_dir: Path) -> tuple[float | None, int | None]:
+    """(``model.objective.lambda_nce``, ``model.val_metrics.feature``) of a job's resolved config; None where
+    absent. (A method without PatchNCE has no lambda_nce; ``val_metrics: true`` means the standard 2048.)"""
+    try:
+        cfg = OmegaConf.load(job_dir / "config_resolved.yaml")
+    except Exception:
+        return None, None
+    lam = OmegaConf.select(cfg, "model.objective.lambda_nce", default=None)
+    metrics = OmegaConf.select(cfg, "model.val_metrics", default=None)
+    feature = metrics.get("feature", 2048) if hasattr(metrics, "get") else (2048 if metrics else None)
+    return (float(lam) if isinstance(lam, (int, float)) else None), (int(feature) if feature is not None else None)
 
 
 def _num_from_name(job_dir: Path) -> int | None:

@@ -4,8 +4,10 @@ switch: the library never changes a notebook's backend).
 * ``ablation.png``: each run a point, final FID (lower is better) against content preservation: ``val/content_iou``
   on the built-in data (higher is better), else KID. With a ``seed`` axis, each configuration is its mean over
   seeds with standard-deviation bars, its seeds as faint dots.
-* ``curves.png``: every run overlaid, ``train/loss_nce``, ``train/loss_g_gan`` and ``val/fid`` against training
-  batches (the paper's identity-loss stability study); training losses as moving averages.
+* ``curves.png``: every run overlaid, the unweighted PatchNCE loss (``train/loss_nce`` / ``lambda_nce``, so that
+  FastCUT's weight of 10 does not look like a 10x worse loss), ``train/loss_g_gan`` and ``val/fid`` against
+  training batches (the paper's identity-loss stability study); training losses as moving averages. An FID on
+  other Inception features than the standard 2048 (``debug=tiny``: 64) is titled so.
 
 The curves are drawn by ``cutlight.reports.curves.curves_figure``, as the training callback's
 ``plots/loss_curves.png`` is.
@@ -80,7 +82,7 @@ def plot_ablation(jobs: list[Job], labels: list[str], path: Path) -> None:
     if not points:
         ax.text(0.5, 0.5, f"no run with a final val/fid and {y_key}", ha="center", va="center",
                 transform=ax.transAxes)
-    ax.set_xlabel("FID, final (lower is better)  <- better")
+    ax.set_xlabel(curve_titles(jobs).get("val/fid", "FID").replace("val/fid", "FID") + ", final (lower is better)  <- better")
     ax.set_ylabel(y_name + ("  better ->" if use_iou else "  <- better"))
     ax.set_title(f"Ablation: FID vs {y_key.split('/')[1]}, {len(points)} of {len(jobs)} runs")
     ax.grid(alpha=0.3)
@@ -99,9 +101,22 @@ def load_curves(job: Job) -> dict[str, tuple[list[float], list[float]]]:
     curves = {}
     for key in CURVE_KEYS:
         pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
+        if key == "train/loss_nce":  # unweighted: a job without a known lambda_nce > 0 is left out of the panel
+            pts = [(s, v / job.lambda_nce) for s, v in pts] if job.lambda_nce else []
         if pts:
             curves[key] = ([p[0] for p in pts], [p[1] for p in pts])
     return curves
+
+
+def curve_titles(jobs: list[Job]) -> dict[str, str]:
+    """Panel titles saying what the curves are: the NCE loss divided by each job's weight, and the FID's
+    Inception features when some job used other ones than the standard 2048."""
+    titles = {"train/loss_nce": "PatchNCE, unweighted (train/loss_nce / lambda_nce)"}
+    features = sorted({j.fid_feature for j in jobs if j.fid_feature is not None and j.fid_feature != 2048})
+    if features:
+        titles["val/fid"] = (f"val/fid on Inception's {'/'.join(map(str, features))}-d features "
+                             "(not the standard FID)")
+    return titles
 
 
 def plot_curves(jobs: list[Job], labels: list[str], path: Path) -> None:
@@ -114,7 +129,7 @@ def plot_curves(jobs: list[Job], labels: list[str], path: Path) -> None:
         config = _config_label(lab)
         runs.append((_short(config) if config not in shown else None, colours[config], curves))
         shown.add(config)
-    fig = curves_figure(runs, CURVE_KEYS, cols=len(CURVE_KEYS))
+    fig = curves_figure(runs, CURVE_KEYS, cols=len(CURVE_KEYS), titles=curve_titles(jobs))
     axes = fig.axes
     if not runs:
         axes[0].text(0.5, 0.5, "no run with a metrics CSV", ha="center", va="center", transform=axes[0].transAxes)

@@ -151,6 +151,11 @@ def markdown(jobs: list[Job], table: tuple, seeds: tuple | None, extra: list[str
            "best = best validation (step = training batches). s/iter: median. Peak MB: max allocated on a GPU; on a "
            "CPU the process's peak RSS, so jobs sharing one process (the basic launcher) carry earlier jobs' peaks.",
            "", *lines]
+    features = sorted({j.fid_feature for j in jobs if j.fid_feature is not None and j.fid_feature != 2048})
+    if features:
+        out += ["", f"**FID and KID here are computed on Inception's {'/'.join(map(str, features))}-d features** "
+                "(`model.val_metrics.feature`; `debug=tiny` uses the first block's 64), not the standard 2048-d "
+                "pool: comparable between these jobs only, not with published FIDs."]
     problems = [r for r in rows if r["error"]]
     if problems:
         out += ["", "## Problems", ""] + [f"- job {_fmt(r['num'])} `{r['label']}` ({r['state']}): {r['error']}"

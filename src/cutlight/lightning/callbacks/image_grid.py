@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,6 +16,22 @@ from .drawing import labelled_grid, log_image, to_rgb, unused_path
 
 log = logging.getLogger(__name__)
 
+
+
+_DOMAIN = re.compile(r"(?<![\w])([AB])(?![\w])")  # a domain letter on its own: "input A", "G(A)", not "G_A"
+
+
+def oriented_labels(labels: list[str], direction: str = "AtoB") -> list[str]:
+    """Column labels in the user's domain names. The module labels its columns in its own terms (``input A``,
+    ``translation G(A)``, ``target domain B``); with ``direction="BtoA"`` the data module swapped the domains, so
+    its A is the user's B: ``input B | translation G(B) | target domain A``. Generator names (``G_A``) are kept."""
+    if direction != "BtoA":
+        return labels
+    return [_DOMAIN.sub(lambda m: "B" if m.group(1) == "A" else "A", label) for label in labels]
+
+
+def _direction(trainer: pl.Trainer) -> str:
+    return str(getattr(getattr(trainer, "datamodule", None), "direction", "AtoB"))
 
 class ImageGrid(pl.Callback):
     """Every ``every_n_steps`` batches, at the start and at the end of training, translate the same fixed
@@ -85,6 +102,7 @@ class ImageGrid(pl.Callback):
         module.eval()
         real_a, real_b = (x.to(module.device) for x in images)
         columns = module.visuals(real_a, real_b)  # label -> (N, C, H, W); the method chooses its columns
+        columns = dict(zip(oriented_labels(list(columns), _direction(trainer)), columns.values()))
         module.train(was_training)
         cols = [to_rgb(c.float().clamp(-1, 1)).cpu() for c in columns.values()]
         grid = labelled_grid(cols, list(columns), self._scale(real_a.shape[-1]), caption=caption)
@@ -105,7 +123,7 @@ class ImageGrid(pl.Callback):
         picks = sorted({round(i * (n - 1) / (max_steps - 1)) for i in range(max_steps)}) if n > max_steps else range(n)
         shown = [self.history[i] for i in picks]
         columns = [real_a, *(fake for _, fake in shown), real_b]
-        titles = [self.columns[0], *(f"step {step}" for step, _ in shown), "B"]
+        titles = [self.columns[0], *(f"step {step}" for step, _ in shown), *oriented_labels(["B"], _direction(trainer))]
         scale = max(1, self._scale(real_a.shape[-1]) // 2)
         grid = labelled_grid(columns, titles, scale, caption=f"{self.columns[1]} during training")
         path = unused_path(run_dir(trainer, self.dirpath, "images") / "progress.png")

@@ -92,10 +92,16 @@ class TranslationScore(pl.Callback):
         score of the tested weights (after ``trainer.test``)."""
         terms = ("content_iou", "style", "score")
         lines = {}
-        if self.history:
+        if len(self.history) > 1:
             first, last = self.history[0], self.history[-1]
             lines["built-in score, validation images (before training -> end)"] = ", ".join(
                 f"{k} {first[k]:.3f} -> {last[k]:.3f}" for k in terms)
+        elif self.history:  # only the "before" numbers: no validation and no every_n_steps score after them
+            lines["built-in score, validation images, before training"] = ", ".join(
+                f"{k} {self.history[0][k]:.3f}" for k in terms) + (
+                "; none after it (no validation ran, and the run was shorter than "
+                f"every_n_steps={self.every_n_steps} batches)" if self.every_n_steps else
+                "; none after it (no validation ran)")
         if self.test_scores:
             lines["built-in score, test images, tested weights"] = ", ".join(
                 f"{k} {self.test_scores[k]:.3f}" for k in terms)
