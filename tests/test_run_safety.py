@@ -260,3 +260,36 @@ def test_training_problem_names_each_way_of_training_nothing():
     assert training_problem(guard, resumed=False).startswith("the run ended skipping: its last 2")
     guard.consecutive = 0
     assert training_problem(guard, resumed=False) is None
+
+
+@pytest.mark.parametrize("at_batch", [1, 2])  # batch 2 of 3: mid-epoch; 3 of 3: the epoch's last (saved at its end)
+def test_interrupt_in_process_saves_the_step_it_stops_at(tmp_path, at_batch):
+    import pytorch_lightning as pl
+
+    from cutlight.lightning.interrupt import GracefulInterrupt, TrainingInterrupted
+    from cutlight.lightning.resume import AtomicCheckpoint
+    from helpers import tiny_data, tiny_module, tiny_trainer
+
+    class Kill(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == at_batch and trainer.current_epoch == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    interrupt = GracefulInterrupt()
+    ckpt = AtomicCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, save_top_k=0)
+    trainer = tiny_trainer(tmp_path, max_epochs=3, limit_train_batches=3, limit_val_batches=0,
+                           enable_checkpointing=True, callbacks=[Kill(), ckpt, interrupt])
+    module = tiny_module(val_metrics=False, n_epochs=2, n_epochs_decay=1)
+    interrupt.install()
+    try:
+        with pytest.raises(TrainingInterrupted) as info:
+            trainer.fit(module, datamodule=tiny_data(tmp_path))
+    finally:
+        interrupt.uninstall()
+    assert info.value.step == at_batch + 1 and info.value.exit_code == 130
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert info.value.checkpoint == str(tmp_path / "ckpt" / "last.ckpt")
+    assert saved["global_step"] == 2 * (at_batch + 1)
+    if at_batch == 2:  # saved after the epoch's end: the schedule stepped once
+        assert saved["lr_schedulers"][0]["last_epoch"] == 1 and saved["epoch"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

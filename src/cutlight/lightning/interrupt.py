@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Callback
 
 from .rundir import batches_done
 
@@ -63,9 +63,8 @@ class TrainingInterrupted(Exception):
         return signal.Signals(self.signum).name
 
 
-class GracefulInterrupt(Checkpoint):
-    """See the module docstring. A ``Checkpoint`` subclass so that Lightning runs its ``on_train_epoch_end``
-    after the checkpoint callbacks listed before it and after the module's own (the schedule step)."""
+class GracefulInterrupt(Callback):
+    """See the module docstring."""
 
     def __init__(self) -> None:
         self.requested: int | None = None  # the signal received, not yet acted on
@@ -73,6 +72,7 @@ class GracefulInterrupt(Checkpoint):
         self._training = False
         self._at_epoch_end = False
         self._pending: TrainingInterrupted | None = None  # saved mid-epoch; raised at the next hook
+        self._pending_ckpt = None  # the AtomicCheckpoint asked to save last.ckpt at this epoch's end
         self._previous: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ signal handlers
@@ -132,8 +132,14 @@ class GracefulInterrupt(Checkpoint):
         self._stop(trainer, mid_epoch=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # this hook runs before the module's (the schedule step) and the checkpoint callbacks': have last.ckpt
+        # written by the AtomicCheckpoint at its own epoch end, and stop at the next hook
         if self._at_epoch_end:
+            self._at_epoch_end = False
             self._stop(trainer, mid_epoch=False)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._raise_pending()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -145,6 +151,11 @@ class GracefulInterrupt(Checkpoint):
     def _raise_pending(self) -> None:
         if self._pending is not None:
             stop, self._pending = self._pending, None
+            if self._pending_ckpt is not None:  # saved at the epoch end: its path now
+                stop = TrainingInterrupted(stop.signum, stop.step, self._pending_ckpt.last_model_path or None,
+                                           "the epoch-end save did not happen")
+                self._pending_ckpt = None
+            self._training = False
             raise stop
 
     def _stop(self, trainer: pl.Trainer, mid_epoch: bool) -> None:
@@ -154,15 +165,14 @@ class GracefulInterrupt(Checkpoint):
         ckpt = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, AtomicCheckpoint) and cb.save_last),
                     None)
         path, note = None, "no AtomicCheckpoint with save_last"
-        if ckpt is not None:
-            path = ckpt.save_last_now(trainer, mid_epoch=mid_epoch)
+        if ckpt is not None and not mid_epoch:
+            ckpt.save_last_at_epoch_end()  # after the schedule step
+            self._pending_ckpt = ckpt
+        elif ckpt is not None:
+            path = ckpt.save_last_now(trainer, mid_epoch=True)
             note = "" if path else "checkpointing is off here (e.g. fast_dev_run)"
-        stop = TrainingInterrupted(self.requested or signal.SIGINT, step, path, note)
-        if mid_epoch:  # raised at the next hook, once Lightning has logged this batch's row
-            self._pending = stop
-            return
-        self._training = False
-        raise stop
+        # raised at the next hook: once Lightning has logged this batch's row (or ended the epoch)
+        self._pending = TrainingInterrupted(self.requested or signal.SIGINT, step, path, note)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._training = False

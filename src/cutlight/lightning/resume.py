@@ -169,6 +169,11 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._stopped_mid_epoch = mid_epoch
         return self.last_model_path or None
 
+    def save_last_at_epoch_end(self) -> None:
+        """Write ``last.ckpt`` at the end of the current epoch (after its validation and schedule step), unless
+        this epoch's end writes one anyway (an interrupt at an epoch's last batch)."""
+        self._last_due_at_epoch_end = True
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if getattr(self, "_stopped_mid_epoch", False):  # the cut-short epoch is not saved as if it had ended
             return
