@@ -268,7 +268,7 @@ def compose(overrides, tmp_path):
 
 
 BAD_VALUES = [
-    ("data.crop_size=63", "data.crop_size=63 is invalid: expected a multiple of 4 of at least 12", "build"),
+    ("data.crop_size=63", "data.crop_size=63 is invalid: expected a multiple of 4 of at least 24", "build"),  # D too
     ("data.crop_size=abc", "data.crop_size='abc' is invalid: expected an integer >= 1", "build"),
     ("data.batch_size=0", "data.batch_size=0 is invalid: expected an integer >= 1", "build"),
     ("data.preprocess=resize_and_crop data.load_size=16",
