@@ -11,7 +11,8 @@ case | input | exit code | behaviour | message (first line of the error, shorten
 than ``ok`` says what is wrong; the script exits 1 when any case is wrong.
 
 Groups: 1 non-finite training, 2 kill and resume, 3 bad image files, 4 bad configuration values and
-checkpoints, 5 other hostile inputs. All of them take about 10 minutes on 2 CPU cores (group 2 about half of it).
+checkpoints, 5 other hostile inputs, 6 issue 28's stops and refusals (two runs in one folder, SIGINT / SIGTERM, a
+full disk, runs that train nothing, checks before the first step: issue 27.1 too). All of them take about 10 minutes on 2 CPU cores (group 2 about half of it).
 """
 
 from __future__ import annotations
@@ -237,8 +238,11 @@ def save_image(path: Path, size=(40, 40), mode="RGB", seed=0, **kw) -> Path:
     rng = np.random.default_rng(seed)
     if mode == "I;16":
         Image.fromarray(rng.integers(0, 65535, size[::-1], dtype=np.uint16)).save(path, **kw)
-    elif mode == "F":
-        Image.fromarray(rng.random(size[::-1], dtype=np.float32)).save(path, **kw)
+    elif mode == "F":  # a plain 0..1 float image is valid input; nan=True puts one NaN in it (refused)
+        values = rng.random(size[::-1], dtype=np.float32)
+        if kw.pop("nan", False):
+            values[0, 0] = np.nan
+        Image.fromarray(values).save(path, **kw)
     else:
         Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert(mode).save(path, **kw)
     return path
@@ -461,7 +465,8 @@ def hostile_folder(root: Path) -> dict[str, bool]:
         "trainA/zero.png": a / "zero.png",
         "trainA/text.jpg": a / "text.jpg",
         "trainA/bomb.png": bomb_png(a / "bomb.png"),
-        "trainA/float.tif": save_image(a / "float.tif", mode="F"),
+        "trainA/float.tif": save_image(a / "float.tif", mode="F", nan=True),
+        "trainA/float_ok.tif": save_image(a / "float_ok.tif", mode="F"),
         "trainA/gray16.png": save_image(a / "gray16.png", mode="I;16"),
         "trainA/cmyk.jpg": save_image(a / "cmyk.jpg", mode="CMYK"),
         "trainA/palette.png": save_image(a / "palette.png", mode="P"),
@@ -497,7 +502,8 @@ def case_files(c: Cases) -> None:
     problems += [f"listed twice: {dups}"] * bool(dups) + trained_nothing(run)
     reasons = {n: line.split(": ", 1)[1] for n, line in zip(names, [ln.strip() for ln in res.err.splitlines()
                                                                         if re.match(r"^\s+/.*: ", ln)])}
-    c.row("3a", "data=folder with trunc PNG/JPEG, zero-byte, text .jpg, 20000x20000 PNG header, float TIFF, "
+    c.row("3a", "data=folder with trunc PNG/JPEG, zero-byte, text .jpg, 20000x20000 PNG header, float TIFF with "
+          "a NaN (and a valid 0..1 one), "
           "file self-link, dir loop + self-link, 16-bit, CMYK, palette, EXIF JPEGs, truncated testB", res,
           f"fails in setup before any step; lists {len(names)} files once each: "
           + "; ".join(f"{n}: {r[:40]}" for n, r in reasons.items()), problems, message=msg.split(" / ")[0])
@@ -670,12 +676,172 @@ def case_other(c: Cases) -> None:
         c.row(name, given, res, f"exit {res.rc}", problems)
 
 
-GROUPS = {"1": case_nonfinite, "2": case_resume, "3": case_files, "4": case_config, "5": case_other}
+# ------------------------------------------------------------------------- issue 28 (2, 4-7) and 27.1
+
+
+def _popen_run(c: Cases, args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(c.cmd("cutlight.cli.train", args), cwd=c.scratch, env=c.env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
+
+
+def _wait_steps(proc: subprocess.Popen, run: Path, n: int, timeout: float = 300) -> bool:
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if len(train_steps(run)) >= n:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _summary_state(run: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((run / "summary.json").read_text()).get("state")
+    except (OSError, ValueError):
+        return None
+
+
+def case_stops(c: Cases) -> None:
+    """6: two runs in one folder, SIGINT / SIGTERM, a full disk, runs that train nothing."""
+    long = [*TINY, "trainer.limit_train_batches=8"]
+    # 6a / 6b: a second run, and a resume, into a live run's folder
+    run = c.scratch / "lock-run"
+    first = _popen_run(c, [*long, "model.n_epochs=500", "model.n_epochs_decay=0", f"hydra.run.dir={run}"],
+                       c.scratch / "lock-run.log")
+    try:
+        _wait_steps(first, run, 2)
+        for name, given, args in (("6a", "a second run with the same `hydra.run.dir` while the first trains",
+                                   [*long, "seed=1", f"hydra.run.dir={run}"]),
+                                  ("6b", "`resume=<the live run>`", [*long, f"resume={run}"])):
+            res = c.train(args)
+            alive = first.poll() is None
+            problems = [f"exit {res.rc}"] * (res.rc != 1) + ["owner pid not named"] * (f"pid {first.pid}" not in
+                                                                                       error_message(res))
+            problems += ["the first run died"] * (not alive)
+            c.row(name, given, res, "refused before writing anything; the first run keeps training"
+                  if not problems else "see verdict", problems)
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=300)
+    steps = train_steps(run)
+    c.row("6c", "the first run of 6a/6b, then Ctrl-C", Result(first.returncode, "", "", 0),
+          f"exit {first.returncode}, metrics.csv steps 1-{len(steps)} continuous, summary '{_summary_state(run)}'",
+          [] if first.returncode == 130 and steps == list(range(1, len(steps) + 1)) and not (run / "run.lock").exists()
+          else ["mixed rows, lock left or wrong exit"], message="")
+    # 6d: a stale lock (dead pid)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = c.scratch / "stale-lock"
+    run.mkdir(exist_ok=True)
+    import json
+    import socket
+
+    (run / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "earlier"}))
+    res = c.train([*TINY, "+trainer.max_steps=2"], run)
+    warned = "taking over the stale lock" in res.text
+    c.row("6d", "`run.lock` of a dead process in the run folder", res, "taken over with a warning, trains",
+          [] if res.rc == 0 and warned else [f"exit {res.rc}, warned {warned}"],
+          message=next((ln.split(" - ", 1)[-1] for ln in res.text.splitlines() if "stale lock" in ln), ""))
+    # 6e / 6f: SIGINT and SIGTERM after a few steps, then resume
+    for name, sig in (("6e", signal.SIGINT), ("6f", signal.SIGTERM)):
+        run = c.scratch / f"signal-{name}"
+        proc = _popen_run(c, [*long, f"hydra.run.dir={run}"], c.scratch / f"signal-{name}.log")
+        _wait_steps(proc, run, 3)
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+        text = (c.scratch / f"signal-{name}.log").read_text()
+        done = len(train_steps(run))
+        try:
+            step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+        except Exception:  # noqa: BLE001
+            step = None
+        state = _summary_state(run)
+        res = c.train([*long, f"resume={run}"])
+        problems = [f"exit {proc.returncode}"] * (proc.returncode != 128 + sig)
+        problems += [f"last.ckpt at optimizer step {step}, {done} batches logged"] * (step != 2 * done)
+        problems += [f"summary.json '{state}'"] * (state != "interrupted")
+        problems += ["no summary printed"] * ("cutlight run interrupted" not in text)
+        problems += [f"resume exit {res.rc}"] * (res.rc != 0)
+        problems += [f"steps after resume {train_steps(run)}"] * (train_steps(run) != list(range(1, 17)))
+        line = next((ln for ln in text.splitlines() if ln.startswith("interrupted by")), "")
+        c.row(name, f"{sig.name} after step {done}, then `resume=<run>`", Result(proc.returncode, "", "", 0),
+              f"last.ckpt at step {done}, summary printed, summary.json '{state}'; resume: steps 1-16 continuous"
+              if not problems else "see verdict", problems, message=line)
+    # 6g: a full disk at the second save (torch's write patched to raise ENOSPC), then resume
+    hook = c.scratch / "enospc-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(
+        "import errno, os\nimport lightning_fabric.plugins.io.torch_io as t\n_real, _n = t._atomic_save, [0]\n"
+        "def _save(ckpt, path):\n    _n[0] += 1\n    if _n[0] >= 2:\n        open(path, 'wb').write(b'PK' * 500)\n"
+        "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))\n    _real(ckpt, path)\n"
+        "t._atomic_save = _save\n")
+    run = c.scratch / "disk-full"
+    args = [*long, "callbacks.checkpoint.last_every_n_steps=2"]
+    env = c.env
+    c.env = {**env, "PYTHONPATH": os.pathsep.join([str(hook), env["PYTHONPATH"]])}
+    try:
+        full = c.train(args, run)
+    finally:
+        c.env = env
+    tmps = [p.name for p in run.rglob("*.tmp")]
+    try:
+        step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    except Exception:  # noqa: BLE001
+        step = None
+    state = _summary_state(run)
+    problems = [f"exit {full.rc}"] * (full.rc == 0) + [f".tmp left: {tmps}"] * bool(tmps)
+    problems += [f"last.ckpt step {step}"] * (step != 4) + [f"summary.json '{state}'"] * (state != "failed")
+    c.row("6g", "disk full (ENOSPC) at the 2nd checkpoint save", full,
+          f"stops; .tmp removed, last.ckpt of the 1st save intact (step {step // 2 if step else '?'}), "
+          f"summary.json '{state}'" if not problems else "see verdict", problems)
+    res = c.train([*args, f"resume={run}"])
+    c.row("6h", "space freed, then `resume=<run>` (no hand cleaning)", res,
+          f"resumes, steps 1-{len(train_steps(run))} continuous, summary.json '{_summary_state(run)}'",
+          [] if res.rc == 0 and train_steps(run) == list(range(1, 17)) else [f"exit {res.rc}"], message="")
+    run = c.scratch / "only-tmp"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "last.ckpt.tmp").write_bytes(b"x" * 2048)
+    res = c.train([*TINY, f"resume={run}"])
+    problems = [] if res.rc == 1 and "only last.ckpt.tmp" in error_message(res) else ["does not say what it found"]
+    c.row("6i", "`resume=<run>` with only `last.ckpt.tmp` (killed during its first save)", res,
+          "refused, saying what it found (and removing it)", problems)
+    # 6j: every iteration skipped
+    run = c.scratch / "all-skipped"
+    res = c.train([*TINY, "model.optimizer.lr=1e30", "model.nonfinite.policy=skip", "model.nonfinite.max_skips=100"],
+                  run)
+    c.row("6j", "`model.optimizer.lr=1e30 model.nonfinite.policy=skip model.nonfinite.max_skips=100` (every "
+          "iteration skipped)", res, f"exit {res.rc}, summary.json '{_summary_state(run)}'",
+          [] if res.rc == 1 and "no optimizer update" in error_message(res) else [f"exit {res.rc}"])
+    # 6k-6q: refused before the first step, naming the key or the folder
+    one = good_folder(c.scratch / "one-val", n=1)
+    for i, (given, args, want) in enumerate([
+        ("`trainer.max_epochs=0`", [*TINY, "trainer.max_epochs=0"], "trainer.max_epochs"),
+        ("`seed=abc`", [*TINY, "seed=abc"], "seed='abc'"),
+        ("`trainer.devices=3` (CPU, default strategy)", [*TINY, "trainer.devices=3"], "trainer=ddp_cpu"),
+        ("`data.input_nc=1` with CUT", [*TINY, "data.input_nc=1"], "data.input_nc"),
+        ("`data=folder`, 1 validation image per side (FID/KID on)", [*FOLDER, f"data.root={one}"], str(one / "testA")),
+        ("`data.max_val_images=1` (FID/KID on)", [*TINY, "data.max_val_images=1"], "data.max_val_images"),
+    ]):
+        run = c.scratch / f"early-{i}"
+        res = c.train(args, run)
+        problems = [f"exit {res.rc}"] * (res.rc != 1) + [f"message does not name {want}"] * (want not in
+                                                                                                error_message(res))
+        problems += trained_nothing(run) + [f"{frames(res)} traceback frames"] * (frames(res) > 1)
+        c.row(f"6{chr(ord('k') + i)}", given, res, "refused before the first step", problems)
+    run = c.scratch / "sincut-tiny"
+    res = c.train(["experiment=sincut_cpu", "debug=tiny", "+trainer.enable_progress_bar=false"], run)
+    c.row("6q", "`experiment=sincut_cpu debug=tiny`", res, f"exit {res.rc}: trains and validates (FID/KID off for "
+          "one image)", [] if res.rc == 0 and train_steps(run) else [f"exit {res.rc}"])
+
+
+GROUPS = {"1": case_nonfinite, "2": case_resume, "3": case_files, "4": case_config, "5": case_other,
+          "6": case_stops}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="1,2,3,4,5", help="groups to run, e.g. 1,3")
+    p.add_argument("--only", default="1,2,3,4,5,6", help="groups to run, e.g. 1,3")
     p.add_argument("--scratch", default="/tmp/reliability-cases", help="working folder (emptied first)")
     p.add_argument("--keep", action="store_true", help="do not empty the working folder first")
     args = p.parse_args()

@@ -241,7 +241,7 @@ def test_configs_hold_the_reference_settings_and_mirror_the_constructors(tmp_pat
     assert (obj.lambda_nce, list(obj.nce_layers), obj.num_patches, obj.negatives) == (4.0, [0, 2, 4], 1, "batch")
     assert (obj.gan_mode, obj.lambda_r1, obj.lambda_identity, obj.nce_idt) == ("nonsaturating", 1.0, 1.0, True)
     assert (model.optimizer.lr, list(model.optimizer.betas)) == (0.002, [0.0, 0.99])
-    assert (model.n_epochs, model.n_epochs_decay, model.val_metrics) == (8, 8, False)
+    assert (model.n_epochs, model.n_epochs_decay, dict(model.val_metrics)) == (8, 8, {"fid": False, "kid": False})
     assert (model.generator.ngf, model.generator.n_blocks, model.generator.num_downsampling) == (10, 6, 1)
     assert (model.generator.load_size, model.generator.crop_size) == (1024, 64)
     assert (model.discriminator.ndf, model.discriminator.size) == (8, 64)

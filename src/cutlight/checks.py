@@ -17,8 +17,8 @@ from collections.abc import Iterable
 class ConfigValueError(ValueError):
     """A bad configuration value: ``key`` (dotted), the ``value`` given and what was ``expected``."""
 
-    def __init__(self, key: str, value: object, expected: str, choice: bool = False) -> None:
-        self.key, self.value, self.expected, self.choice = key, value, expected, choice
+    def __init__(self, key: str, value: object, expected: str, choice: bool = False, absolute: bool = False) -> None:
+        self.key, self.value, self.expected, self.choice, self.absolute = key, value, expected, choice, absolute
         if choice:
             message = f"unknown {key} {value!r}; expected one of {expected}"
         else:
@@ -26,7 +26,10 @@ class ConfigValueError(ValueError):
         super().__init__(message)
 
     def prefixed(self, prefix: str) -> ConfigValueError:
-        """The same error with ``prefix.`` in front of its key."""
+        """The same error with ``prefix.`` in front of its key (unchanged when its key is ``absolute``: a full
+        config key already, e.g. ``data.input_nc`` named by a model's check)."""
+        if self.absolute:
+            return self
         return ConfigValueError(f"{prefix}.{self.key}", self.value, self.expected, self.choice)
 
 

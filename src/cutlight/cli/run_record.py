@@ -8,7 +8,9 @@ It runs around every job of ``python -m cutlight.cli.train`` (``hydra.callbacks.
   lists each restart under ``resumed``;
 * job end: ``"finished"`` or ``"failed"`` with the error (its traceback also goes to the run's log file, which
   Hydra otherwise leaves without it; the console gets one line, as Hydra prints the error itself), the wall time
-  and the final and best metrics read from ``metrics.csv`` (``cutlight.reports.records``).
+  and the final and best metrics read from ``metrics.csv`` (``cutlight.reports.records``);
+* a job stopped by Ctrl-C / SIGTERM (which ends the process without Hydra's job end): ``"interrupted"``, written
+  by the train command itself through :func:`record_end`, as is ``"failed"`` for a job ended by ``sys.exit``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,26 @@ def log_to_files(record: logging.LogRecord) -> None:
             handler.handle(record)
 
 
+_STARTED: dict[str, float] = {}  # run folder -> time.time() at its job start (this process)
+
+
+def record_end(run_dir: str | os.PathLike, state: str, **fields: Any) -> None:
+    """Close ``<run>/summary.json`` with ``state`` (``finished``, ``failed``, ``interrupted``), the end time, the
+    wall time of this process's job and the metrics of ``metrics.csv``, plus ``fields``. Rank 0 only."""
+    if not _is_rank_zero():
+        return
+    out = Path(run_dir)
+    start = _STARTED.get(str(out.resolve()))
+    summary = read_summary(out) or {}
+    summary.update(state=state, ended=_now(), wall_s=round(time.time() - start, 2) if start is not None else None)
+    summary.update(fields)
+    try:
+        summary["metrics"] = run_metrics(out)
+    except Exception as e:  # a broken CSV must not hide the job's own state
+        summary["metrics"], summary["metrics_error"] = None, short_error(e)
+    write_summary(out, summary)
+
+
 class RunRecord(Callback):
     """Hydra callback keeping ``<run>/summary.json`` (see the module docstring)."""
 
@@ -59,6 +81,7 @@ class RunRecord(Callback):
             return
         self._start, self._started = time.time(), _now()
         hc = config.hydra
+        _STARTED[str(Path(hc.runtime.output_dir).resolve())] = self._start
         summary = {
             "state": "running", "started": self._started,
             "job_num": OmegaConf.select(hc, "job.num", default=None, throw_on_missing=False),
@@ -74,21 +97,14 @@ class RunRecord(Callback):
         if not _is_rank_zero():
             return
         out = Path(config.hydra.runtime.output_dir)
-        summary = read_summary(out) or {}
-        summary.update(state="finished", ended=_now(),
-                       wall_s=round(time.time() - self._start, 2) if self._start is not None else None)
         if job_return.status == JobStatus.FAILED:
             exc = job_return._return_value  # ``return_value`` re-raises the job's exception
-            summary.update(state="failed", error=short_error(exc),
-                           traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-            log.error("run failed: %s", summary["error"])  # Hydra prints the error; the traceback: log file only
+            fields = {"error": short_error(exc),
+                      "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+            log.error("run failed: %s", fields["error"])  # Hydra prints the error; the traceback: log file only
             log_to_files(log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback of the failure:", None,
                                         (type(exc), exc, exc.__traceback__)))
+            record_end(out, "failed", **fields)
         else:
             value = job_return.return_value
-            summary["optimized_metric"] = value if isinstance(value, (int, float)) else None
-        try:
-            summary["metrics"] = run_metrics(out)
-        except Exception as e:  # a broken CSV must not hide the job's own state
-            summary["metrics"], summary["metrics_error"] = None, short_error(e)
-        write_summary(out, summary)
+            record_end(out, "finished", optimized_metric=value if isinstance(value, (int, float)) else None)

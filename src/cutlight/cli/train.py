@@ -18,6 +18,12 @@ Resuming (``resume=<run folder>``, ``ckpt_path=<file>`` or ``ckpt_path=last``) c
 (errors name the file and what is wrong with it) and continues the same run: in the run's own folder with
 ``resume`` (metrics appended, the same W&B run), or in a new folder that links to the old one (``resumed_from``)
 and continues its ``csv/metrics.csv``.
+
+Stops and refusals (issue 28): one training process per run folder (``cutlight.cli.run_lock``); Ctrl-C / SIGTERM
+save ``last.ckpt`` at the current step, print the summary, mark ``summary.json`` ``interrupted`` and exit 130 /
+143 (``cutlight.lightning.interrupt``); a fit that applied no update or ended skipping non-finite iterations
+fails (``NothingTrainedError``); ``seed``, the training length and ``trainer.devices`` are checked before anything
+is built (``_check_before_training``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from ..checks import ConfigValueError, check_int
+from ..lightning.interrupt import GracefulInterrupt, TrainingInterrupted
+from ..lightning.reliability import NothingTrainedError, training_problem
 from ..lightning.rundir import RESULTS_CSV, RESULTS_MD
 from ..specs import UntrustedCodeError, check_specs, spec_targets, trusting_code
 from .run_name import run_name  # also registers the ${cutlight.run_name:...} resolver of conf/train.yaml
@@ -84,10 +92,14 @@ def _resume_checkpoint(cfg: DictConfig, out: Path) -> tuple[str | None, dict]:
         return None, {}
     if ckpt_path == "last":
         folder = (Path(resume).expanduser() if resume else out) / "checkpoints"
+        removed = _remove_unfinished_saves(folder)
         found = find_last_checkpoint(folder)
         if found is None:
             if resume:
-                raise ConfigValueError("resume", resume, f"a run folder holding a readable checkpoint; none in {folder}")
+                seen = (f"only {', '.join(removed)}: a save that never finished (stopped or out of space while "
+                        "writing the first checkpoint; now removed), so nothing to resume: start the run again "
+                        "without resume=" if removed else f"none in {folder}")
+                raise ConfigValueError("resume", resume, f"a run folder holding a readable checkpoint; {seen}")
             log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", folder)
             return None, {}
         path, ckpt = found
@@ -106,6 +118,70 @@ def _checkpoint_position(ckpt: dict) -> str:
     batches = checkpoint_batches(ckpt)
     step = f"step {batches}" if batches is not None else f"optimizer step {ckpt.get('global_step')}"
     return f"epoch {ckpt.get('epoch')}, {step}"
+
+
+def _remove_unfinished_saves(folder: Path) -> list[str]:
+    """Remove the ``*.ckpt.tmp`` left in ``folder`` by a save that never finished (a kill, a full disk) before
+    this run writes anything (on a full disk they hold the space it needs); say what was removed."""
+    from ..lightning.resume import remove_stale_temporaries
+
+    if rank_zero_only.rank != 0:
+        return []
+    removed = remove_stale_temporaries(folder)
+    if removed:
+        log.warning("removed %s from %s: unfinished checkpoint save(s) of an earlier run", ", ".join(removed), folder)
+    return removed
+
+
+def _check_before_training(cfg: DictConfig) -> None:
+    """Config values that Lightning would only trip over later (or never, training nothing): ``seed``, the
+    training length, ``trainer.devices`` against this machine. ``ConfigValueError`` names the key."""
+    check_int("seed", cfg.get("seed"), optional=True)
+    trainer = cfg.get("trainer") or {}
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs is not None and check_int("trainer.max_epochs", max_epochs, low=-1) == 0:
+        raise ConfigValueError("trainer.max_epochs", 0, "an integer >= 1, or -1 / null for the model's schedule "
+                               "(model.n_epochs + model.n_epochs_decay): 0 trains nothing")
+    max_steps = trainer.get("max_steps")
+    if max_steps is not None and check_int("trainer.max_steps", max_steps, low=-1) == 0:
+        raise ConfigValueError("trainer.max_steps", 0, "an integer >= 1 (optimizer steps), or -1: 0 trains nothing")
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not isinstance(limit, bool) and limit == 0:
+        raise ConfigValueError("trainer.limit_train_batches", limit, "a number > 0: 0 trains nothing")
+    _check_devices(trainer)
+
+
+def _check_devices(trainer: DictConfig) -> None:
+    """``trainer.devices`` against the machine: CPU processes need the DDP strategy that tolerates unused
+    parameters (``trainer=ddp_cpu``); GPUs must exist."""
+    devices, accel = trainer.get("devices"), str(trainer.get("accelerator") or "auto")
+    strategy = str(trainer.get("strategy") or "auto")
+    if devices in (None, "auto", -1, "-1"):
+        return
+    if isinstance(devices, bool):
+        return  # Lightning's own message names it
+    if isinstance(devices, int):
+        count = devices
+    elif isinstance(devices, str) and "," not in devices:
+        try:
+            count = int(devices)
+        except ValueError:
+            return
+    else:  # a list of device indices: [0, 1] or "0,1"
+        items = devices.split(",") if isinstance(devices, str) else list(devices)
+        count = len([d for d in items if str(d).strip()])
+    gpus = torch.cuda.device_count()
+    on_cpu = accel == "cpu" or (accel == "auto" and gpus == 0)
+    if on_cpu and count > 1 and strategy == "auto":
+        raise ConfigValueError(
+            "trainer.devices", devices,
+            f"1 with trainer.accelerator={accel} and the default strategy: {count} CPU processes under Lightning's "
+            "default DDP fail at the first step (cutlight's networks leave parameters unused in one of the two "
+            f"steps). For CPU processes use trainer=ddp_cpu trainer.devices={count}")
+    if accel in ("gpu", "cuda") and count > gpus:
+        raise ConfigValueError("trainer.devices", devices,
+                               f"at most {gpus}, the CUDA GPUs of this machine"
+                               + ("; without a GPU use trainer=cpu" if gpus == 0 else ""))
 
 
 def _continue_run(path: str, ckpt: dict, out: Path) -> dict:
@@ -234,8 +310,22 @@ def _check_logger_packages(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train from a composed config; returns the final callback metrics as floats (with ``test/*`` after a test)."""
     _quiet()
+    interrupt = GracefulInterrupt()
+    interrupt.install()  # Ctrl-C / SIGTERM: stop now before training, save last.ckpt during it
+    try:
+        return _train(cfg, interrupt)
+    except (KeyboardInterrupt, SystemExit):  # a second signal (Lightning turns KeyboardInterrupt into exit 1)
+        if interrupt.forced is not None:
+            raise TrainingInterrupted(interrupt.forced, at_once=True) from None
+        raise
+    finally:
+        interrupt.uninstall()
+
+
+def _train(cfg: DictConfig, interrupt: GracefulInterrupt) -> dict[str, float]:
     _check_accelerator(cfg)
     _check_logger_packages(cfg)
+    _check_before_training(cfg)
     threads = check_int("torch_threads", cfg.get("torch_threads"), low=1, optional=True)
     if threads:
         torch.set_num_threads(threads)
@@ -260,7 +350,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if hasattr(model, "check_crop_size"):  # crop size against the networks, before the data files are checked
         model.check_crop_size(datamodule)
-    callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")
+    callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks") + [interrupt]
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     trainer: pl.Trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     # one config tree per run: the composed config (W&B: the run's config panel), not also the module's and the
@@ -272,8 +362,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("validate_before_fit") and not ckpt_path:
         # FID/KID of the untrained generator: the "before" numbers (reals are recomputed at fit start)
         before = {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule, verbose=False)[0].items()}
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except TrainingInterrupted as stop:
+        if trainer.is_global_zero:
+            _report_summary(trainer, out, _final_metrics(trainer), before, title=f"cutlight run {stop}")
+        raise
+    metrics = _final_metrics(trainer)
+    _check_trained(trainer, model, out, metrics, before, resumed=bool(ckpt_path))
     tested = None
     if cfg.get("test_after_fit") and not trainer.fast_dev_run:
         ckpt, tested = _test_checkpoint(trainer)
@@ -289,19 +385,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def _final_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def _check_trained(trainer: pl.Trainer, model: pl.LightningModule, out: Path, metrics: dict[str, float],
+                   before: dict[str, float], resumed: bool) -> None:
+    """No silent success: a fit that applied no update, or that ended skipping non-finite iterations, prints its
+    summary and fails (``NothingTrainedError``)."""
+    guard = getattr(model, "guard", None)
+    problem = training_problem(guard, resumed) if guard is not None and not trainer.fast_dev_run else None
+    if problem:
+        if trainer.is_global_zero:
+            _report_summary(trainer, out, metrics, before, title="cutlight run FAILED (trained nothing usable)")
+        raise NothingTrainedError(f"{problem}. Run folder: {out}")
+
+
 def _report_summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
-                    tested: str | None = None) -> None:
+                    tested: str | None = None, title: str = "cutlight run finished") -> None:
     """The end-of-run summary on stdout and, as one record, in the run's log file (Hydra's ``<run>/train.log``)."""
-    text = _summary(trainer, out, metrics, before, tested)
+    text = _summary(trainer, out, metrics, before, tested, title)
     print(text, flush=True)
     log_to_files(log.makeRecord(log.name, logging.INFO, __file__, 0, text.strip("\n"), None, None))  # printed once
 
 
 def _summary(trainer: pl.Trainer, out: Path, metrics: dict[str, float], before: dict[str, float],
-             tested: str | None = None) -> str:
+             tested: str | None = None, title: str = "cutlight run finished") -> str:
     """The end-of-run summary: the run's files and numbers, then what each callback reports (its ``summary()``:
     label -> text), in the callbacks' order."""
-    lines = ["", "=" * 72, f"cutlight run finished: {out.resolve()}"]
+    lines = ["", "=" * 72, f"{title}: {out.resolve()}"]
     for logger in trainer.loggers:
         if logger.log_dir and (Path(logger.log_dir) / "metrics.csv").exists():
             lines.append(f"  metrics CSV:        {Path(logger.log_dir) / 'metrics.csv'}")
@@ -354,10 +466,36 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ..checkpoint import CheckpointError
     from ..data.folder import ImageFileError
     from ..data.image_checks import ImageCheckError
-    from ..lightning.reliability import NonFiniteError
+    from ..lightning.base import ValidationDataError
+    from ..lightning.reliability import NonFiniteError, NothingTrainedError
+    from .run_lock import RunLockError
 
     return (ConfigValueError, MissingMandatoryValue, ImageCheckError, ImageFileError, CheckpointError,
-            NonFiniteError, FileNotFoundError, NotADirectoryError, UntrustedCodeError)
+            NonFiniteError, NothingTrainedError, ValidationDataError, RunLockError, FileNotFoundError,
+            NotADirectoryError, UntrustedCodeError)
+
+
+def _end_interrupted(cfg: DictConfig, err: BaseException) -> SystemExit:
+    """A run stopped by a signal (or ``sys.exit``) ends the process without Hydra's job end: close its
+    ``summary.json`` here (``interrupted`` / ``failed``, never left ``running``) and return the exit to raise
+    (130 SIGINT, 143 SIGTERM)."""
+    from .run_record import record_end
+
+    if isinstance(err, TrainingInterrupted):
+        code, fields = err.exit_code, {"signal": err.signal_name, "step": err.step, "checkpoint": err.checkpoint,
+                                        "error": str(err)}
+        print(f"{err}" + (f"; continue with resume={Path(cfg.output_dir).resolve()}" if err.checkpoint else ""),
+              file=sys.stderr, flush=True)
+    elif isinstance(err, KeyboardInterrupt):
+        code, fields = 130, {"signal": "SIGINT", "error": "KeyboardInterrupt (stopped at once, nothing saved)"}
+    else:  # SystemExit
+        code, fields = err.code, {"error": f"exited with status {err.code}"}
+    state = "interrupted" if "signal" in fields else ("finished" if code in (0, None) else "failed")
+    try:
+        record_end(cfg.output_dir, state, **fields)
+    except Exception as e:  # noqa: BLE001 - the exit status must still be right
+        log.error("could not update summary.json: %s", e)
+    return SystemExit(code)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cutlight.conf", config_name="train")
@@ -366,6 +504,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except _expected_errors() as err:  # the message says it all: no traceback through Lightning's loops
         raise err.with_traceback(None) from None
+    except (TrainingInterrupted, KeyboardInterrupt, SystemExit) as err:
+        raise _end_interrupted(cfg, err) from None
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

@@ -25,7 +25,8 @@ does the rest the same way for every method:
   infinity (hyperparameter ``nonfinite``: ``{"policy": "stop" | "skip", "max_skips": N}``; a non-finite generator
   never gets validation numbers logged); checkpoints carry the RNG states and the data position, so a run resumed
   from any checkpoint, also mid-epoch, continues exactly as it would have; the training crop is checked against
-  the networks before the first step (``data.crop_size``).
+  the networks before the first step (``data.crop_size``), and so is what validation needs
+  (``datamodule.num_eval_images``: FID/KID at least 2 images per side, grids one: ``ValidationDataError``).
 - checkpoints also say, under ``"cutlight_networks"``, which role translates A -> B (and B -> A) and each role's
   constructor keywords (``_target_`` included), so the generators load without the objective.
 
@@ -59,6 +60,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METRICS = {"fid": True, "kid": True, "feature": 2048, "antialias": True, "kid_subset_size": 1000,
                    "extractor": "inception"}
+
+
+class ValidationDataError(ValueError):
+    """The validation or test split cannot give what its metrics need (too few images per side)."""
 
 
 def plain(value: Any) -> Any:
@@ -380,6 +385,8 @@ class TranslationModule(pl.LightningModule):
         if self.evaluator is not None or cfg in (None, False) or self._metrics_unavailable:
             return
         settings = {**DEFAULT_METRICS, **(cfg if isinstance(cfg, dict) else {})}
+        if not settings.get("fid") and not settings.get("kid"):  # {fid: false, kid: false}: off, like false
+            return
         try:
             with trusting_code(self._trust_code):
                 self.evaluator = Evaluator(**settings)
@@ -413,7 +420,35 @@ class TranslationModule(pl.LightningModule):
             self.check_crop_size(self.trainer.datamodule)
         if stage in ("fit", "validate", "test"):
             self._build_evaluator()
+            self._check_eval_images(stage)
         self._check_channels()
+
+    def _check_eval_images(self, stage: str) -> None:
+        """Before the first step: the validation (``fit`` / ``validate``) or test split holds what its metrics need,
+        counted without loading (``datamodule.num_eval_images``): FID/KID at least 2 images per side, image grids
+        one. ``ValidationDataError`` gives both counts, the folders and the settings to change."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if not callable(getattr(dm, "num_eval_images", None)):
+            return
+        split = "val" if stage in ("fit", "validate") else "test"
+        n_a, n_b = dm.num_eval_images(split)
+        if (n_a, n_b) == (0, 0):  # no such split: nothing runs on it
+            return
+        need, what = (2, "FID/KID need at least 2 images per side") if self.evaluator is not None else \
+            (1, "validation and its image grids need at least one image per side")
+        if min(n_a, n_b) >= need:
+            return
+        key = "test" if split == "test" and getattr(dm, "test_explicit", False) else "val"  # as num_eval_images
+        folders = [getattr(dm, f"{key}_dir_{side}", None) or getattr(dm, f"path_{side}", None) for side in "ab"]
+        cap = getattr(dm, "max_val_images", None)
+        fixes = [f"add images to the {split} folders"]
+        if cap is not None and cap != float("inf"):
+            fixes.append(f"raise data.max_val_images (now {cap})")
+        if self.evaluator is not None:
+            fixes.append("or turn the metrics off with model.val_metrics=false")
+        raise ValidationDataError(
+            f"the {split} split has {n_a} source image(s) ({folders[0]}) and {n_b} target image(s) ({folders[1]}): "
+            f"{what}, and would fail at the first validation, after training. Fix: {'; '.join(fixes)}")
 
     def check_crop_size(self, datamodule: object) -> None:
         """Raise ``ConfigValueError`` naming ``data.crop_size`` unless every network of ``input_networks`` takes

@@ -43,6 +43,28 @@ class NonFiniteError(RuntimeError):
     """Training produced a NaN or infinite loss, gradient or validation output."""
 
 
+class NothingTrainedError(RuntimeError):
+    """A run ended without applying a single training update, or while skipping non-finite iterations: it must
+    not look like a success (see :func:`training_problem`)."""
+
+
+def training_problem(guard: NonFiniteGuard, resumed: bool) -> str | None:
+    """What is wrong with the fit that ``guard`` watched in this process (None: nothing): no update applied
+    (every iteration skipped, or none ran in a fresh run), or the run ended skipping."""
+    iterations, applied = guard.checked, guard.applied
+    if iterations == 0:
+        return None if resumed else "no training step ran (check trainer.limit_train_batches, the data's size)"
+    if applied == 0:
+        return (f"no optimizer update was applied: all {iterations} training iteration(s) were skipped as "
+                "non-finite (model.nonfinite.policy=skip); the checkpoints hold untrained weights. Lower "
+                "model.optimizer.lr, or check the data")
+    if guard.consecutive:
+        return (f"the run ended skipping: its last {guard.consecutive} iteration(s) were non-finite and skipped "
+                f"({guard.skipped} in all); the weights are those of the last good update. Lower "
+                "model.optimizer.lr, or resume from an earlier checkpoint")
+    return None
+
+
 class NonFiniteGuard:
     """Detects non-finite losses and gradients and applies the policy (see the module docstring).
 
@@ -56,6 +78,8 @@ class NonFiniteGuard:
         self.max_skips = check_int("max_skips", max_skips, low=1)
         self.consecutive = 0  # bad iterations in a row
         self.skipped = 0  # bad iterations skipped in this run
+        self.applied = 0  # iterations applied by this process (not saved: "did this fit train anything")
+        self.checked = 0  # iterations checked by this process (not saved)
         self._pending_loss: torch.Tensor | None = None
         self._flags: list[tuple[str, torch.Tensor]] = []
         self._handles: list = []
@@ -115,10 +139,12 @@ class NonFiniteGuard:
         Raises :class:`NonFiniteError` under policy ``stop`` or after ``max_skips`` bad iterations in a row.
         """
         flags, self._flags = self._flags, []
+        self.checked += 1
         checks = [~torch.isfinite(v.detach().float().reshape(())) for v in losses.values()]
         checks += [f.reshape(()).to(checks[0].device if checks else f.device) for _, f in flags]
         if not checks or not bool(torch.stack(checks).any()):  # the one host sync of the iteration
             self.consecutive = 0
+            self.applied += 1
             return True
         self.consecutive += 1
         self.skipped += 1

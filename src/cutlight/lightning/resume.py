@@ -104,11 +104,20 @@ class AtomicCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
             return
         tmp = filepath + TMP_SUFFIX
-        super()._save_checkpoint(trainer, tmp)
-        if trainer.is_global_zero:
-            _fsync(tmp)
-            os.replace(tmp, filepath)
-            _fsync(os.path.dirname(os.path.abspath(filepath)), directory=True)
+        try:
+            super()._save_checkpoint(trainer, tmp)
+            if trainer.is_global_zero:
+                _fsync(tmp)
+                os.replace(tmp, filepath)
+                _fsync(os.path.dirname(os.path.abspath(filepath)), directory=True)
+        except OSError as err:  # e.g. ENOSPC: drop the partial file, keep the previous checkpoint
+            Path(tmp).unlink(missing_ok=True)
+            previous = (f"'{filepath}' is the previous one, intact" if os.path.exists(filepath)
+                        else f"the last one written: {self.last_model_path or 'none'}")
+            raise CheckpointError(
+                f"could not write checkpoint '{filepath}': {err.strerror or err} ({type(err).__name__}); its "
+                f"temporary file was removed and {previous}. Free space (or fix the folder), then continue with "
+                f"resume={Path(filepath).resolve().parent.parent}") from err
         trainer.strategy.barrier("AtomicCheckpoint")
         self._last_checkpoint_saved = filepath
 
@@ -149,6 +158,21 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         self._last_global_step_saved = periodic_step  # a periodic checkpoint of this step may still be due
         self._last_step_of_last = trainer.global_step
+
+    def save_last_now(self, trainer: pl.Trainer, mid_epoch: bool) -> str | None:
+        """Write ``last.ckpt`` now (an interrupt: ``cutlight.lightning.interrupt``), after a mid-epoch batch
+        (``mid_epoch``) or at an epoch's end; returns its path, or None when saving is off (``fast_dev_run``)."""
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
+            return None
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_step_of_last = trainer.global_step
+        self._stopped_mid_epoch = mid_epoch
+        return self.last_model_path or None
+
+    def save_last_at_epoch_end(self) -> None:
+        """Write ``last.ckpt`` at the end of the current epoch (after its validation and schedule step), unless
+        this epoch's end writes one anyway (an interrupt at an epoch's last batch)."""
+        self._last_due_at_epoch_end = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if getattr(self, "_stopped_mid_epoch", False):  # the cut-short epoch is not saved as if it had ended
@@ -236,6 +260,20 @@ def read_resume_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint '{path}' holds non-finite weights ({', '.join(bad[:5])}"
                               f"{', ...' if len(bad) > 5 else ''}): it comes from a diverged run; use an earlier one")
     return ckpt
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Remove the ``*.ckpt.tmp`` files of saves that never finished (a kill or a full disk during a save) from
+    ``folder``; returns their names (nothing to remove: [])."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for stale in sorted(folder.glob(f"*.ckpt{TMP_SUFFIX}")):
+        size = stale.stat().st_size if stale.exists() else 0
+        stale.unlink(missing_ok=True)
+        removed.append(f"{stale.name} ({size} bytes)")
+    return removed
 
 
 def find_last_checkpoint(folder: str | os.PathLike) -> tuple[Path, dict] | None:

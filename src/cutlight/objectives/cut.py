@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..checks import check_bool, check_choice, check_int, check_int_list, check_number
+from ..checks import ConfigValueError, check_bool, check_choice, check_int, check_int_list, check_number
 from ..losses import GAN_MODES, NEGATIVES, discriminator_loss, generator_loss, multilayer_patch_nce
 from ..networks import PatchDiscriminator, PatchSampler, ResnetGenerator
 from .contract import Backward, Batch, Nets, Objective, OptimizerGroup, Optimizers, Role
@@ -111,6 +111,17 @@ class CUTObjective(Objective):
         """One Adam for G + heads (equal to separate Adams with the same settings), one for D."""
         return {"generator": OptimizerGroup(("generator", "sampler")),
                 "discriminator": OptimizerGroup(("discriminator",))}
+
+    def check_channels(self, input_nc: int, output_nc: int) -> None:
+        """PatchNCE encodes the translation G(A) with G itself (and the identity term feeds B images to G): G's
+        input and output channel counts must be equal."""
+        if input_nc != output_nc:
+            raise ConfigValueError(
+                "data.output_nc", output_nc,
+                f"data.output_nc == data.input_nc (here {input_nc}): {type(self).__name__} encodes its translation "
+                "G(A) with G itself, so G needs as many channels in as out; convert one domain (e.g. "
+                f"data.input_nc={output_nc}), or use a method with two generators (model=cyclegan, objective=dclgan)",
+                absolute=True)
 
     progress = {"nce": "loss_nce"}  # progress-bar entries: name -> loss term
 
