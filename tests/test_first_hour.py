@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from cutlight.checks import ConfigValueError
-from cutlight.cli.run_name import run_name
+from cutlight.cli.run_name import MAX_LENGTH, run_name
 from helpers import TINY_ARGS, run_entrypoint
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
@@ -113,7 +113,7 @@ def test_run_name_keeps_one_folder_level(dirname, expected):
 
 def test_run_name_of_long_overrides_is_bounded_and_distinct():
     a, b = run_name("x=" + "a" * 300), run_name("x=" + "a" * 299 + "b")
-    assert len(a) == len(b) == 160 and a != b
+    assert len(a) == len(b) == MAX_LENGTH and a != b
 
 
 def test_image_paths_do_not_nest_the_run_folder(tmp_path):

@@ -14,7 +14,7 @@ import re
 
 from omegaconf import OmegaConf
 
-MAX_LENGTH = 160  # a folder name well inside the usual 255-byte limit, with the time or job number beside it
+MAX_LENGTH = 230  # inside the usual 255-byte file-name limit, with room for the job number and the hash
 _PATH_PART = re.compile(r"[^\[\]{}]*[/\\]")  # everything up to the last separator, inside list brackets
 
 
