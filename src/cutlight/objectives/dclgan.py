@@ -47,6 +47,7 @@ from .contract import Backward, Batch, Nets, OptimizerGroup, Optimizers, Role
 from .cyclegan import ImagePool, PooledObjective, batched_call, pooled_discriminator_losses
 
 ADAM_TORCH_DEFAULTS = {"lr": 1e-3, "betas": (0.9, 0.999)}  # what torch.optim.Adam(params) uses
+DCLGAN_TERMS = ("loss_g_a", "loss_g_b", "loss_nce1", "loss_nce2", "loss_idt_a", "loss_idt_b")  # of loss_g
 
 
 class DCLGANObjective(PooledObjective):
@@ -161,10 +162,10 @@ class DCLGANObjective(PooledObjective):
     def generator_losses(self, nets: Nets, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
                          fake_a: torch.Tensor, idt_a: torch.Tensor | None, idt_b: torch.Tensor | None
                          ) -> dict[str, torch.Tensor]:
-        """``loss_g`` and its terms (call with the discriminators frozen, after the D step)."""
+        """``loss_g`` and its terms (call with the discriminators frozen, after the D step); a further term that a
+        subclass's ``contrastive_terms`` returns (SimDCL's ``loss_sim``) is added as it is."""
         zero = fake_b.new_zeros(())
-        terms = {"loss_g_a": zero, "loss_g_b": zero, "loss_nce1": zero, "loss_nce2": zero, "loss_idt_a": zero,
-                 "loss_idt_b": zero}
+        terms = dict.fromkeys(DCLGAN_TERMS, zero)
         if self.lambda_gan > 0:
             pred_b, pred_a = nets["disc_a"](fake_b), nets["disc_b"](fake_a)
             terms["loss_g_a"] = generator_loss(pred_b, self.gan_mode) * self.lambda_gan
@@ -174,8 +175,9 @@ class DCLGANObjective(PooledObjective):
         if idt_a is not None:
             terms["loss_idt_a"] = F.l1_loss(idt_a, real_b) * self.lambda_idt
             terms["loss_idt_b"] = F.l1_loss(idt_b, real_a) * self.lambda_idt
+        extra = sum((v for k, v in terms.items() if k not in DCLGAN_TERMS), zero)
         terms["loss_g"] = (0.5 * (terms["loss_g_a"] + terms["loss_g_b"]) + 0.5 * (terms["loss_nce1"] + terms["loss_nce2"])
-                           + 0.5 * (terms["loss_idt_a"] + terms["loss_idt_b"]) + terms.get("loss_sim", zero))
+                           + 0.5 * (terms["loss_idt_a"] + terms["loss_idt_b"]) + extra)
         return terms
 
     def iteration(
