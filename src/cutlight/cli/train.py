@@ -394,7 +394,10 @@ def _check_trained(trainer: pl.Trainer, model: pl.LightningModule, out: Path, me
     """No silent success: a fit that applied no update, or that ended skipping non-finite iterations, prints its
     summary and fails (``NothingTrainedError``)."""
     guard = getattr(model, "guard", None)
-    problem = training_problem(guard, resumed) if guard is not None and not trainer.fast_dev_run else None
+    # ddp_spawn / ddp_fork train in child processes: this process's guard saw no iteration, so it cannot judge
+    spawned = type(getattr(trainer.strategy, "launcher", None)).__name__ == "_MultiProcessingLauncher"
+    judged = guard is not None and not trainer.fast_dev_run and not spawned
+    problem = training_problem(guard, resumed) if judged else None
     if problem:
         if trainer.is_global_zero:
             _report_summary(trainer, out, metrics, before, title="cutlight run FAILED (trained nothing usable)")
