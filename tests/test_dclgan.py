@@ -153,7 +153,8 @@ def optimizers_for(nets: dict, obj: DCLGANObjective) -> dict:
 @pytest.mark.parametrize("batch", [1, 2])
 def test_one_iteration_equals_the_paper_step_fp64(batch, fp64):
     torch.manual_seed(0)
-    module = TranslationModule(generator={"ngf": 4, "n_blocks": 9}, discriminator={"ndf": 4, "n_layers": 2},
+    # 5 blocks: the smallest generator whose layer 16 (the last NCE layer) is a residual block's output
+    module = TranslationModule(generator={"ngf": 4, "n_blocks": 5}, discriminator={"ndf": 4, "n_layers": 2},
                                sampler={"mlp_dim": 64}, objective={**DCLGAN, "num_patches": 16}, val_metrics=False)
     obj, ours = module.objective, module.nets
     with torch.no_grad():  # non-zero biases: no all-zero head output row (the reference's L2 norm has NaN gradients)
@@ -167,7 +168,7 @@ def test_one_iteration_equals_the_paper_step_fp64(batch, fp64):
     theirs = {role: cls(copy.deepcopy(ours[role].state_dict())).double() for role, cls in refs.items()}
     ours_opt, their_opt = optimizers_for(ours, obj), optimizers_for(theirs, obj)
     for it in range(2):
-        real_a, real_b = torch.rand(batch, 3, 32, 32) * 2 - 1, torch.rand(batch, 3, 32, 32) * 2 - 1
+        real_a, real_b = torch.rand(batch, 3, 24, 24) * 2 - 1, torch.rand(batch, 3, 24, 24) * 2 - 1
         torch.manual_seed(100 + it)  # the same patch positions for both
         got = obj.iteration(ours, {"A": real_a, "B": real_b}, ours_opt)
         torch.manual_seed(100 + it)
