@@ -1,4 +1,7 @@
+import json
 import os
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +12,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # the tests' own networks and feature extractors (helpers.TinyFeatureExtractor, test_contract._OwnHeads, ...) are
 # named by _target_ like a user's own: trusted by prefix (cutlight.specs). tests/test_trust.py clears this.
 os.environ.setdefault("CUTLIGHT_TRUSTED_MODULES", "helpers,test_contract")
-# at most 2 intra-op threads (the CI machine's cores), or what OMP_NUM_THREADS asks for (tests/run_kernel_matrix.sh)
+# at most 2 intra-op threads (the CI machine's cores), or what OMP_NUM_THREADS asks for (tests/run_kernel_matrix.sh).
+# Under pytest-xdist (`make test` runs 2 workers) each worker takes an equal share of the cores, and the training
+# subprocesses its tests start inherit it through OMP_NUM_THREADS: two workers with two OpenMP threads each on two
+# cores made small ops many times slower (contending spin-waits).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and not os.environ.get("OMP_NUM_THREADS"):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 # CUTLIGHT_TEST_MKLDNN=0: run the suite with oneDNN off (tests/run_kernel_matrix.sh; other kernels, other round-off)
@@ -56,7 +65,26 @@ def tiny_cut_run(tmp_path_factory):
     ``outputs/<date>/<overrides>/<time>``; None if the run failed, which the tests report with its stderr)."""
     from helpers import TINY_ARGS, run_entrypoint
 
-    tmp = tmp_path_factory.mktemp("tiny_cut_run")
-    res = run_entrypoint([*TINY_ARGS, "callbacks=best_fid", "test_after_fit=true"], tmp)
-    runs = list((tmp / "outputs").glob("*/*/*"))
-    return SimpleNamespace(res=res, tmp=tmp, run=runs[0] if res.returncode == 0 and len(runs) == 1 else None)
+    def train(tmp):
+        res = run_entrypoint([*TINY_ARGS, "callbacks=best_fid", "test_after_fit=true"], tmp)
+        runs = list((tmp / "outputs").glob("*/*/*"))
+        return SimpleNamespace(res=res, tmp=tmp, run=runs[0] if res.returncode == 0 and len(runs) == 1 else None)
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return train(tmp_path_factory.mktemp("tiny_cut_run"))
+    # pytest-xdist: the first worker that needs the run trains it in the session's shared temporary folder, the
+    # others wait for it and read its outcome (one run per test session, as without workers)
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "tiny_cut_run"  # the session's folder, above every worker's
+    outcome = shared / "outcome.json"
+    with FileLock(str(shared) + ".lock"):
+        if not outcome.exists():
+            shared.mkdir()
+            ran = train(shared)
+            res = ran.res
+            outcome.write_text(json.dumps({"args": res.args, "returncode": res.returncode, "stdout": res.stdout,
+                                           "stderr": res.stderr, "run": str(ran.run) if ran.run else None}))
+    saved = json.loads(outcome.read_text())
+    res = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"])
+    return SimpleNamespace(res=res, tmp=shared, run=Path(saved["run"]) if saved["run"] else None)

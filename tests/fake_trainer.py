@@ -33,6 +33,13 @@ class FakeModule(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def nets(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator}
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.tanh(self.generator(x))
         return y + self.noise * torch.randn_like(y) if self.noise else y

@@ -118,7 +118,9 @@ def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.cli.train", env
 
     path = os.pathsep.join([str(Path(cutlight.__file__).parents[1]), str(ROOT / "tests")])
     env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
-           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": path, **(env or {})}
+           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": path,
+           **({"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if os.environ.get("OMP_NUM_THREADS") else {}),
+           **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

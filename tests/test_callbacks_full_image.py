@@ -12,18 +12,20 @@ from fake_trainer import FakeModule, fake_trainer
 
 
 class RecordingObjective:
-    def __init__(self):
-        self.shapes = []
+    """The method contract's ``image_metrics``: records what the callback passes, by role."""
 
-    def evaluation_nce(self, generator, sampler, source, translation, num_patches):
-        self.shapes.append((tuple(source.shape), tuple(translation.shape), num_patches))
-        return torch.tensor(1.5 + len(self.shapes))
+    def __init__(self):
+        self.calls = []
+
+    def image_metrics(self, nets, source, translation, target, patches):
+        self.calls.append((sorted(nets), tuple(source.shape), tuple(translation.shape), tuple(target.shape), patches))
+        return {"nce": torch.tensor(2.5), "nce_idt": torch.tensor(3.5)}
 
 
 def _module(noise: float = 0.0) -> FakeModule:
     torch.manual_seed(0)
     module = FakeModule(noise=noise)
-    module.objective, module.sampler = RecordingObjective(), object()
+    module.objective = RecordingObjective()
     return module
 
 
@@ -38,8 +40,9 @@ def test_full_image_at_its_own_size_with_nce_and_summary(tmp_path):
     assert callback.summary() == {}
     callback.on_validation_epoch_end(trainer, module)
     assert module.logged == {"val/nce": 2.5, "val/nce_idt": 3.5}
-    # the objective saw the padded source (to the size multiple 4) and its translation, then the target's
-    assert module.objective.shapes == [((1, 3, 16, 20), (1, 3, 16, 20), 8), ((1, 3, 20, 24), (1, 3, 20, 24), 8)]
+    # the objective got the networks by role, the padded source (to the size multiple 4), its translation and the
+    # padded target
+    assert module.objective.calls == [(["generator"], (1, 3, 16, 20), (1, 3, 16, 20), (1, 3, 20, 24), 8)]
     assert Image.open(tmp_path / "translation_step_000006.png").size == (18, 13)  # the source's own size
     panel = Image.open(tmp_path / "full_step_000006.png")
     assert panel.size == (18 + 4 + 18 + 4 + round(24 * 13 / 20), 13)  # source | translation | target at its height

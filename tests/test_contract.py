@@ -48,6 +48,28 @@ def test_every_objective_declares_roles_optimizers_and_translators(cls):
         assert twin.state_dict().keys() == nets[role].state_dict().keys()
 
 
+def test_image_metrics_are_the_methods_own_by_role():
+    """Single-image validation asks the objective for its own metrics: CUT's are PatchNCE of the translation and of
+    G(target) through the roles ``generator`` and ``sampler``; a method without PatchNCE has none."""
+    torch.manual_seed(0)
+    cut = CUTObjective(nce_layers=[0, 2, 4])
+    nets, _ = build_networks(cut, {"generator": GEN, "discriminator": DISC, "sampler": HEADS})
+    source, target = torch.rand(1, 3, 16, 20) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
+    translation = nets["generator"](source)
+    torch.manual_seed(1)
+    metrics = cut.image_metrics(nets, source, translation, target, patches=8)
+    torch.manual_seed(1)
+    nce = cut.evaluation_nce(nets["generator"], nets["sampler"], source, translation, 8)
+    nce_idt = cut.evaluation_nce(nets["generator"], nets["sampler"], target, nets["generator"](target), 8)
+    assert set(metrics) == {"nce", "nce_idt"}
+    assert torch.equal(metrics["nce"], nce) and torch.equal(metrics["nce_idt"], nce_idt)
+    assert cut.image_metrics(nets, source, translation, target, patches=0) == {}
+    assert cut.image_metrics({k: v for k, v in nets.items() if k != "sampler"}, source, translation, target, 8) == {}
+    cyclegan = CycleGANObjective()
+    cnets, _ = build_networks(cyclegan, {"generator": GEN, "discriminator": DISC})
+    assert cyclegan.image_metrics(cnets, source, translation, target, patches=8) == {}
+
+
 def test_one_iteration_of_any_objective_through_the_module():
     torch.manual_seed(0)
     batch = {"A": torch.rand(2, 3, 32, 32) * 2 - 1, "B": torch.rand(2, 3, 32, 32) * 2 - 1}

@@ -106,6 +106,16 @@ class Objective(nn.Module):
         default (source, translation, target example)."""
         return None
 
+    @torch.no_grad()
+    def image_metrics(
+        self, nets: Nets, source: torch.Tensor, translation: torch.Tensor, target: torch.Tensor, patches: int
+    ) -> dict[str, torch.Tensor]:
+        """Validation metrics the method itself defines on one whole source image, its translation and a target
+        image (single-image training shows them at each validation; e.g. CUT's PatchNCE of the translation):
+        name -> scalar, logged as ``val/<name>``. ``patches``: positions drawn per feature map where the metric
+        samples any (torch RNG). Default: none."""
+        return {}
+
     def iteration(
         self, nets: Nets, batch: Batch, optimizers: Optimizers, backward: Backward | None = None
     ) -> dict[str, torch.Tensor]:

@@ -246,6 +246,19 @@ class CUTObjective(Objective):
         feats_q, _ = sampler(generator.encode(fake, self.nce_layers), patch_ids=ids)
         return multilayer_patch_nce(feats_q, feats_k, self.nce_temperature, "image")[0]
 
+    @torch.no_grad()
+    def image_metrics(
+        self, nets: Nets, source: torch.Tensor, translation: torch.Tensor, target: torch.Tensor, patches: int
+    ) -> dict[str, torch.Tensor]:
+        """``nce``: ``evaluation_nce`` of the translation G(source) against the source; ``nce_idt``: of G(target)
+        against the target (how far G is from the identity on its target domain). None when ``patches`` is 0, the
+        heads (role ``sampler``) are missing or ``lambda_nce`` is 0."""
+        generator, sampler = nets["generator"], nets.get("sampler")
+        if patches <= 0 or sampler is None or self.lambda_nce <= 0:
+            return {}
+        return {"nce": self.evaluation_nce(generator, sampler, source, translation, patches),
+                "nce_idt": self.evaluation_nce(generator, sampler, target, generator(target).float(), patches)}
+
     def iteration(
         self, nets: Nets, batch: Batch, optimizers: Optimizers, backward: Backward | None = None
     ) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""``FullImageTranslation``: single-image translation (SinCUT) shown at the source's own size, with ``val/nce``."""
+"""``FullImageTranslation``: single-image translation (SinCUT) shown at the source's own size, with the method's own metrics (``val/nce``)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ class FullImageTranslation(pl.Callback):
     * save ``images/full_step_XXXXXX.png`` (source | translation | target, the target scaled to the source's
       height) and ``images/translation_step_XXXXXX.png`` (the translation alone, at the source's size), and send
       the panel to loggers that take images (``samples/full_source_translation_target``);
-    * log ``val/nce`` and ``val/nce_idt``: PatchNCE of G(source) against the source and of G(target) against the
-      target through the module's objective (``evaluation_nce``: unweighted, ``nce_patches`` positions per layer,
-      same-image negatives; chance is about log(nce_patches)). ``nce_patches: 0`` or a module without PatchNCE
-      heads skips them.
+    * log the objective's own metrics of the whole images (``Objective.image_metrics`` by role, as ``val/<name>``;
+      SinCUT's: ``val/nce`` and ``val/nce_idt``, the PatchNCE of G(source) against the source and of G(target)
+      against the target: unweighted, ``nce_patches`` positions per layer, same-image negatives, chance about
+      log(nce_patches)). ``nce_patches: 0`` or a method without any skips them.
 
     Generator noise (SinCUT's generator draws fresh noise at every call) and patch positions come from a fixed
     ``seed`` in a forked RNG: successive images differ only by the weights, and training's random stream is left
@@ -57,13 +57,10 @@ class FullImageTranslation(pl.Callback):
             torch.manual_seed(self.seed)
             src = pad_to_multiple(source, module.size_multiple)  # the generator's own sizes, for the NCE too
             fake = module(src).float()  # (1, C_out, H', W')
-            objective, sampler = getattr(module, "objective", None), getattr(module, "sampler", None)
-            if with_metrics and self.nce_patches > 0 and sampler is not None and hasattr(objective, "evaluation_nce"):
-                tgt = pad_to_multiple(target, module.size_multiple)
-                nce = objective.evaluation_nce(module.generator, sampler, src, fake, self.nce_patches)
-                nce_idt = objective.evaluation_nce(module.generator, sampler, tgt, module(tgt).float(),
-                                                   self.nce_patches)
-                metrics = {"val/nce": float(nce), "val/nce_idt": float(nce_idt)}
+            if with_metrics:
+                tgt = module.prepare(pad_to_multiple(target, module.size_multiple))
+                values = module.objective.image_metrics(module.nets, module.prepare(src), fake, tgt, self.nce_patches)
+                metrics = {f"val/{name}": float(value) for name, value in values.items()}
         module.train(was_training)
         fake = fake[..., :h, :w].cpu()
         step = batches_done(trainer)
