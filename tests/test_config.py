@@ -113,6 +113,34 @@ def test_cut_and_fastcut_presets(tmp_path):
         assert (list(got) if key == "nce_layers" else got) == value, option
 
 
+def test_ablation_rows_on_the_make_train_recipe(tmp_path):
+    """experiment=ablation_cpu is make train's recipe (framed data, val split, best val/score checkpoint tested, NCE
+    on the small generator's encoder layers 0-14) and every ablation row differs from ablation=cut only in the
+    objective; its last layer is 14 and its FastCUT lambda_NCE 1, while elsewhere those rows stay the paper's."""
+    def row(option, *more):
+        return compose_cfg(["experiment=ablation_cpu", f"ablation={option}", *more], tmp_path)
+
+    cut, recipe = row("cut"), compose_cfg(["experiment=builtin_cpu"], tmp_path)
+    assert cut.data == recipe.data and cut.data.frame and cut.data.num_val == 64 and cut.test_after_fit
+    assert cut.model.objective == recipe.model.objective and list(cut.model.objective.nce_layers) == [0, 4, 8, 12, 14]
+    assert cut.callbacks.best_score.monitor == "val/score" and cut.model.optimizer == recipe.model.optimizer
+    changes = {"no_idt": {"nce_idt": False}, "last_layer": {"nce_layers": [14]},
+               "external_negatives": {"negatives": "batch"}, "patches_16": {"num_patches": 16},
+               "patches_64": {"num_patches": 64},
+               "fastcut": {"nce_idt": False, "flip_equivariance": True}}  # lambda_NCE 1 as CUT's, here
+    base = OmegaConf.to_container(cut.model.objective, resolve=True)
+    for option, changed in changes.items():
+        cfg = row(option)
+        assert cfg.data == cut.data and cfg.model.generator == cut.model.generator and cfg.trainer == cut.trainer
+        obj = OmegaConf.to_container(cfg.model.objective, resolve=True)
+        assert {k: v for k, v in obj.items() if base[k] != v} == changed, option
+        assert cfg.paper.direction == "worse", option
+    # the same rows anywhere else: the paper's layer 16 and lambda_NCE 10
+    assert list(compose_cfg(["ablation=last_layer"], tmp_path).model.objective.nce_layers) == [16]
+    assert compose_cfg(["ablation=fastcut"], tmp_path).model.objective.lambda_nce == 10.0
+    assert compose_cfg(["experiment=horse2zebra", "ablation=fastcut"], tmp_path).model.objective.lambda_nce == 10.0
+
+
 def test_groups_compose_without_cutlight_imported_and_alone(tmp_path):
     """Another app can compose cutlight's groups: no custom resolver, and the model group resolves without data."""
     code = f"""
