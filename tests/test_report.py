@@ -75,6 +75,8 @@ def test_summarize_metrics_final_best_and_pace(tmp_path):
     assert s["best"]["val/fid"] == 30.0 and s["best_step"]["val/fid"] == 7 and s["best_epoch"]["val/fid"] == 1
     assert s["best"]["val/content_iou"] == 0.5 and s["final"]["val/content_iou"] == 0.4  # higher is better
     assert s["steps"] == 11 and s["epochs"] == 3
+    # the test after fit logs at the next epoch index: it is not a fourth epoch (the report said "6/5" of 5)
+    assert summarize_metrics([*rows, {"epoch": 3, "step": 11, "test/fid": 40.0}])["epochs"] == 3
     assert s["sec_per_iter"] == pytest.approx(statistics.median([0.1, 0.2, 0.3, 0.4] * 3))
     assert s["peak_mem_mb"] == 111
     assert "val/score" not in s["final"]

@@ -73,7 +73,8 @@ def summarize_metrics(rows: list[dict[str, float]]) -> dict[str, Any]:
             best = (min if direction == "min" else max)(finite, key=lambda s: s[0])
             out["best"][key], out["best_step"][key], out["best_epoch"][key] = best
     steps = [r["step"] for r in rows if "step" in r]
-    epochs = [r["epoch"] for r in rows if "epoch" in r]
+    # the test after fit logs its row with the epoch index after the last one trained: not an epoch started
+    epochs = [r["epoch"] for r in rows if "epoch" in r and not any(k.startswith("test/") for k in r)]
     pace = [r["perf/sec_per_iter"] for r in rows if "perf/sec_per_iter" in r]
     mem = [r["perf/peak_mem_mb"] for r in rows if "perf/peak_mem_mb" in r]
     out["steps"] = int(max(steps)) if steps else None
