@@ -149,6 +149,40 @@ def test_signal_saves_current_step_and_resumes(tmp_path, signum):
         assert _steps(run) == list(range(1, 17)) and _state(run)["state"] == "finished"
 
 
+def test_ctrl_c_under_ddp_saves_the_same_step_on_every_rank(tmp_path):
+    """Ctrl-C in a terminal signals the whole foreground process group: under ``trainer=ddp_cpu`` the launcher and
+    both ranks. The ranks agree on the step (one all-reduce per batch), rank 0 writes ``last.ckpt`` there, the run
+    says ``interrupted`` and exits 130, and ``resume=`` continues it to the end."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run, log = tmp_path / "run", tmp_path / "run.log"
+    ddp = [*LONG, "trainer=ddp_cpu", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen([sys.executable, "-m", "cutlight.cli.train", *ddp], cwd=REPO,
+                            env=_env(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: len(_steps(run)) >= 3, proc, timeout=120)
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert rc == 130, text[-3000:]
+    done = _steps(run)  # rank 0's rows: batches per rank
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2 * len(done) and done == list(range(1, len(done) + 1)), text[-3000:]
+    state = _state(run)
+    assert state["state"] == "interrupted" and state["step"] == len(done), state
+    assert not (run / LOCK_FILE).exists() and not list(run.rglob("*.tmp"))
+    res = run_train([*LONG, "trainer=ddp_cpu", f"resume={run}"], tmp_path, timeout=300, MASTER_ADDR="127.0.0.1",
+                    MASTER_PORT=str(port))
+    assert res.returncode == 0, output(res)
+    # 8 images over 2 ranks: 4 batches per rank and epoch, 2 epochs; one continuous log
+    assert _steps(run) == list(range(1, 9)) and _state(run)["state"] == "finished"
+
+
 # ------------------------------------------------------------------------------------------ full disk
 
 ENOSPC_HOOK = """
@@ -280,6 +314,7 @@ def test_interrupt_in_process_saves_the_step_it_stops_at(tmp_path, at_batch):
     trainer = tiny_trainer(tmp_path, max_epochs=3, limit_train_batches=3, limit_val_batches=0,
                            enable_checkpointing=True, callbacks=[Kill(), ckpt, interrupt])
     module = tiny_module(val_metrics=False, n_epochs=2, n_epochs_decay=1)
+    before = signal.getsignal(signal.SIGINT)  # Python's default_int_handler; SIG_IGN in a pytest-xdist worker
     interrupt.install()
     try:
         with pytest.raises(TrainingInterrupted) as info:
@@ -292,4 +327,4 @@ def test_interrupt_in_process_saves_the_step_it_stops_at(tmp_path, at_batch):
     assert saved["global_step"] == 2 * (at_batch + 1)
     if at_batch == 2:  # saved after the epoch's end: the schedule stepped once
         assert saved["lr_schedulers"][0]["last_epoch"] == 1 and saved["epoch"] == 0
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the handler that was there is back

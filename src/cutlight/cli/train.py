@@ -362,12 +362,26 @@ def _train(cfg: DictConfig, interrupt: GracefulInterrupt) -> dict[str, float]:
     if cfg.get("validate_before_fit") and not ckpt_path:
         # FID/KID of the untrained generator: the "before" numbers (reals are recomputed at fit start)
         before = {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule, verbose=False)[0].items()}
+    spawned = _trains_in_children(trainer)
+    if spawned:
+        interrupt.train_in_children()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except TrainingInterrupted as stop:
         if trainer.is_global_zero:
             _report_summary(trainer, out, _final_metrics(trainer), before, title=f"cutlight run {stop}")
         raise
+    except Exception:
+        # ddp_spawn: the training processes stopped on the signal this process got too (their TrainingInterrupted
+        # reaches this one as a failed child process): report what they saved
+        stop = interrupt.children_stopped(_last_checkpoint(trainer, out)) if spawned else None
+        if stop is None:
+            raise
+        _report_summary(trainer, out, _final_metrics(trainer), before, title=f"cutlight run {stop}")
+        raise stop from None
+    if spawned and (stop := interrupt.children_stopped(_last_checkpoint(trainer, out))) is not None:
+        _report_summary(trainer, out, _final_metrics(trainer), before, title=f"cutlight run {stop}")
+        raise stop  # the signal came as the children were ending: they finished and saved, still say so
     metrics = _final_metrics(trainer)
     _check_trained(trainer, model, out, metrics, before, resumed=bool(ckpt_path))
     tested = None
@@ -385,6 +399,19 @@ def _train(cfg: DictConfig, interrupt: GracefulInterrupt) -> dict[str, float]:
     return metrics
 
 
+def _trains_in_children(trainer: pl.Trainer) -> bool:
+    """``ddp_spawn`` / ``ddp_fork``: the fit runs in processes this one starts, not in this one."""
+    return type(getattr(trainer.strategy, "launcher", None)).__name__ == "_MultiProcessingLauncher"
+
+
+def _last_checkpoint(trainer: pl.Trainer, out: Path) -> Path:
+    """Where the checkpoint callback that keeps ``last.ckpt`` writes it (the run's checkpoints folder)."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "save_last", False) and getattr(callback, "dirpath", None):
+            return Path(callback.dirpath) / "last.ckpt"
+    return out / "checkpoints" / "last.ckpt"
+
+
 def _final_metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
@@ -395,8 +422,7 @@ def _check_trained(trainer: pl.Trainer, model: pl.LightningModule, out: Path, me
     summary and fails (``NothingTrainedError``)."""
     guard = getattr(model, "guard", None)
     # ddp_spawn / ddp_fork train in child processes: this process's guard saw no iteration, so it cannot judge
-    spawned = type(getattr(trainer.strategy, "launcher", None)).__name__ == "_MultiProcessingLauncher"
-    judged = guard is not None and not trainer.fast_dev_run and not spawned
+    judged = guard is not None and not trainer.fast_dev_run and not _trains_in_children(trainer)
     problem = training_problem(guard, resumed) if judged else None
     if problem:
         if trainer.is_global_zero:

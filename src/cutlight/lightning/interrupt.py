@@ -11,7 +11,11 @@
   At an epoch's last batch the epoch ends first (its validation and schedule step: a checkpoint written before
   them would not resume exactly). A second signal stops at once without saving (``KeyboardInterrupt`` for
   SIGINT; SIGTERM's default action);
-* under DDP every rank takes the decision together (one small all-reduce per batch), at the same step.
+* under DDP every rank takes the decision together (one small all-reduce per batch), at the same step;
+* with a launcher that trains in child processes (``ddp_spawn``, ``ddp_fork``: :meth:`GracefulInterrupt.
+  train_in_children`), the launching process does not stop at once: the children got the same signal (Ctrl-C
+  signals the terminal's whole process group; send SIGTERM to each process yourself) and save ``last.ckpt``;
+  the launcher waits for them and then reports what they saved (:meth:`GracefulInterrupt.children_stopped`).
 
 Lightning's own SIGTERM handling (it raises ``SIGTERMException`` after the batch, without saving) is replaced
 while training runs, and the previous handlers are restored at the end of the fit.
@@ -20,16 +24,19 @@ while training runs, and the previous handlers are restored at the end of the fi
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from .rundir import batches_done
+from ..checkpoint import read_checkpoint
+from .rundir import batches_done, checkpoint_batches
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,7 @@ class GracefulInterrupt(Callback):
         self._pending: TrainingInterrupted | None = None  # saved mid-epoch; raised at the next hook
         self._pending_ckpt = None  # the AtomicCheckpoint asked to save last.ckpt at this epoch's end
         self._previous: dict[int, Any] = {}
+        self._launcher_pid: int | None = None  # this process launches the training processes (train_in_children)
 
     # ------------------------------------------------------------------ signal handlers
     def install(self) -> None:
@@ -95,7 +103,32 @@ class GracefulInterrupt(Callback):
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
+    def train_in_children(self) -> None:
+        """Training runs in processes this one launches (``ddp_spawn``): from now on a first signal here waits
+        for them (they save and stop) instead of stopping this process at once."""
+        self._launcher_pid = os.getpid()
+
+    def children_stopped(self, checkpoint: Path) -> TrainingInterrupted | None:
+        """In the launching process, after the training processes ended: the interruption they acted on (the step
+        and file of the ``last.ckpt`` they wrote), or None when no signal arrived."""
+        if self.requested is None:
+            return None
+        if not checkpoint.is_file():
+            return TrainingInterrupted(self.requested, note=f"the training processes wrote no {checkpoint.name}")
+        step = checkpoint_batches(read_checkpoint(checkpoint))  # data only (weights_only), as every reader
+        return TrainingInterrupted(self.requested, step=step, checkpoint=str(checkpoint))
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._launcher_pid == os.getpid() and self.requested is None:
+            self.requested = signum
+            print(f"\n{signal.Signals(signum).name} received: the training processes save last.ckpt after their "
+                  "current batch, then stop (send it again to stop at once without saving)", file=sys.stderr,
+                  flush=True)
+            return
+        if self._launcher_pid == os.getpid():  # the second one
+            self.forced = signum
+            self.uninstall()
+            raise KeyboardInterrupt
         if not self._training:
             raise TrainingInterrupted(signum)
         if self.requested is not None:  # the second one: stop now, without saving
