@@ -35,15 +35,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name in NUMERIC_FILES:
             item.add_marker(pytest.mark.numeric)
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        # `make test` hands whole files to 2 workers in collection order: the files with the most slow tests go
-        # first, so that no worker is left alone with a long file at the end (every worker sorts alike)
-        slow: dict[Path, int] = {}
-        first: dict[Path, int] = {}
-        for i, item in enumerate(items):
-            first.setdefault(item.path, i)
-            slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
-        items.sort(key=lambda item: (-slow[item.path], first[item.path]))
 
 
 def pytest_report_header(config):
