@@ -373,15 +373,13 @@ def _train(cfg: DictConfig, interrupt: GracefulInterrupt) -> dict[str, float]:
         raise
     except Exception:
         # ddp_spawn: the training processes stopped on the signal this process got too (their TrainingInterrupted
-        # reaches this one as a failed child process): report what they saved
-        stop = interrupt.children_stopped(_last_checkpoint(trainer, out)) if spawned else None
-        if stop is None:
+        # reaches this one as a failed child process); reported below
+        if not (spawned and interrupt.requested is not None):
             raise
+    # (a signal as the children were ending: they finished and saved; it is still reported)
+    if spawned and (stop := interrupt.children_stopped(_checkpoint_dir(trainer, out))) is not None:
         _report_summary(trainer, out, _final_metrics(trainer), before, title=f"cutlight run {stop}")
         raise stop from None
-    if spawned and (stop := interrupt.children_stopped(_last_checkpoint(trainer, out))) is not None:
-        _report_summary(trainer, out, _final_metrics(trainer), before, title=f"cutlight run {stop}")
-        raise stop  # the signal came as the children were ending: they finished and saved, still say so
     metrics = _final_metrics(trainer)
     _check_trained(trainer, model, out, metrics, before, resumed=bool(ckpt_path))
     tested = None
@@ -404,12 +402,12 @@ def _trains_in_children(trainer: pl.Trainer) -> bool:
     return type(getattr(trainer.strategy, "launcher", None)).__name__ == "_MultiProcessingLauncher"
 
 
-def _last_checkpoint(trainer: pl.Trainer, out: Path) -> Path:
-    """Where the checkpoint callback that keeps ``last.ckpt`` writes it (the run's checkpoints folder)."""
+def _checkpoint_dir(trainer: pl.Trainer, out: Path) -> Path:
+    """Where the checkpoint callback that keeps ``last.ckpt`` writes (the run's checkpoints folder)."""
     for callback in trainer.checkpoint_callbacks:
         if getattr(callback, "save_last", False) and getattr(callback, "dirpath", None):
-            return Path(callback.dirpath) / "last.ckpt"
-    return out / "checkpoints" / "last.ckpt"
+            return Path(callback.dirpath)
+    return out / "checkpoints"
 
 
 def _final_metrics(trainer: pl.Trainer) -> dict[str, float]:

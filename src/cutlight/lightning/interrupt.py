@@ -35,7 +35,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from ..checkpoint import read_checkpoint
+from .resume import find_last_checkpoint
 from .rundir import batches_done, checkpoint_batches
 
 log = logging.getLogger(__name__)
@@ -108,27 +108,29 @@ class GracefulInterrupt(Callback):
         for them (they save and stop) instead of stopping this process at once."""
         self._launcher_pid = os.getpid()
 
-    def children_stopped(self, checkpoint: Path) -> TrainingInterrupted | None:
+    def children_stopped(self, checkpoints: Path) -> TrainingInterrupted | None:
         """In the launching process, after the training processes ended: the interruption they acted on (the step
-        and file of the ``last.ckpt`` they wrote), or None when no signal arrived."""
+        and file of the newest checkpoint in ``checkpoints``, the ``last.ckpt`` they wrote), or None when no
+        signal arrived."""
         if self.requested is None:
             return None
-        if not checkpoint.is_file():
-            return TrainingInterrupted(self.requested, note=f"the training processes wrote no {checkpoint.name}")
-        step = checkpoint_batches(read_checkpoint(checkpoint))  # data only (weights_only), as every reader
-        return TrainingInterrupted(self.requested, step=step, checkpoint=str(checkpoint))
+        found = find_last_checkpoint(checkpoints)
+        if found is None:
+            return TrainingInterrupted(self.requested, note=f"the training processes wrote none in {checkpoints}")
+        path, content = found
+        return TrainingInterrupted(self.requested, step=checkpoint_batches(content), checkpoint=str(path))
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._launcher_pid == os.getpid() and self.requested is None:
+        if self._launcher_pid == os.getpid():
+            if self.requested is not None:  # the second one: stop now, without waiting for the save
+                self.forced = signum
+                self.uninstall()
+                raise KeyboardInterrupt
             self.requested = signum
             print(f"\n{signal.Signals(signum).name} received: the training processes save last.ckpt after their "
                   "current batch, then stop (send it again to stop at once without saving)", file=sys.stderr,
                   flush=True)
             return
-        if self._launcher_pid == os.getpid():  # the second one
-            self.forced = signum
-            self.uninstall()
-            raise KeyboardInterrupt
         if not self._training:
             raise TrainingInterrupted(signum)
         if self.requested is not None:  # the second one: stop now, without saving
