@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,8 +121,7 @@ def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.cli.train", env
            "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": path,
            **({"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if os.environ.get("OMP_NUM_THREADS") else {}),
            **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return warm.run_module(module, args, cwd=tmp_path, env=env, timeout=timeout)
 
 
 class PlainGenerator(nn.Module):

@@ -15,14 +15,13 @@ from __future__ import annotations
 import csv
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
+import warm
 from cutlight import CUTModule
 from cutlight.data import UnpairedDataModule
 from cutlight.data.builtin import generate_image
@@ -219,10 +218,10 @@ def test_hydra_entrypoint_trains_with_ddp_cpu(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1",
            "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "cutlight.cli.train", *TINY_ARGS, "trainer=ddp_cpu", "trainer.max_epochs=1",
-           "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
-           f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    args = [*TINY_ARGS, "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false", f"data.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run_dir}"]
+    proc = warm.run_module("cutlight.cli.train", args, REPO, env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "cutlight run finished" in proc.stdout
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()

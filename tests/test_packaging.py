@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import warm
 from helpers import ROOT, run_entrypoint
 
 
@@ -71,10 +72,9 @@ def test_another_hydra_app_composes_cutlight_groups(tmp_path):
 @pytest.mark.slow
 def test_wheel_runs_every_command(installed, tmp_path):
     """Each command of the package (``cutlight.cli``) starts from the installed wheel and prints its help."""
-    env = {"PYTHONPATH": str(installed)}
+    env = {"PYTHONPATH": str(installed), "OMP_NUM_THREADS": "1"}
     for name in ("translate", "evaluate", "export", "analyze", "report"):
-        res = subprocess.run([sys.executable, "-m", f"cutlight.cli.{name}", "--help"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=300)
+        res = warm.run_module(f"cutlight.cli.{name}", ["--help"], tmp_path, env, timeout=300)
         assert res.returncode == 0 and "usage:" in res.stdout, name + ": " + res.stderr[-2000:]
 
 
@@ -121,8 +121,7 @@ def test_readme_debug_commands_run_from_the_wheel_on_a_cpu(installed, tmp_path):
                 continue  # the sweep extra (pip install 'cutlight[sweep]') is not installed here
         cwd = tmp_path / f"cmd{n}"
         cwd.mkdir()
-        res = subprocess.run([sys.executable, *words[1:], "+trainer.enable_progress_bar=false"], cwd=cwd, env=env,
-                             capture_output=True, text=True, timeout=900)
+        res = warm.run_module(words[2], [*words[3:], "+trainer.enable_progress_bar=false"], cwd, env, timeout=900)
         assert res.returncode == 0, f"{command}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
         summaries = [json.loads(p.read_text()) for p in cwd.rglob("summary.json")]  # each run's record
         assert len(summaries) == (2 if "-m" in words[3:] else 1), command  # a multirun here: 2 jobs

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+import warm
 from cutlight.data.resumable import ResumableLoader, ResumableSampler, SeededItems
 from cutlight.lightning.resume import AppendingCSVLogger, read_resume_checkpoint
 from helpers import ROOT, TINY_ARGS
@@ -36,8 +37,9 @@ def env(tmp_path: Path, **extra) -> dict:
             "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), *sys.path]), **extra}
 
 
-def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cutlight.cli.train", *RESUME_ARGS, *args]
+def train(tmp_path: Path, *args: str, **extra) -> subprocess.CompletedProcess:
+    """``python -m cutlight.cli.train RESUME_ARGS ARGS`` in ``tmp_path``, to the end."""
+    return warm.run_module("cutlight.cli.train", [*RESUME_ARGS, *args], tmp_path, env(tmp_path, **extra), timeout=600)
 
 
 def csv_rows(path: Path) -> list[dict]:
@@ -67,8 +69,7 @@ def assert_same_state(a: dict, b: dict) -> None:
 def reference(tmp_path_factory):
     """The uninterrupted run."""
     tmp = tmp_path_factory.mktemp("reference")
-    res = subprocess.run(train_cmd(f"hydra.run.dir={tmp / 'run'}"), cwd=tmp, env=env(tmp), capture_output=True,
-                         text=True, timeout=600)
+    res = train(tmp, f"hydra.run.dir={tmp / 'run'}")
     assert res.returncode == 0, res.stderr[-3000:]
     return tmp / "run"
 
@@ -78,9 +79,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(reference, tmp_path):
     kill_after = random.Random(os.urandom(8)).randrange(1, STEPS)  # any logged step but the last; in messages
     run = tmp_path / "run"
     wandb = ["logger=wandb", "logger.wandb.offline=true"]
-    proc = subprocess.Popen(train_cmd(*wandb, f"hydra.run.dir={run}"), cwd=tmp_path,
-                            env=env(tmp_path, WANDB_MODE="offline"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = warm.start_module("cutlight.cli.train", [*RESUME_ARGS, *wandb, f"hydra.run.dir={run}"], tmp_path,
+                             env(tmp_path, WANDB_MODE="offline"))
     metrics = run / "csv" / "metrics.csv"
     try:
         while proc.poll() is None:  # rows are written at once: kill as soon as step `kill_after` is logged
@@ -92,8 +92,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(reference, tmp_path):
         proc.wait(timeout=600)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_after} was killed"
 
-    res = subprocess.run(train_cmd(*wandb, f"resume={run}"), cwd=tmp_path, env=env(tmp_path, WANDB_MODE="offline"),
-                         capture_output=True, text=True, timeout=600)
+    res = train(tmp_path, *wandb, f"resume={run}", WANDB_MODE="offline")
     assert res.returncode == 0, f"killed after step {kill_after}: {res.stderr[-3000:]}"
     assert "resuming from" in (run / "train.log").read_text()
 
@@ -118,13 +117,11 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(reference, tmp_path):
 @pytest.mark.slow
 def test_resume_from_a_file_continues_in_a_new_folder_linked_to_the_old(reference, tmp_path):
     old = tmp_path / "old"  # a run stopped after 3 batches (mid-epoch), as a kill would leave it
-    res = subprocess.run(train_cmd("+trainer.max_steps=6", f"hydra.run.dir={old}"), cwd=tmp_path, env=env(tmp_path),
-                         capture_output=True, text=True, timeout=600)
+    res = train(tmp_path, "+trainer.max_steps=6", f"hydra.run.dir={old}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert read_resume_checkpoint(old / "checkpoints" / "last.ckpt")["global_step"] == 6
     new = tmp_path / "new"
-    res = subprocess.run(train_cmd(f"ckpt_path={old / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={new}"),
-                         cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+    res = train(tmp_path, f"ckpt_path={old / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={new}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert (new / "resumed_from").resolve() == old.resolve()
     assert_same_state(read_resume_checkpoint(reference / "checkpoints" / "last.ckpt"),

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+import warm
 from cutlight.cli.run_lock import LOCK_FILE, RunLock, RunLockError
 from train_cli import REPO, TINY, output, run_train
 
@@ -33,9 +34,10 @@ def _env(tmp_path: Path, **extra) -> dict:
             "WANDB_SILENT": "true", "CUTLIGHT_CACHE": str(tmp_path / "cache"), **extra}
 
 
-def _popen(args: list[str], tmp_path: Path, log: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cutlight.cli.train", *args], cwd=REPO,
-                            env=_env(tmp_path, **env), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+def _popen(args: list[str], tmp_path: Path, log: Path, new_session: bool = False, **env) -> warm.WarmProcess:
+    """``python -m cutlight.cli.train ARGS`` started in the background, its output (stdout and stderr) in ``log``."""
+    return warm.start_module("cutlight.cli.train", args, REPO, _env(tmp_path, **env), stdout=log, stderr="stdout",
+                             new_session=new_session)
 
 
 def _steps(run: Path) -> list[int]:
@@ -48,7 +50,7 @@ def _steps(run: Path) -> list[int]:
         return [int(float(r["step"])) for r in csv.DictReader(f) if r.get("train/loss_d")]
 
 
-def _wait_for(cond, proc: subprocess.Popen, timeout: float = 50) -> None:
+def _wait_for(cond, proc, timeout: float = 50) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if cond():
@@ -158,9 +160,7 @@ def test_ctrl_c_under_ddp_saves_the_same_step_on_every_rank(tmp_path):
         port = s.getsockname()[1]
     run, log = tmp_path / "run", tmp_path / "run.log"
     ddp = [*LONG, "trainer=ddp_cpu", f"hydra.run.dir={run}"]
-    proc = subprocess.Popen([sys.executable, "-m", "cutlight.cli.train", *ddp], cwd=REPO,
-                            env=_env(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _popen(ddp, tmp_path, log, new_session=True, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
         _wait_for(lambda: len(_steps(run)) >= 3, proc, timeout=120)
         os.killpg(proc.pid, signal.SIGINT)

@@ -19,14 +19,13 @@ import json
 import os
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import warm
 from helpers import TINY_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,10 +92,9 @@ def multirun(tmp_path_factory) -> dict:
     sweep = tmp / "sweep"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb_dir"), "WANDB_SILENT": "true",
            "OMP_NUM_THREADS": "1", "CUTLIGHT_CACHE": str(tmp / "cache")}  # not an override: it would name the jobs
-    cmd = [sys.executable, "-m", "cutlight.cli.train", "-m", *TINY_ARGS, "logger=wandb", "seed=0,1",
-           "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
-           f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    args = ["-m", *TINY_ARGS, "logger=wandb", "seed=0,1", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+            "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"]
+    proc = warm.run_module("cutlight.cli.train", args, REPO, env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name[:2] for p in jobs] == ["0_", "1_"], jobs

@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import warm
 
 REPO = Path(__file__).resolve().parents[1]
 # tiny runs: debug=tiny, no progress bar; 2 epochs of 4 batches, so final and best validation can differ
@@ -20,8 +21,7 @@ def run_module(module: str, args: list[str], tmp_path: Path, timeout: int = 600,
     W&B off unless ``env`` says otherwise."""
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
                "WANDB_SILENT": "true", "CUTLIGHT_CACHE": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "1", **env}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=environ, capture_output=True,
-                          text=True, timeout=timeout)
+    return warm.run_module(module, args, cwd=REPO, env=environ, timeout=timeout)
 
 
 def run_train(args: list[str], tmp_path: Path, **kw) -> subprocess.CompletedProcess:

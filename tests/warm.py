@@ -1,0 +1,156 @@
+"""``python -m MODULE ARGS`` for the tests, without paying the imports each time (tests/README.md, "Commands").
+
+A fresh interpreter spends about 5 s of CPU importing torch, Lightning (and with it torchmetrics, scipy,
+matplotlib), Hydra and cutlight before a command does anything; the suite runs about a hundred commands. So each
+test process keeps one warm interpreter (``warm_server.py``) per start environment (the ``PYTHON*``, thread and
+library variables, which act while Python starts and the libraries load), which has imported ``WARM_MODULES``
+once; a command is a fork of it that becomes ``python -m MODULE ARGS`` in the given folder with exactly the given
+environment and output files, and exits, takes signals and reports its status as a fresh process would.
+
+What only a fresh interpreter shows still runs fresh: the import-layer tests, the processes DDP and the sweep
+launchers spawn, the notebook kernels. ``CUTLIGHT_TEST_FRESH=1`` runs every command fresh (the whole suite passes
+either way).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SERVER = Path(__file__).with_name("warm_server.py")
+# the command modules and, through them, everything they import at start
+WARM_MODULES = ("cutlight.cli.train", "cutlight.cli.report", "cutlight.cli.translate", "cutlight.cli.export",
+                "cutlight.cli.evaluate", "cutlight.cli.analyze")
+# read while the interpreter starts or a library loads: a different value needs its own warm interpreter
+_START_PREFIXES = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "GOMP_", "KMP_", "ATEN_", "LD_", "MALLOC_", "LC_", "LANG")
+_START_EXCEPT = ("PYTHONUNBUFFERED",)  # the child sets it on its own streams
+
+
+def _start_key(env: dict) -> tuple:
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(_START_PREFIXES) and k not in _START_EXCEPT))
+
+
+class _Server:
+    """One warm interpreter and what it has said: the children it started and their exit statuses."""
+
+    def __init__(self, env: dict) -> None:
+        home = tempfile.mkdtemp(prefix="cutlight-warm-")  # its working directory: nothing to import by accident
+        self.proc = subprocess.Popen([sys.executable, str(SERVER), *WARM_MODULES], cwd=home, env=env, bufsize=0,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.buffer, self.started, self.exits = b"", [], {}
+
+    def pump(self, wait: float | None) -> None:
+        """Read what the server has said, waiting at most ``wait`` seconds (None: until it says something)."""
+        if not select.select([self.proc.stdout], [], [], wait)[0]:
+            return
+        data = os.read(self.proc.stdout.fileno(), 1 << 16)
+        if not data:
+            raise RuntimeError(f"the warm interpreter ({SERVER.name}) ended; exit status {self.proc.wait()}")
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            word, *values = line.decode().split()
+            if word == "started":
+                self.started.append(int(values[0]))
+            else:
+                self.exits[int(values[0])] = int(values[1])
+
+    def start(self, request: dict) -> int:
+        self.proc.stdin.write((json.dumps(request) + "\n").encode())
+        while not self.started:
+            self.pump(None)
+        return self.started.pop(0)
+
+
+_servers: dict[tuple, _Server] = {}
+
+
+def _server(env: dict) -> _Server:
+    key = _start_key(env)
+    if key not in _servers or _servers[key].proc.poll() is not None:
+        _servers[key] = _Server(env)
+    return _servers[key]
+
+
+@atexit.register
+def _stop() -> None:
+    for server in _servers.values():
+        if server.proc.poll() is None:
+            server.proc.stdin.close()  # it exits at the end of its input
+            try:
+                server.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+
+
+class WarmProcess:
+    """A command started by ``start_module``: the part of ``subprocess.Popen`` the tests use."""
+
+    def __init__(self, server: _Server, pid: int, args: list[str]) -> None:
+        self._server, self.pid, self.args, self.returncode = server, pid, args, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._server.pump(0)
+            self.returncode = self._server.exits.pop(self.pid, None)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self._server.pump(0.05)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def start_module(module: str, args: list[str], cwd: str | Path, env: dict, stdout: str | Path | None = None,
+                 stderr: str | Path | None = None, new_session: bool = False) -> WarmProcess | subprocess.Popen:
+    """``subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, ...)`` with stdout written to
+    the file ``stdout`` and stderr to ``stderr`` (None: discarded; ``"stdout"``: with stdout), in a new session
+    if ``new_session`` (``start_new_session=True``)."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    env = {k: str(v) for k, v in env.items()}
+    if os.environ.get("CUTLIGHT_TEST_FRESH") == "1":
+        out = open(stdout, "w") if stdout else subprocess.DEVNULL
+        err = subprocess.STDOUT if stderr == "stdout" else open(stderr, "w") if stderr else subprocess.DEVNULL
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=new_session)
+    server = _server(env)
+    pid = server.start({"module": module, "args": cmd[3:], "cwd": str(cwd), "env": env,
+                        "stdout": str(stdout) if stdout else None, "stderr": str(stderr) if stderr else None,
+                        "new_session": new_session})
+    return WarmProcess(server, pid, cmd)
+
+
+def run_module(module: str, args: list[str], cwd: str | Path, env: dict, timeout: float | None = None
+               ) -> subprocess.CompletedProcess:
+    """What ``subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
+    text=True, timeout=timeout)`` returns (``subprocess.TimeoutExpired`` after killing the command on a timeout)."""
+    if os.environ.get("CUTLIGHT_TEST_FRESH") == "1":
+        return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="cutlight-cmd-") as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        proc = start_module(module, args, cwd, env, stdout=out, stderr=err)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(proc.args, timeout, out.read_text(), err.read_text()) from None
+        return subprocess.CompletedProcess(proc.args, code, out.read_text(), err.read_text())
