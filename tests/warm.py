@@ -60,6 +60,7 @@ class _Server:
             word, *values = line.decode().split()
             if word == "started":
                 self.started.append(int(values[0]))
+                self.exits.pop(int(values[0]), None)  # a reused pid: the status of an earlier child nobody waited for
             else:
                 self.exits[int(values[0])] = int(values[1])
 
