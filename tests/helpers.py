@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -111,16 +110,10 @@ def tiny_trainer(tmp_path, **kw):
 
 
 def run_entrypoint(args, tmp_path, timeout=300, module="cutlight.cli.train", env=None):
-    """``python -m cutlight.cli.train ARGS`` in ``tmp_path`` with a private data cache; the ``cutlight`` this test
-    process imported comes first on the path (the code under test, also from a checkout that is not the installed
-    one), then tests/ (for ``helpers.TinyFeatureExtractor``)."""
-    import cutlight
-
-    path = os.pathsep.join([str(Path(cutlight.__file__).parents[1]), str(ROOT / "tests")])
-    env = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
-           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": path,
-           **({"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if os.environ.get("OMP_NUM_THREADS") else {}),
-           **(env or {})}
+    """``python -m cutlight.cli.train ARGS`` in ``tmp_path`` with a private data cache, a minimal environment and
+    the code under test first on the path (``warm.start_env``), then tests/ (for ``helpers.TinyFeatureExtractor``)."""
+    env = warm.start_env({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
+                          "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **(env or {})})
     return warm.run_module(module, args, cwd=tmp_path, env=env, timeout=timeout)
 
 

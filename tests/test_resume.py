@@ -32,9 +32,8 @@ STEPS = 8
 
 
 def env(tmp_path: Path, **extra) -> dict:
-    return {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
-            "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "WANDB_SILENT": "true",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), *sys.path]), **extra}
+    return warm.start_env({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
+                           "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "WANDB_SILENT": "true", **extra})
 
 
 def train(tmp_path: Path, *args: str, **extra) -> subprocess.CompletedProcess:

@@ -90,7 +90,7 @@ def parse_run(job_dir: Path) -> dict:
 def multirun(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("wandb")
     sweep = tmp / "sweep"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb_dir"), "WANDB_SILENT": "true",
+    env = {**os.environ, **warm.start_env(), "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb_dir"), "WANDB_SILENT": "true",
            "OMP_NUM_THREADS": "1", "CUTLIGHT_CACHE": str(tmp / "cache")}  # not an override: it would name the jobs
     args = ["-m", *TINY_ARGS, "logger=wandb", "seed=0,1", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
             "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"]

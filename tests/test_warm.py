@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import warm
-from helpers import ROOT
 
 PROBE = '''
 import atexit, json, os, sys, threading, time
@@ -43,12 +42,8 @@ print("stderr line", file=sys.stderr)
 
 
 def _env(tmp_path: Path) -> dict:
-    import cutlight
-
-    # the start environment of helpers.run_entrypoint: the warm interpreter the suite's commands already use
-    return {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PROBE_VALUE": "x y",
-            "PYTHONPATH": os.pathsep.join([str(Path(cutlight.__file__).parents[1]), str(ROOT / "tests")]),
-            **({"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]} if os.environ.get("OMP_NUM_THREADS") else {})}
+    # the start environment of the suite's commands: the warm interpreter they already use
+    return warm.start_env({"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PROBE_VALUE": "x y"})
 
 
 @pytest.fixture

@@ -34,8 +34,23 @@ _START_PREFIXES = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "GOMP_", "KMP_", "ATEN
 _START_EXCEPT = ("PYTHONUNBUFFERED",)  # the child sets it on its own streams
 
 
+def _is_start_variable(name: str) -> bool:
+    return name.startswith(_START_PREFIXES) and name not in _START_EXCEPT
+
+
 def _start_key(env: dict) -> tuple:
-    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(_START_PREFIXES) and k not in _START_EXCEPT))
+    return tuple(sorted((k, v) for k, v in env.items() if _is_start_variable(k)))
+
+
+def start_env(env: dict | None = None) -> dict:
+    """This test process's start variables (locale, Python flags, threads) with the code under test first on the
+    path (the ``cutlight`` this process imported, also from a checkout that is not the installed one, then tests/
+    for the test helpers), and ``env``: the base of the commands' environments, so that they share one warm
+    interpreter."""
+    import cutlight
+
+    path = os.pathsep.join([str(Path(cutlight.__file__).parents[1]), str(Path(__file__).parent)])
+    return {**{k: v for k, v in os.environ.items() if _is_start_variable(k)}, "PYTHONPATH": path, **(env or {})}
 
 
 class _Server:
