@@ -58,8 +58,10 @@ class _Server:
 
     def __init__(self, env: dict) -> None:
         home = tempfile.mkdtemp(prefix="cutlight-warm-")  # its working directory: nothing to import by accident
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), *WARM_MODULES], cwd=home, env=env, bufsize=0,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.log = Path(home, "server.log")  # what it printed itself (e.g. an import that failed)
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, str(SERVER), *WARM_MODULES], cwd=home, env=env, bufsize=0,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self.buffer, self.started, self.exits = b"", [], {}
 
     def pump(self, wait: float | None) -> None:
@@ -68,7 +70,8 @@ class _Server:
             return
         data = os.read(self.proc.stdout.fileno(), 1 << 16)
         if not data:
-            raise RuntimeError(f"the warm interpreter ({SERVER.name}) ended; exit status {self.proc.wait()}")
+            raise RuntimeError(f"the warm interpreter ({SERVER.name}) ended with exit status {self.proc.wait()}; "
+                               f"it printed:\n{self.log.read_text()[-4000:]}")
         self.buffer += data
         while b"\n" in self.buffer:
             line, self.buffer = self.buffer.split(b"\n", 1)
