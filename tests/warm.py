@@ -9,7 +9,7 @@ environment and output files, and exits, takes signals and reports its status as
 
 What only a fresh interpreter shows still runs fresh: the import-layer tests, the processes DDP and the sweep
 launchers spawn, the notebook kernels. ``CUTLIGHT_TEST_FRESH=1`` runs every command fresh (the whole suite passes
-either way).
+either way), and so does any system but Linux.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ WARM_MODULES = ("cutlight.cli.train", "cutlight.cli.report", "cutlight.cli.trans
 # read while the interpreter starts or a library loads: a different value needs its own warm interpreter
 _START_PREFIXES = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "GOMP_", "KMP_", "ATEN_", "LD_", "MALLOC_", "LC_", "LANG")
 _START_EXCEPT = ("PYTHONUNBUFFERED",)  # the child sets it on its own streams
+
+
+def _fresh() -> bool:
+    """Run commands fresh: asked for, or not on Linux (forking an interpreter that has loaded torch is not safe on
+    macOS, whose system libraries refuse to continue in a forked child)."""
+    return os.environ.get("CUTLIGHT_TEST_FRESH") == "1" or not sys.platform.startswith("linux")
 
 
 def _is_start_variable(name: str) -> bool:
@@ -145,7 +151,7 @@ def start_module(module: str, args: list[str], cwd: str | Path, env: dict, stdou
     if ``new_session`` (``start_new_session=True``)."""
     cmd = [sys.executable, "-m", module, *map(str, args)]
     env = {k: str(v) for k, v in env.items()}
-    if os.environ.get("CUTLIGHT_TEST_FRESH") == "1":
+    if _fresh():
         out = open(stdout, "w") if stdout else subprocess.DEVNULL
         err = subprocess.STDOUT if stderr == "stdout" else open(stderr, "w") if stderr else subprocess.DEVNULL
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=new_session)
@@ -160,7 +166,7 @@ def run_module(module: str, args: list[str], cwd: str | Path, env: dict, timeout
                ) -> subprocess.CompletedProcess:
     """What ``subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
     text=True, timeout=timeout)`` returns (``subprocess.TimeoutExpired`` after killing the command on a timeout)."""
-    if os.environ.get("CUTLIGHT_TEST_FRESH") == "1":
+    if _fresh():
         return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="cutlight-cmd-") as tmp:
