@@ -71,7 +71,8 @@ def test_another_hydra_app_composes_cutlight_groups(tmp_path):
 
 @pytest.mark.slow
 def test_wheel_runs_every_command(installed, tmp_path):
-    """Each command of the package (``cutlight.cli``) starts from the installed wheel and prints its help."""
+    """Each command of the package (``cutlight.cli``) starts from the installed wheel and prints its help (a fork
+    of a warm interpreter that imported the wheel's commands: ``warm.py``)."""
     env = {"PYTHONPATH": str(installed), "OMP_NUM_THREADS": "1"}
     for name in ("translate", "evaluate", "export", "analyze", "report"):
         res = warm.run_module(f"cutlight.cli.{name}", ["--help"], tmp_path, env, timeout=300)
