@@ -1,7 +1,7 @@
 """``python -m MODULE ARGS`` for the tests, without paying the imports each time (tests/README.md, "Commands").
 
 A fresh interpreter spends about 5 s of CPU importing torch, Lightning (and with it torchmetrics, scipy,
-matplotlib), Hydra and cutlight before a command does anything; the suite runs about a hundred commands. So each
+matplotlib), Hydra and cutlight before a command does anything; the suite runs dozens of commands. So each
 test process keeps one warm interpreter (``warm_server.py``) per start environment (the ``PYTHON*``, thread and
 library variables, which act while Python starts and the libraries load), which has imported ``WARM_MODULES``
 once; a command is a fork of it that becomes ``python -m MODULE ARGS`` in the given folder with exactly the given
