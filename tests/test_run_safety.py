@@ -22,7 +22,7 @@ from PIL import Image
 
 import warm
 from cutlight.cli.run_lock import LOCK_FILE, RunLock, RunLockError
-from train_cli import REPO, TINY, output, run_train
+from train_cli import REPO, TINY, command_env, output, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +30,9 @@ pytestmark = pytest.mark.slow
 LONG = [*TINY, "trainer.limit_train_batches=8"]
 
 
-def _env(tmp_path: Path, **extra) -> dict:
-    return {**os.environ, **warm.start_env(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-            "WANDB_SILENT": "true", "CUTLIGHT_CACHE": str(tmp_path / "cache"), **extra}
-
-
 def _popen(args: list[str], tmp_path: Path, log: Path, new_session: bool = False, **env) -> warm.WarmProcess:
     """``python -m cutlight.cli.train ARGS`` started in the background, its output (stdout and stderr) in ``log``."""
-    return warm.start_module("cutlight.cli.train", args, REPO, _env(tmp_path, **env), stdout=log, stderr="stdout",
+    return warm.start_module("cutlight.cli.train", args, REPO, command_env(tmp_path, **env), stdout=log, stderr="stdout",
                              new_session=new_session)
 
 

@@ -16,13 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["debug=tiny", "+trainer.enable_progress_bar=false", "data.size=32", "data.num_train=8", "data.num_test=4"]
 
 
+def command_env(tmp_path: Path, **env) -> dict:
+    """The environment of a command run from the repository root: one CPU thread, built-in data cached under
+    tmp_path, W&B off unless ``env`` says otherwise."""
+    return {**os.environ, **warm.start_env(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+            "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
+            "HYDRA_FULL_ERROR": "1", **env}
+
+
 def run_module(module: str, args: list[str], tmp_path: Path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
-    """``python -m module args`` from the repository root, one CPU thread, built-in data cached under tmp_path,
-    W&B off unless ``env`` says otherwise."""
-    environ = {**os.environ, **warm.start_env(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-               "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "CUTLIGHT_CACHE": str(tmp_path / "cache"),
-               "HYDRA_FULL_ERROR": "1", **env}
-    return warm.run_module(module, args, cwd=REPO, env=environ, timeout=timeout)
+    """``python -m module args`` from the repository root, in ``command_env``."""
+    return warm.run_module(module, args, cwd=REPO, env=command_env(tmp_path, **env), timeout=timeout)
 
 
 def run_train(args: list[str], tmp_path: Path, **kw) -> subprocess.CompletedProcess:

@@ -154,7 +154,12 @@ def start_module(module: str, args: list[str], cwd: str | Path, env: dict, stdou
     if _fresh():
         out = open(stdout, "w") if stdout else subprocess.DEVNULL
         err = subprocess.STDOUT if stderr == "stdout" else open(stderr, "w") if stderr else subprocess.DEVNULL
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=new_session)
+        try:
+            return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=new_session)
+        finally:  # the child has its own copies
+            for f in (out, err):
+                if hasattr(f, "close"):
+                    f.close()
     server = _server(env)
     pid = server.start({"module": module, "args": cmd[3:], "cwd": str(cwd), "env": env,
                         "stdout": str(stdout) if stdout else None, "stderr": str(stderr) if stderr else None,
@@ -166,9 +171,6 @@ def run_module(module: str, args: list[str], cwd: str | Path, env: dict, timeout
                ) -> subprocess.CompletedProcess:
     """What ``subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
     text=True, timeout=timeout)`` returns (``subprocess.TimeoutExpired`` after killing the command on a timeout)."""
-    if _fresh():
-        return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="cutlight-cmd-") as tmp:
         out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
         proc = start_module(module, args, cwd, env, stdout=out, stderr=err)
